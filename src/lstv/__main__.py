@@ -1,0 +1,3 @@
+from lstv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Shared fixtures: data the tests make themselves (phantoms, random-weight checkpoints)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_CHECKPOINT = REPO / "models" / "phantom_point_net.pth"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight resnet10t point net saved by the project (with its ``config``)."""
+    import torch
+
+    from lstv.model import PointNet, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    return save_checkpoint(PointNet(encoder="resnet10t"), path, iteration=0, epoch=0)
+
+
+@pytest.fixture(scope="session")
+def original_layout_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight resnet50d point net in the layout of hengck23's 00002484.pth."""
+    import torch
+
+    from lstv.model import PointNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "00002484.pth"
+    torch.save({"state_dict": PointNet().state_dict(), "iteration": 2484, "epoch": 10}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def phantom_dataset(tmp_path_factory):
+    """Eight phantom studies (some transitional, some compressed or shuffled), all held out."""
+    from lstv.phantom import write_phantom_dataset
+
+    return write_phantom_dataset(
+        tmp_path_factory.mktemp("phantom"), n_studies=8, lstv_fraction=0.4, seed=7,
+        valid_fraction=1.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def infer_output(tmp_path_factory, phantom_dataset, tiny_checkpoint) -> Path:
+    """A real ``lstv infer`` run (random-weight model) with heatmaps, on the phantom studies."""
+    from lstv.pipeline import InferenceConfig, run_inference
+
+    out = tmp_path_factory.mktemp("infer")
+    run_inference(InferenceConfig(
+        input_dir=phantom_dataset.images_dir,
+        series_csv=phantom_dataset.series_csv,
+        output_dir=out,
+        checkpoint=tiny_checkpoint,
+        valid_ids=phantom_dataset.valid_ids_path,
+        mode="prod",
+        device="cpu",
+        batch_size=4,
+        num_workers=0,
+        save_heatmaps=True,
+        quiet=True,
+    ))
+    return out

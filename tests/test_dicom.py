@@ -1,0 +1,120 @@
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from lstv.dicom import (
+    SeriesReadError,
+    normalise_to_uint8,
+    order_slices,
+    read_series,
+)
+
+VARIANTS = [
+    "MR_small_RLE.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_implicit.dcm",
+]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_transfer_syntaxes_decode_to_the_reference_pixels(name):
+    reference = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
+    ds = pydicom.dcmread(get_testdata_file(name))
+    assert np.array_equal(ds.pixel_array.astype(np.int32), reference.astype(np.int32))
+
+
+def write_series(folder, n=5, shuffle=False, name_fn=None, spacing=4.0):
+    """Copies of MR_small as a sagittal series along x, each slice marked by its position."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    order = np.random.default_rng(3).permutation(n) if shuffle else np.arange(n)
+    for k in range(n):
+        ds = base.copy()
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-10.0 + k * spacing, -50.0, 60.0]
+        ds.InstanceNumber = int(order[k]) + 1
+        pixels = base.pixel_array.copy()
+        pixels[0, 0] = 1000 + 100 * k  # the slice's true position, readable after sorting
+        ds.PixelData = pixels.tobytes()
+        fname = name_fn(k, ds) if name_fn else f"{ds.InstanceNumber}.dcm"
+        ds.save_as(folder / fname)
+    return folder
+
+
+def slice_marks(series):
+    """The raw mark of each slice in volume order (normalisation would clip it)."""
+    return [int(pydicom.dcmread(p).pixel_array[0, 0]) for p in series.paths]
+
+
+def test_shuffled_series_is_ordered_by_geometry(tmp_path):
+    plain = read_series(write_series(tmp_path / "plain"))
+    shuffled = read_series(write_series(tmp_path / "shuffled", shuffle=True,
+                                        name_fn=lambda k, ds: f"{(7 * k) % 5}.dcm"))
+    # Rows along +y and columns along -z give a normal along -x: slices run right to left.
+    assert np.all(np.diff(shuffled.positions[:, 0]) < 0)
+    assert np.array_equal(shuffled.volume, plain.volume)
+    assert slice_marks(shuffled) == sorted(slice_marks(shuffled), reverse=True)
+    assert list(shuffled.instance_numbers) != sorted(shuffled.instance_numbers)
+
+
+def test_pixel_to_patient_uses_orientation_and_spacing(tmp_path):
+    s = read_series(write_series(tmp_path / "s"))
+    row_spacing, col_spacing = s.pixel_spacings[2]
+    mm = s.pixel_to_patient(2, 10, 20)
+    expected = s.positions[2] + [0, 10 * col_spacing, -20 * row_spacing]
+    assert np.allclose(mm, expected)
+    assert s.centre_index == 2
+
+
+def test_groups_are_ordered_by_x():
+    o_sag = [0, 1, 0, 0, 0, -1]
+    o_other = [0, 1, 0.02, 0, 0, -1]
+    orientations = np.array([o_other, o_sag, o_other, o_sag], dtype=float)
+    positions = np.array([[12, 0, 0], [1, 0, 0], [10, 0, 0], [0, 0, 0]], dtype=float)
+    # Within a group: along the normal (-x here); groups: by the x of their first slice.
+    assert list(order_slices(orientations, positions)) == [1, 3, 0, 2]
+
+
+def test_normalisation_clips_percentiles():
+    v = np.arange(10000, dtype=np.uint16).reshape(1, 100, 100)
+    v[0, 0, 0] = 60000  # one hot pixel must not squash the contrast
+    out = normalise_to_uint8(v)
+    assert out.dtype == np.uint8
+    assert out.min() == 0 and out.max() == 255
+    assert out[0, 50, 0] == pytest.approx(127, abs=2)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d, "series folder not found"),
+        (lambda d: (d.mkdir(), d)[1], "no .dcm files"),
+        (lambda d: (d.mkdir(), (d / "1.dcm").write_text("not dicom"), d)[2],
+         "not a readable DICOM"),
+    ],
+)
+def test_bad_series_raise_clear_errors(tmp_path, make, message):
+    with pytest.raises(SeriesReadError, match=message):
+        read_series(make(tmp_path / "series"))
+
+
+def test_series_without_pixel_data(tmp_path):
+    folder = write_series(tmp_path / "s", n=2)
+    ds = pydicom.dcmread(folder / "1.dcm")
+    del ds.PixelData
+    ds.save_as(folder / "1.dcm")
+    with pytest.raises(SeriesReadError, match="no pixel data"):
+        read_series(folder)
+
+
+def test_mixed_image_sizes(tmp_path):
+    folder = write_series(tmp_path / "s", n=2)
+    ds = pydicom.dcmread(folder / "2.dcm")
+    ds.Rows, ds.Columns = 32, 32
+    ds.PixelData = np.zeros((32, 32), np.int16).tobytes()
+    ds.save_as(folder / "2.dcm")
+    with pytest.raises(SeriesReadError, match="mixed image sizes"):
+        read_series(folder)

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import torch
+
+from lstv.errors import CheckpointError, CheckpointNotFoundError
+from lstv.model import PointNet, extract_state_dict, load_checkpoint, save_checkpoint
+
+
+def test_resnet50d_state_dict_matches_the_real_checkpoint():
+    sd = PointNet().state_dict()
+    assert len(sd) == 395
+    assert sum(v.numel() for v in sd.values() if v.is_floating_point()) == 32_595_526
+    assert {"D", "mean", "std", "logit.weight", "decoder.block.0.conv1.0.weight",
+            "decoder.block.4.conv2.1.running_var"} <= set(sd)
+    assert sd["decoder.block.0.conv1.0.weight"].shape == (256, 2048 + 1024, 3, 3)
+    assert sd["decoder.block.4.conv1.0.weight"].shape == (16, 32, 3, 3)  # no skip at the top
+    assert sd["logit.weight"].shape == (6, 16, 1, 1)
+
+
+def test_forward_shapes_and_softmax():
+    model = PointNet("resnet10t").eval()
+    x = torch.randint(0, 255, (2, 1, 160, 160), dtype=torch.uint8)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.shape == (2, 6, 160, 160)
+    p = torch.softmax(out, 1)
+    assert torch.allclose(p.sum(1), torch.ones(2, 160, 160), atol=1e-5)
+
+
+def test_non_resnet_encoder_is_refused():
+    with pytest.raises(ValueError, match="not a timm ResNet"):
+        PointNet("mobilenetv3_small_050")
+
+
+@pytest.mark.parametrize("layout", ["state_dict", "model_state_dict", "bare", "module"])
+def test_checkpoint_layouts_load(tmp_path, layout):
+    torch.manual_seed(1)
+    model = PointNet("resnet10t")
+    sd = model.state_dict()
+    payload = {
+        "state_dict": {"state_dict": sd, "iteration": 5},
+        "model_state_dict": {"model_state_dict": sd},
+        "bare": sd,
+        "module": {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    }[layout]
+    path = tmp_path / "c.pth"
+    torch.save(payload, path)
+    loaded, info = load_checkpoint(path, encoder="resnet10t")
+    assert not loaded.training
+    w = loaded.state_dict()["logit.weight"]
+    assert torch.equal(w, sd["logit.weight"])
+    assert len(info.sha256) == 64
+
+
+def test_original_layout_defaults_to_resnet50d(original_layout_checkpoint):
+    model, info = load_checkpoint(original_layout_checkpoint)
+    assert model.encoder_name == "resnet50d"
+    assert info.iteration == 2484 and info.epoch == 10
+    assert info.config == {"encoder": "resnet50d", "image_size": 160}
+
+
+def test_saved_checkpoint_carries_config_and_halves(tmp_path):
+    torch.manual_seed(2)
+    model = PointNet("resnet10t").eval()
+    full = save_checkpoint(model, tmp_path / "full.pth", iteration=7, epoch=1)
+    half = save_checkpoint(model, tmp_path / "half.pth", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, info = load_checkpoint(half)
+    assert info.config["encoder"] == "resnet10t"
+    x = torch.randint(0, 255, (1, 1, 64, 64), dtype=torch.uint8)
+    with torch.inference_mode():
+        a, b = torch.softmax(model(x), 1), torch.softmax(loaded(x), 1)
+    assert torch.allclose(a, b, atol=2e-3)
+    assert load_checkpoint(full)[1].iteration == 7
+
+
+def test_mismatched_keys_are_listed(tmp_path):
+    sd = PointNet("resnet10t").state_dict()
+    sd.pop("logit.bias")
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save({"state_dict": sd}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"missing: logit\.bias.*unexpected: extra\.weight"):
+        load_checkpoint(tmp_path / "bad.pth", encoder="resnet10t")
+
+
+def test_wrong_encoder_reports_shapes(tmp_path):
+    torch.save({"state_dict": PointNet("resnet10t").state_dict()}, tmp_path / "c.pth")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path / "c.pth")  # defaults to resnet50d
+
+
+def test_missing_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="01b_download_model.sh"):
+        load_checkpoint(tmp_path / "absent.pth")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    torch.save({"state_dict": {"w": np.arange(3)}}, tmp_path / "evil.pth")  # not a tensor
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "evil.pth")
+
+
+def test_non_dict_checkpoint(tmp_path):
+    torch.save(torch.zeros(3), tmp_path / "t.pth")
+    with pytest.raises(CheckpointError, match="not a dict"):
+        extract_state_dict(torch.load(tmp_path / "t.pth", weights_only=True))
