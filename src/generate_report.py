@@ -1,4 +1,4 @@
-"""The seed's documented command, kept working: ``python src/generate_report.py --csv ... --output ...``.
+"""The seed's documented command, kept working: ``python src/generate_report.py --csv ...``.
 
 Same flags as ``lstv report``; see ``lstv report --help``.
 """

@@ -41,7 +41,10 @@ def phantom_dataset(tmp_path_factory):
     from lstv.phantom import write_phantom_dataset
 
     return write_phantom_dataset(
-        tmp_path_factory.mktemp("phantom"), n_studies=8, lstv_fraction=0.4, seed=7,
+        tmp_path_factory.mktemp("phantom"),
+        n_studies=8,
+        lstv_fraction=0.4,
+        seed=7,
         valid_fraction=1.0,
     )
 
@@ -52,17 +55,19 @@ def infer_output(tmp_path_factory, phantom_dataset, tiny_checkpoint) -> Path:
     from lstv.pipeline import InferenceConfig, run_inference
 
     out = tmp_path_factory.mktemp("infer")
-    run_inference(InferenceConfig(
-        input_dir=phantom_dataset.images_dir,
-        series_csv=phantom_dataset.series_csv,
-        output_dir=out,
-        checkpoint=tiny_checkpoint,
-        valid_ids=phantom_dataset.valid_ids_path,
-        mode="prod",
-        device="cpu",
-        batch_size=4,
-        num_workers=0,
-        save_heatmaps=True,
-        quiet=True,
-    ))
+    run_inference(
+        InferenceConfig(
+            input_dir=phantom_dataset.images_dir,
+            series_csv=phantom_dataset.series_csv,
+            output_dir=out,
+            checkpoint=tiny_checkpoint,
+            valid_ids=phantom_dataset.valid_ids_path,
+            mode="prod",
+            device="cpu",
+            batch_size=4,
+            num_workers=0,
+            save_heatmaps=True,
+            quiet=True,
+        )
+    )
     return out

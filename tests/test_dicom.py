@@ -51,8 +51,11 @@ def slice_marks(series):
 
 def test_shuffled_series_is_ordered_by_geometry(tmp_path):
     plain = read_series(write_series(tmp_path / "plain"))
-    shuffled = read_series(write_series(tmp_path / "shuffled", shuffle=True,
-                                        name_fn=lambda k, ds: f"{(7 * k) % 5}.dcm"))
+    shuffled = read_series(
+        write_series(
+            tmp_path / "shuffled", shuffle=True, name_fn=lambda k, ds: f"{(7 * k) % 5}.dcm"
+        )
+    )
     # Rows along +y and columns along -z give a normal along -x: slices run right to left.
     assert np.all(np.diff(shuffled.positions[:, 0]) < 0)
     assert np.array_equal(shuffled.volume, plain.volume)
@@ -92,8 +95,10 @@ def test_normalisation_clips_percentiles():
     [
         (lambda d: d, "series folder not found"),
         (lambda d: (d.mkdir(), d)[1], "no .dcm files"),
-        (lambda d: (d.mkdir(), (d / "1.dcm").write_text("not dicom"), d)[2],
-         "not a readable DICOM"),
+        (
+            lambda d: (d.mkdir(), (d / "1.dcm").write_text("not dicom"), d)[2],
+            "not a readable DICOM",
+        ),
     ],
 )
 def test_bad_series_raise_clear_errors(tmp_path, make, message):

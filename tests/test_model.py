@@ -10,8 +10,14 @@ def test_resnet50d_state_dict_matches_the_real_checkpoint():
     sd = PointNet().state_dict()
     assert len(sd) == 395
     assert sum(v.numel() for v in sd.values() if v.is_floating_point()) == 32_595_526
-    assert {"D", "mean", "std", "logit.weight", "decoder.block.0.conv1.0.weight",
-            "decoder.block.4.conv2.1.running_var"} <= set(sd)
+    assert {
+        "D",
+        "mean",
+        "std",
+        "logit.weight",
+        "decoder.block.0.conv1.0.weight",
+        "decoder.block.4.conv2.1.running_var",
+    } <= set(sd)
     assert sd["decoder.block.0.conv1.0.weight"].shape == (256, 2048 + 1024, 3, 3)
     assert sd["decoder.block.4.conv1.0.weight"].shape == (16, 32, 3, 3)  # no skip at the top
     assert sd["logit.weight"].shape == (6, 16, 1, 1)

@@ -18,12 +18,15 @@ def write_csv(path, text):
 
 
 def test_sagittal_t2_selection_is_deterministic(tmp_path):
-    csv = write_csv(tmp_path / "s.csv", (
-        "study_id,series_id,series_description\n"
-        "1,30,Sagittal T2/STIR\n1,10,Sagittal T1\n1,20,Axial T2\n"
-        "2,50,sagittal t2 fse\n2,40,Sagittal T2/STIR\n2,45,Sagittal T2/STIR\n"
-        "3,60,Axial T2\n"
-    ))
+    csv = write_csv(
+        tmp_path / "s.csv",
+        (
+            "study_id,series_id,series_description\n"
+            "1,30,Sagittal T2/STIR\n1,10,Sagittal T1\n1,20,Axial T2\n"
+            "2,50,sagittal t2 fse\n2,40,Sagittal T2/STIR\n2,45,Sagittal T2/STIR\n"
+            "3,60,Axial T2\n"
+        ),
+    )
     tasks = sagittal_t2_tasks(read_series_table(csv))
     assert tasks == [
         StudyTask(1, 30, "Sagittal T2/STIR"),

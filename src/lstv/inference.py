@@ -24,8 +24,9 @@ def shift_image(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
     """Translate by (dx, dy) pixels, filling the uncovered border with the edge values."""
     matrix = np.float32([[1, 0, dx], [0, 1, dy]])
     h, w = image.shape[-2:]
-    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_NEAREST,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        image, matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def resolve_device(name: str = "auto") -> torch.device:

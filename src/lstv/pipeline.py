@@ -276,11 +276,12 @@ class _Run:
         tta_mi = None
         if self.config.tta:
             tta_mi = mutual_information(self.predictor.predict_views(sample.image))
+        metrics = study_metrics(probs)
         row = metrics_row(
             task.study_id,
             task.series_id,
             task.series_description,
-            study_metrics(probs),
+            metrics,
             sample,
             self.config.thresholds,
             tta_mi,
@@ -290,7 +291,9 @@ class _Run:
         if self.config.visualize:
             from lstv.visualize import save_study_figures
 
-            save_study_figures(self.out / "visualizations", sample, probs, row)
+            save_study_figures(
+                self.out / "visualizations", sample, probs, metrics, row["risk_level"]
+            )
         self.metrics.write(row)
         self.n_completed += 1
 
@@ -342,7 +345,11 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
     prune_failures(out, {t.study_id for t in todo})
     log.info(
         "%d studies selected (part %d of %d), %d already done, %d to run on %s",
-        len(tasks), config.part_id, config.num_parts, len(tasks) - len(todo), len(todo),
+        len(tasks),
+        config.part_id,
+        config.num_parts,
+        len(tasks) - len(todo),
+        len(todo),
         predictor.device,
     )
     run = _Run(config, predictor, checkpoint_info, tasks, validated)
@@ -353,7 +360,9 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         reader = SampleReader(todo, config.input_dir, config.image_size)
         pending: list[Sample] = []
         bar = tqdm(
-            total=len(todo), unit="study", desc="infer",
+            total=len(todo),
+            unit="study",
+            desc="infer",
             disable=config.quiet or not sys.stderr.isatty(),
         )
         for item in iter_samples(reader, config.num_workers):
@@ -374,8 +383,9 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
     finally:
         run.write_manifest(status)
         run.close()
-    return RunSummary(out, len(tasks), len(tasks) - len(todo), run.n_completed, run.n_failed,
-                      validated)
+    return RunSummary(
+        out, len(tasks), len(tasks) - len(todo), run.n_completed, run.n_failed, validated
+    )
 
 
 def load_predictor(checkpoint: Path, device: str = "auto"):
@@ -396,5 +406,8 @@ def check_image_size(checkpoint_info, image_size: int) -> None:
     if int(trained) != int(image_size):
         log.warning(
             "the checkpoint was trained at %s px but --image_size is %s: entropy thresholds "
-            "assume %s px maps", trained, image_size, DEFAULT_IMAGE_SIZE,
+            "assume %s px maps",
+            trained,
+            image_size,
+            DEFAULT_IMAGE_SIZE,
         )

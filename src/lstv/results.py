@@ -116,7 +116,7 @@ class CsvAppender:
                     f"{self.path} has other columns than this version writes; "
                     "use a new --output_dir (or move the old file away)"
                 )
-        self._file = open(self.path, "a", newline="")
+        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - held for the run
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
         if not exists:
             self._writer.writeheader()
@@ -184,7 +184,9 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def save_heatmaps(output_dir: Path, study_id: int, series_id: int, probs: np.ndarray, sample) -> Path:
+def save_heatmaps(
+    output_dir: Path, study_id: int, series_id: int, probs: np.ndarray, sample
+) -> Path:
     """``heatmaps/{study_id}.npz``: the maps, the model input and where it came from."""
     folder = Path(output_dir) / HEATMAP_DIR
     folder.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,8 @@ def read_series_table(path: str | Path) -> list[tuple[int, int, str]]:
         missing = [c for c in SERIES_COLUMNS if c not in header]
         if missing:
             raise ValueError(
-                f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(SERIES_COLUMNS)}"
-                f" (found {', '.join(header) or 'no header'})"
+                f"{path}: missing column(s) {', '.join(missing)}; expected "
+                f"{', '.join(SERIES_COLUMNS)} (found {', '.join(header) or 'no header'})"
             )
         reader.fieldnames = header
         rows = []
@@ -59,7 +59,9 @@ def read_series_table(path: str | Path) -> list[tuple[int, int, str]]:
                     (int(row["study_id"]), int(row["series_id"]), row["series_description"] or "")
                 )
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path} line {line}: study_id and series_id must be integers") from exc
+                raise ValueError(
+                    f"{path} line {line}: study_id and series_id must be integers"
+                ) from exc
     return rows
 
 

@@ -87,7 +87,9 @@ def read_disc_labels(path: Path) -> dict[int, dict[str, tuple[int, float, float]
             if row["condition"].strip() != LABEL_CONDITION or row["level"] not in LEVEL_TO_CLASS:
                 continue
             labels.setdefault(int(row["study_id"]), {})[row["level"]] = (
-                int(row["instance_number"]), float(row["x"]), float(row["y"]),
+                int(row["instance_number"]),
+                float(row["x"]),
+                float(row["y"]),
             )
     return labels
 
@@ -97,9 +99,11 @@ def read_lstv_types(path: Path) -> dict[int, str]:
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        return {int(r["study_id"]): r.get("lstv_type") or
-                ("normal" if str(r["lstv"]).strip() in ("0", "False", "false") else "lstv")
-                for r in csv.DictReader(f)}
+        return {
+            int(r["study_id"]): r.get("lstv_type")
+            or ("normal" if str(r["lstv"]).strip() in ("0", "False", "false") else "lstv")
+            for r in csv.DictReader(f)
+        }
 
 
 def split_studies(data_dir: Path) -> tuple[list[StudyTask], list[StudyTask], dict]:
@@ -109,8 +113,10 @@ def split_studies(data_dir: Path) -> tuple[list[StudyTask], list[StudyTask], dic
     types = read_lstv_types(data_dir / "lstv_labels.csv")
     valid_ids = load_valid_ids(data_dir / "valid_id.npy") or set()
     tasks = [
-        t for t in sagittal_t2_tasks(read_series_table(data_dir / "train_series_descriptions.csv"))
-        if t.series_id is not None and t.study_id in labels
+        t
+        for t in sagittal_t2_tasks(read_series_table(data_dir / "train_series_descriptions.csv"))
+        if t.series_id is not None
+        and t.study_id in labels
         and types.get(t.study_id, "normal") == "normal"
     ]
     train = [t for t in tasks if t.study_id not in valid_ids]
@@ -118,16 +124,21 @@ def split_studies(data_dir: Path) -> tuple[list[StudyTask], list[StudyTask], dic
     return train, val, labels
 
 
-def load_labelled_slices(tasks, images_dir: Path, labels: dict, image_size: int,
-                         num_workers: int, quiet: bool) -> list[LabelledSlice]:
+def load_labelled_slices(
+    tasks, images_dir: Path, labels: dict, image_size: int, num_workers: int, quiet: bool
+) -> list[LabelledSlice]:
     from tqdm import tqdm
 
     from lstv.pipeline import Failure, SampleReader, iter_samples
 
     out = []
     reader = SampleReader(tasks, images_dir, image_size)
-    for item in tqdm(iter_samples(reader, num_workers), total=len(tasks), desc="read",
-                     disable=quiet or not sys.stderr.isatty()):
+    for item in tqdm(
+        iter_samples(reader, num_workers),
+        total=len(tasks),
+        desc="read",
+        disable=quiet or not sys.stderr.isatty(),
+    ):
         if isinstance(item, Failure):
             log.warning("skipping study %s: %s", item.task.study_id, item.error)
             continue
@@ -136,13 +147,16 @@ def load_labelled_slices(tasks, images_dir: Path, labels: dict, image_size: int,
         points = np.full((len(LEVELS), 2), np.nan, dtype=np.float32)
         for level, (_, x, y) in labels[item.task.study_id].items():
             points[LEVEL_TO_CLASS[level] - 1] = (x * image_size / width, y * image_size / height)
-        out.append(LabelledSlice(
-            study_id=item.task.study_id,
-            image=item.image,
-            points=points,
-            mm_per_pixel=np.array([col_spacing * width / image_size,
-                                   row_spacing * height / image_size]),
-        ))
+        out.append(
+            LabelledSlice(
+                study_id=item.task.study_id,
+                image=item.image,
+                points=points,
+                mm_per_pixel=np.array(
+                    [col_spacing * width / image_size, row_spacing * height / image_size]
+                ),
+            )
+        )
     return out
 
 
@@ -159,8 +173,9 @@ def augment(rng: np.random.Generator, s: LabelledSlice) -> tuple[np.ndarray, np.
     """Geometric and intensity augmentation of one slice and its points."""
     size = s.image.shape[0]
     matrix = random_affine(rng, size)
-    image = cv2.warpAffine(s.image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT)
+    image = cv2.warpAffine(
+        s.image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
     gamma = rng.uniform(0.7, 1.5)
     image = (255 * (image / 255.0) ** gamma * rng.uniform(0.8, 1.1)).clip(0, 255)
     points = s.points @ matrix[:, :2].T + matrix[:, 2]
@@ -174,13 +189,21 @@ def disc_mask(points: np.ndarray, size: int, radius_px: float) -> np.ndarray:
     for i, (x, y) in enumerate(points):
         if np.isfinite(x) and np.isfinite(y):
             centre = (int(round(x * (1 << shift))), int(round(y * (1 << shift))))
-            cv2.circle(mask, centre, int(round(radius_px * (1 << shift))), i + 1, -1,
-                       lineType=cv2.LINE_8, shift=shift)
+            cv2.circle(
+                mask,
+                centre,
+                int(round(radius_px * (1 << shift))),
+                i + 1,
+                -1,
+                lineType=cv2.LINE_8,
+                shift=shift,
+            )
     return mask
 
 
-def make_batch(rng, slices: list[LabelledSlice], batch_size: int, radius_mm: float,
-               augmented: bool = True):
+def make_batch(
+    rng, slices: list[LabelledSlice], batch_size: int, radius_mm: float, augmented: bool = True
+):
     idx = rng.integers(0, len(slices), size=batch_size) if augmented else range(batch_size)
     images, masks = [], []
     for i in idx:
@@ -200,7 +223,7 @@ def localisation_errors(predictor, slices: list[LabelledSlice]) -> dict[str, dic
     dists: dict[str, list[float]] = {k: [] for k in LEVEL_KEYS}
     found = dict.fromkeys(LEVEL_KEYS, 0)
     for start in range(0, len(slices), 16):
-        chunk = slices[start:start + 16]
+        chunk = slices[start : start + 16]
         probs = predictor(np.stack([s.image for s in chunk]))
         for s, p in zip(chunk, probs, strict=True):
             for i, key in enumerate(LEVEL_KEYS):
@@ -235,19 +258,24 @@ def train(config: TrainConfig) -> TrainResult:
     if not train_tasks:
         raise ValueError(f"no labelled normal studies outside valid_id.npy in {data_dir}")
     images_dir = data_dir / "train_images"
-    read = dict(images_dir=images_dir, labels=labels, image_size=config.image_size,
-                num_workers=config.num_workers, quiet=config.quiet)
+    read = dict(
+        images_dir=images_dir,
+        labels=labels,
+        image_size=config.image_size,
+        num_workers=config.num_workers,
+        quiet=config.quiet,
+    )
     train_slices = load_labelled_slices(train_tasks, **read)
     val_slices = load_labelled_slices(val_tasks, **read)
-    log.info("training on %d normal studies, validating on %d", len(train_slices),
-             len(val_slices))
+    log.info("training on %d normal studies, validating on %d", len(train_slices), len(val_slices))
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
     model = PointNet(encoder=config.encoder).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
 
     def lr_at(step: int) -> float:
         if step < config.warmup_steps:
@@ -274,9 +302,12 @@ def train(config: TrainConfig) -> TrainResult:
     model.eval()
     errors = localisation_errors(Predictor(model, device), val_slices) if val_slices else {}
     save_checkpoint(
-        model, config.output, iteration=config.steps,
+        model,
+        config.output,
+        iteration=config.steps,
         epoch=config.steps * config.batch_size // max(len(train_slices), 1),
-        image_size=config.image_size, half=True,
+        image_size=config.image_size,
+        half=True,
         extra_config={
             "trained_on": "lstv phantom normal studies",
             "seed": config.seed,
@@ -286,6 +317,10 @@ def train(config: TrainConfig) -> TrainResult:
         },
     )
     return TrainResult(
-        checkpoint=Path(config.output), n_train=len(train_slices), n_val=len(val_slices),
-        losses=losses, val_error_mm=errors, seconds=time.perf_counter() - started,
+        checkpoint=Path(config.output),
+        n_train=len(train_slices),
+        n_val=len(val_slices),
+        losses=losses,
+        val_error_mm=errors,
+        seconds=time.perf_counter() - started,
     )

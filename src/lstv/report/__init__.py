@@ -1,0 +1,575 @@
+"""Self-contained HTML report of an inference run.
+
+``build_report`` reads ``lstv_uncertainty_metrics.csv`` and, when present next to it,
+``failures.csv``, ``run_manifest.json`` and ``heatmaps/``; it writes one HTML file whose figures
+are embedded PNGs and whose styles are inline, so it opens offline and can be mailed as is.
+Every value read from a file goes through Jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lstv import __version__
+from lstv.evaluate import (
+    evaluate_frames,
+    read_labels,
+    read_metrics_csv,
+    roc_inputs,
+)
+from lstv.levels import LEVEL_KEYS, LEVELS
+from lstv.uncertainty import RiskThresholds, level_point, risk_level
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE = "report.html.j2"
+THUMBNAIL_LEVELS = ("l4_l5", "l5_s1")
+# More rows than this in a table make the page long without helping anyone read it.
+MAX_FAILURE_ROWS = 200
+MAX_LISTED_IDS = 50
+# A report should stay small enough to mail; 20 thumbnails and the plots take about 1 MB.
+MAX_REPORT_BYTES = 15_000_000
+# The ROC tables lead with the two levels where transitional anatomy shows; the rest fold away.
+UPPER_LEVEL_PREFIXES = tuple(f"{key}_" for key in LEVEL_KEYS[:3])
+_PROVENANCE_FIELDS = (
+    ("command", "Command"),
+    ("lstv_version", "lstv version"),
+    ("device", "Device"),
+    ("mode", "Mode"),
+    ("seed", "Seed"),
+    ("image_size", "Model input size"),
+    ("validation_filter", "Validation filter"),
+    ("num_parts", "Shards (num_parts)"),
+    ("part_id", "Shard (part_id)"),
+    ("n_selected", "Studies selected"),
+    ("n_completed", "Studies completed"),
+    ("n_failed", "Studies failed"),
+    ("started_at", "Started"),
+    ("finished_at", "Finished"),
+)
+
+
+def build_report(
+    csv_path: str | Path,
+    output_path: str | Path,
+    *,
+    manifest_path: str | Path | None = None,
+    failures_path: str | Path | None = None,
+    labels_path: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    heatmap_dir: str | Path | None = None,
+    top_n: int = 20,
+    thresholds: RiskThresholds | None = None,
+) -> Path:
+    """Render the HTML report of one inference run.
+
+    Args:
+        csv_path: ``lstv_uncertainty_metrics.csv`` of the run.
+        output_path: Where to write the HTML file (its folder is created).
+        manifest_path: ``run_manifest.json``; default: next to the CSV. Missing -> noted.
+        failures_path: ``failures.csv``; default: next to the CSV. Missing -> noted.
+        labels_path: Optional labels CSV (``study_id, lstv[, lstv_type]``) for the ROC section.
+        data_dir: Optional ``train_images`` root; thumbnails then show the DICOM centre slice at
+            full resolution instead of the 160 x 160 model input saved with the heatmaps.
+        heatmap_dir: Folder of ``{study_id}.npz`` heatmaps; default: ``heatmaps/`` next to the CSV.
+        top_n: How many top LSTV candidates to list with thumbnails.
+        thresholds: Risk bands and flag threshold; default ``RiskThresholds()``.
+
+    Returns:
+        The path of the written report.
+
+    Raises:
+        ValueError: The CSV is empty or malformed, or ``top_n`` is negative.
+    """
+    start = time.perf_counter()
+    from lstv.report import figures
+
+    if top_n < 0:
+        raise ValueError(f"top_n must be >= 0, got {top_n}")
+    csv_path = Path(csv_path)
+    output_path = Path(output_path)
+    thresholds = thresholds or RiskThresholds()
+    run_dir = csv_path.parent
+    manifest_path = Path(manifest_path) if manifest_path else run_dir / "run_manifest.json"
+    failures_path = Path(failures_path) if failures_path else run_dir / "failures.csv"
+    heatmap_dir = Path(heatmap_dir) if heatmap_dir else run_dir / "heatmaps"
+
+    df = read_metrics_csv(csv_path)
+    df["risk"] = [_risk(e, thresholds) for e in df["l5_s1_entropy"]]
+    df["flag"] = df["l5_s1_entropy"] > thresholds.flag_entropy
+    manifest, manifest_note = _read_manifest(manifest_path)
+    failures, failures_note = _read_failures(failures_path)
+
+    n = len(df)
+    counts = {level: int((df["risk"] == level).sum()) for level in figures.RISK_ORDER}
+    summary = {
+        "n_studies": n,
+        "n_failed": len(failures) if failures is not None else None,
+        "n_flagged": int(df["flag"].sum()),
+        "pct_flagged": 100.0 * df["flag"].mean(),
+        "risk": [
+            {"level": level, "count": c, "pct": 100.0 * c / n, "color": figures.RISK_COLORS[level]}
+            for level, c in counts.items()
+        ],
+        "n_unknown": int((df["risk"] == "Unknown").sum()),
+        "n_series": int(df["series_id"].nunique()),
+        "n_duplicate_studies": int(df["study_id"].duplicated().sum()),
+    }
+
+    plots = {
+        "histograms": figures.png_data_uri(figures.entropy_histograms(df, thresholds)),
+        "scatter": figures.png_data_uri(
+            figures.entropy_confidence_scatter(df, df["risk"], thresholds)
+        ),
+        "levels": figures.png_data_uri(figures.level_boxplot(df, thresholds)),
+    }
+
+    candidates = _candidates(df, top_n, heatmap_dir, data_dir)
+    context = {
+        "title": "LSTV uncertainty screening report",
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "lstv_version": __version__,
+        "csv_path": str(csv_path),
+        "csv_name": csv_path.name,
+        "summary": summary,
+        "thresholds": asdict(thresholds),
+        "run_thresholds": _run_thresholds(manifest),
+        "risk_changes": _risk_changes(df),
+        "manifest": manifest,
+        "manifest_note": manifest_note,
+        "manifest_path": str(manifest_path),
+        "provenance": _provenance(manifest) if manifest else [],
+        "run_checkpoint": _checkpoint_summary(manifest),
+        "validation_off": bool(manifest) and manifest.get("validation_filter") is False,
+        "failures": (failures or [])[:MAX_FAILURE_ROWS],
+        "n_failures_hidden": max(0, len(failures or []) - MAX_FAILURE_ROWS),
+        "failures_note": failures_note,
+        "failures_path": str(failures_path),
+        "plots": plots,
+        "strata": _strata(df, thresholds),
+        "levels": _level_table(df),
+        "candidates": candidates,
+        "top_n": top_n,
+        "heatmap_dir": str(heatmap_dir),
+        "data_dir": str(data_dir) if data_dir else None,
+        "roc": _roc_section(df, labels_path, thresholds) if labels_path else None,
+    }
+    html = _render(context)
+    if len(html) > MAX_REPORT_BYTES:
+        logger.warning(
+            "report is %.1f MB, over %.0f MB: lower --top_n to shrink it",
+            len(html) / 1e6,
+            MAX_REPORT_BYTES / 1e6,
+        )
+    _atomic_write(output_path, html)
+    logger.info(
+        "report of %d studies written to %s (%.1f MB, %.1f s)",
+        n,
+        output_path,
+        len(html.encode()) / 1e6,
+        time.perf_counter() - start,
+    )
+    return output_path
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _risk(entropy: float, thresholds: RiskThresholds) -> str:
+    return risk_level(float(entropy), thresholds) if np.isfinite(entropy) else "Unknown"
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
+    if not path.is_file():
+        return None, f"run_manifest.json not found ({path})"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"run_manifest.json could not be read ({path}: {exc})"
+    if not isinstance(data, dict):
+        return None, f"run_manifest.json is not a JSON object ({path})"
+    return data, None
+
+
+def _read_failures(path: Path) -> tuple[list[dict] | None, str | None]:
+    if not path.is_file():
+        return None, f"failures.csv not found ({path})"
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return [], None
+    except (OSError, pd.errors.ParserError) as exc:
+        return None, f"failures.csv could not be read ({path}: {exc})"
+    cols = ["study_id", "series_id", "stage", "error"]
+    for col in cols:
+        if col not in table.columns:
+            table[col] = ""
+    return table[cols].to_dict("records"), None
+
+
+def _run_thresholds(manifest: dict | None) -> dict | None:
+    if not manifest or not isinstance(manifest.get("thresholds"), dict):
+        return None
+    return manifest["thresholds"]
+
+
+def _risk_changes(df: pd.DataFrame) -> int:
+    """Studies whose band differs from the ``risk_level`` the run wrote (other thresholds)."""
+    if "risk_level" not in df.columns:
+        return 0
+    recorded = df["risk_level"].astype(str).str.strip()
+    return int(((recorded != df["risk"]) & (df["risk"] != "Unknown")).sum())
+
+
+def _provenance(manifest: dict) -> list[tuple[str, str]]:
+    rows = []
+    for key, label in _PROVENANCE_FIELDS:
+        if key in manifest:
+            rows.append((label, _plain(manifest[key])))
+    checkpoint = manifest.get("checkpoint")
+    if isinstance(checkpoint, dict):
+        rows.append(("Checkpoint", _plain(checkpoint.get("path", "—"))))
+        rows.append(("Checkpoint SHA-256", _plain(checkpoint.get("sha256", "—"))))
+        if checkpoint.get("config"):
+            rows.append(("Checkpoint config", _plain(checkpoint.get("config"))))
+    elif checkpoint is not None:
+        rows.append(("Checkpoint", _plain(checkpoint)))
+    versions = manifest.get("versions")
+    if isinstance(versions, dict):
+        rows.append(("Versions", ", ".join(f"{k} {_plain(v)}" for k, v in versions.items())))
+    elif versions is not None:
+        rows.append(("Versions", _plain(versions)))
+    return rows
+
+
+def _checkpoint_summary(manifest: dict | None) -> dict:
+    checkpoint = (manifest or {}).get("checkpoint")
+    checkpoint = checkpoint if isinstance(checkpoint, dict) else {}
+    return {
+        "name": Path(str(checkpoint.get("path") or "unknown")).name,
+        "sha256": str(checkpoint.get("sha256") or "unknown"),
+    }
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return "—"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _strata(df: pd.DataFrame, thresholds: RiskThresholds) -> list[dict]:
+    from lstv.report.figures import RISK_COLORS, RISK_ORDER
+
+    rules = {
+        "High": f"L5/S1 entropy > {thresholds.high_entropy:g}",
+        "Medium": f"{thresholds.medium_entropy:g} ≤ L5/S1 entropy ≤ {thresholds.high_entropy:g}",
+        "Low": f"L5/S1 entropy < {thresholds.medium_entropy:g}",
+    }
+    advice = {
+        "High": "Review first: localizer unsure at L5/S1; count vertebrae on a whole-spine view.",
+        "Medium": "Review when time allows.",
+        "Low": "Localizer confident at L5/S1.",
+    }
+    rows = []
+    for level in RISK_ORDER:
+        sub = df[df["risk"] == level]
+        rows.append(
+            {
+                "level": level,
+                "color": RISK_COLORS[level],
+                "rule": rules[level],
+                "count": len(sub),
+                "pct": 100.0 * len(sub) / len(df),
+                "median_entropy": _median(sub["l5_s1_entropy"]),
+                "median_confidence": _median(sub["l5_s1_confidence"]),
+                "median_l4_l5_entropy": _median(sub["l4_l5_entropy"]),
+                "advice": advice[level],
+            }
+        )
+    return rows
+
+
+def _median(values: pd.Series) -> float:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return float(v.median()) if len(v) else math.nan
+
+
+def _level_table(df: pd.DataFrame) -> list[dict]:
+    rows = []
+    for key, name in zip(LEVEL_KEYS, LEVELS, strict=True):
+        e = df[f"{key}_entropy"]
+        rows.append(
+            {
+                "level": name,
+                "median_entropy": _median(e),
+                "q1": float(e.quantile(0.25)),
+                "q3": float(e.quantile(0.75)),
+                "median_normalized": _median(df[f"{key}_normalized_entropy"])
+                if f"{key}_normalized_entropy" in df
+                else math.nan,
+                "median_spatial": _median(df[f"{key}_spatial_entropy"]),
+                "median_confidence": _median(df[f"{key}_confidence"]),
+                "pct_point": 100.0 * df[f"{key}_x"].notna().mean()
+                if f"{key}_x" in df
+                else math.nan,
+            }
+        )
+    return rows
+
+
+def _text(value: object) -> str:
+    """A CSV cell as text; an empty cell (NaN) as ''."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _value(row: pd.Series, col: str) -> float:
+    if col not in row.index:
+        return math.nan
+    try:
+        return float(row[col])
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _candidates(
+    df: pd.DataFrame, top_n: int, heatmap_dir: Path, data_dir: str | Path | None
+) -> list[dict]:
+    """The ``top_n`` studies with the highest L5/S1 entropy, with their thumbnails."""
+    from lstv.report.figures import RISK_COLORS
+
+    order = df.sort_values(
+        ["l5_s1_entropy", "study_id"], ascending=[False, True], na_position="last", kind="stable"
+    )
+    order = order.drop_duplicates("study_id").head(top_n)
+    rows = []
+    for rank, (_, row) in enumerate(order.iterrows(), start=1):
+        uri, note = _thumbnail(row, heatmap_dir, data_dir)
+        rows.append(
+            {
+                "rank": rank,
+                "study_id": row["study_id"],
+                "series_id": row["series_id"],
+                "description": _text(row.get("series_description")),
+                "n_slices": row.get("n_slices", ""),
+                "l5_s1_entropy": _value(row, "l5_s1_entropy"),
+                "l5_s1_normalized": _value(row, "l5_s1_normalized_entropy"),
+                "l5_s1_spatial": _value(row, "l5_s1_spatial_entropy"),
+                "l5_s1_confidence": _value(row, "l5_s1_confidence"),
+                "l4_l5_entropy": _value(row, "l4_l5_entropy"),
+                "l4_l5_confidence": _value(row, "l4_l5_confidence"),
+                "risk": row["risk"],
+                "risk_color": RISK_COLORS.get(row["risk"], "#607d8b"),
+                "flag": bool(row["flag"]),
+                "thumbnail": uri,
+                "thumbnail_note": note,
+            }
+        )
+    return rows
+
+
+def _safe_name(name: str) -> bool:
+    """A CSV value used as a file name must not step out of its folder."""
+    return bool(name) and Path(name).name == name and name not in (".", "..")
+
+
+def _thumbnail(
+    row: pd.Series, heatmap_dir: Path, data_dir: str | Path | None
+) -> tuple[str | None, str]:
+    """Data URI of the study's thumbnail and a short note on what it shows (or why none)."""
+    from lstv.report.figures import candidate_thumbnail, overlay_alpha, png_data_uri
+
+    study_id, series_id = str(row["study_id"]), str(row["series_id"])
+    npz_path = heatmap_dir / f"{study_id}.npz"
+    if not _safe_name(study_id) or not npz_path.is_file():
+        return None, "No heatmaps saved for this study (run lstv infer with --save_heatmaps)."
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            probs = np.asarray(npz["probs"], dtype=np.float32)
+            image = np.asarray(npz["image"])
+            slice_index = int(npz["slice_index"]) if "slice_index" in npz else None
+    except (OSError, ValueError, KeyError) as exc:
+        return None, f"Heatmap file unreadable: {exc}"
+    if probs.ndim != 3 or probs.shape[0] != len(LEVEL_KEYS) + 1:
+        return None, f"Heatmap file has probabilities of shape {probs.shape}, not (6, S, S)."
+    maps = {k: probs[LEVEL_KEYS.index(k) + 1] for k in THUMBNAIL_LEVELS}
+    if slice_index is None and np.isfinite(_value(row, "slice_index")):
+        slice_index = int(_value(row, "slice_index"))
+
+    slice_img, note = None, ""
+    if data_dir is not None:
+        slice_img, note = _dicom_slice(Path(data_dir), study_id, series_id, slice_index)
+    if slice_img is not None:
+        h, w = slice_img.shape
+        points = {k: _csv_point(row, k, 1.0, 1.0) for k in THUMBNAIL_LEVELS}
+        note = f"DICOM slice {slice_index} ({w} × {h})"
+    else:
+        slice_img = image
+        size = image.shape[0]
+        width = _value(row, "image_width")
+        height = _value(row, "image_height")
+        points = {}
+        for k in THUMBNAIL_LEVELS:
+            if np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0:
+                points[k] = _csv_point(row, k, image.shape[1] / width, size / height)
+            else:
+                points[k] = level_point(maps[k])
+        prefix = f"{note}; " if note else ""
+        note = f"{prefix}model input ({image.shape[1]} × {size}), slice {slice_index}"
+    flat = [
+        name
+        for key, name in zip(LEVEL_KEYS, LEVELS, strict=True)
+        if key in maps and overlay_alpha(maps[key]) is None
+    ]
+    if flat:
+        note += f"; flat map, nothing localised: {', '.join(flat)}"
+    uri = png_data_uri(candidate_thumbnail(slice_img, maps, points), dpi=100)
+    return uri, note
+
+
+def _csv_point(row: pd.Series, key: str, sx: float, sy: float) -> tuple[float, float] | None:
+    x, y = _value(row, f"{key}_x"), _value(row, f"{key}_y")
+    if not (np.isfinite(x) and np.isfinite(y)):
+        return None
+    return x * sx, y * sy
+
+
+def _dicom_slice(
+    data_dir: Path, study_id: str, series_id: str, slice_index: int | None
+) -> tuple[np.ndarray | None, str]:
+    """The centre slice read from DICOM, or None and why not."""
+    if not _safe_name(series_id):
+        return None, "DICOM not read (unusable series ID)"
+    root = data_dir / "train_images" if (data_dir / "train_images").is_dir() else data_dir
+    series_dir = root / study_id / series_id
+    if not series_dir.is_dir():
+        return None, "DICOM series not found"
+    try:
+        from lstv.dicom import read_series
+
+        volume = read_series(series_dir).volume
+        index = volume.shape[0] // 2 if slice_index is None else slice_index
+        return np.asarray(volume[index]), ""
+    except Exception as exc:  # noqa: BLE001 - a bad file must not stop the whole report
+        logger.warning("thumbnail of study %s: DICOM unreadable: %s", study_id, exc)
+        return None, f"DICOM unreadable ({type(exc).__name__})"
+
+
+# --------------------------------------------------------------------------- ROC
+
+
+def _roc_section(df: pd.DataFrame, labels_path: str | Path, thresholds: RiskThresholds) -> dict:
+    """Evaluation against labels, through the same functions as ``lstv evaluate``."""
+    from lstv.report.figures import png_data_uri, roc_figure
+
+    labels, n_unreviewed = read_labels(labels_path)
+    metrics = df.drop(columns=["risk", "flag"])
+    try:
+        result = evaluate_frames(
+            metrics,
+            labels,
+            fixed_threshold=thresholds.flag_entropy,
+            n_unreviewed=n_unreviewed,
+        )
+    except ValueError as exc:
+        return {"error": str(exc), "labels_path": str(labels_path)}
+    joined, scores, groups = roc_inputs(metrics, labels)
+    figure = png_data_uri(roc_figure(joined["lstv"].to_numpy(dtype=int), scores, groups, result))
+    join = result["join"]
+    headline, upper = {}, {}
+    for group, info in result["groups"].items():
+        rows = list(info["scores"].items())
+        lower = [r for r in rows if not r[0].startswith(UPPER_LEVEL_PREFIXES)]
+        headline[group] = lower
+        upper[group] = [r for r in rows if r[0].startswith(UPPER_LEVEL_PREFIXES)]
+    return {
+        "headline": headline,
+        "upper": upper,
+        "labels_path": str(labels_path),
+        "result": result,
+        "figure": figure,
+        "missing_in_labels": join["missing_in_labels"][:MAX_LISTED_IDS],
+        "missing_in_labels_more": max(0, len(join["missing_in_labels"]) - MAX_LISTED_IDS),
+        "missing_in_metrics": join["missing_in_metrics"][:MAX_LISTED_IDS],
+        "missing_in_metrics_more": max(0, len(join["missing_in_metrics"]) - MAX_LISTED_IDS),
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: object, digits: int = 2) -> str:
+    """Number with ``digits`` decimals; a dash for missing values."""
+    if value is None:
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "—"
+    return f"{number:.{digits}f}"
+
+
+def _fmt_p(value: object) -> str:
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(p):
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _score_label(name: str) -> str:
+    for key, level in zip(LEVEL_KEYS, LEVELS, strict=True):
+        if name.startswith(key + "_"):
+            return f"{level} {name[len(key) + 1 :].replace('_', ' ')}"
+    return name.replace("_", " ")
+
+
+def _render(context: dict) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("lstv.report", "templates"),
+        autoescape=True,  # the template is .html.j2, which select_autoescape would miss
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _fmt
+    env.filters["pval"] = _fmt_p
+    env.filters["score_label"] = _score_label
+    return env.get_template(TEMPLATE).render(**context)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file so that a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

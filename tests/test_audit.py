@@ -1,0 +1,102 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstv.audit import AUDIT_COLUMNS, write_audit_queue
+from lstv.evaluate import evaluate, read_labels
+from lstv.levels import LEVEL_KEYS
+from lstv.uncertainty import RiskThresholds
+
+
+def write_metrics(path, study_ids, l5_s1_entropy):
+    """The seed's columns of the metrics CSV (the rest of the contract is optional here)."""
+    rows = []
+    for i, (sid, e) in enumerate(zip(study_ids, l5_s1_entropy, strict=True)):
+        row = {"study_id": sid, "series_id": f"9{i:03d}"}
+        for j, k in enumerate(LEVEL_KEYS):
+            ent = e if k == "l5_s1" else 2.0 + j + 0.1 * i
+            row.update(
+                {
+                    f"{k}_confidence": round(1.0 / (1.0 + ent), 4),
+                    f"{k}_entropy": ent,
+                    f"{k}_spatial_entropy": ent / 3,
+                }
+            )
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_queue_is_ranked_by_flag_score_with_empty_review_columns(tmp_path):
+    ids = ["11", "12", "13", "14", "15", "007"]
+    entropy = [3.0, 6.2, 4.5, 5.2, 6.2, 5.8]
+    csv = write_metrics(tmp_path / "m.csv", ids, entropy)
+    path = write_audit_queue(csv, tmp_path / "out" / "audit_queue.csv", n=4)
+    queue = pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    assert tuple(queue.columns) == AUDIT_COLUMNS
+    # 6.2 twice: the tie goes to the smaller study ID; "007" keeps its leading zeros
+    assert list(queue["study_id"]) == ["12", "15", "007", "14"]
+    assert list(queue["rank"]) == ["1", "2", "3", "4"]
+    assert [float(v) for v in queue["l5_s1_entropy"]] == [6.2, 6.2, 5.8, 5.2]
+    assert list(queue["risk_level"]) == ["High", "High", "High", "Medium"]
+    assert list(queue["lstv_flag"]) == ["True", "True", "True", "True"]
+    assert float(queue["l4_l5_entropy"][0]) == pytest.approx(5.1)  # 2 + 3 + 0.1 * 1
+    assert float(queue["l5_s1_confidence"][0]) == pytest.approx(round(1 / 7.2, 4))
+    for col in ("lstv", "lstv_type", "reviewer", "notes"):
+        assert (queue[col] == "").all()
+
+
+def test_queue_uses_the_given_thresholds(tmp_path):
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 4.5, 3.0])
+    thresholds = RiskThresholds(flag_entropy=4.0, high_entropy=4.4, medium_entropy=3.5)
+    queue = pd.read_csv(write_audit_queue(csv, tmp_path / "q.csv", thresholds=thresholds))
+    assert list(queue["risk_level"]) == ["High", "High", "Low"]
+    assert list(queue["lstv_flag"]) == [True, True, False]
+
+
+def test_queue_is_capped_and_deduplicated(tmp_path):
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "2", "3"], [4.0, 5.0, 4.9, 3.0])
+    queue = pd.read_csv(write_audit_queue(csv, tmp_path / "q.csv", n=60))
+    assert list(queue["study_id"]) == [2, 1, 3]
+    assert list(queue["l5_s1_entropy"]) == [5.0, 4.0, 3.0]
+    with pytest.raises(ValueError, match=">= 0"):
+        write_audit_queue(csv, tmp_path / "q.csv", n=-1)
+
+
+def test_filled_queue_feeds_back_into_evaluate(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [str(1000 + i) for i in range(30)]
+    entropy = list(np.round(rng.uniform(3.0, 7.0, 30), 3))
+    csv = write_metrics(tmp_path / "m.csv", ids, entropy)
+    path = write_audit_queue(csv, tmp_path / "audit_queue.csv", n=12)
+
+    # A reviewer fills ten rows and leaves two for later.
+    queue = pd.read_csv(path, dtype=str, keep_default_na=False)
+    verdicts = ["yes", "yes", "no", "yes", "no", "no", "yes", "no", "no", "no"]
+    types = [
+        "sacralization",
+        "lumbarization",
+        "normal",
+        "sacralization",
+        "normal",
+        "normal",
+        "sacralization",
+        "normal",
+        "normal",
+        "normal",
+    ]
+    queue.loc[:9, "lstv"] = verdicts
+    queue.loc[:9, "lstv_type"] = types
+    queue.loc[:9, "reviewer"] = "JD"
+    queue.to_csv(path, index=False)
+
+    labels, n_unreviewed = read_labels(path)
+    assert (len(labels), n_unreviewed) == (10, 2)
+    result = evaluate(csv, path, tmp_path / "eval", n_bootstrap=100)
+    assert result["join"]["n_matched"] == 10
+    assert len(result["join"]["missing_in_labels"]) == 20
+    assert set(result["groups"]) == {"all", "sacralization", "lumbarization"}
+    # "yes" at ranks 1, 2, 4, 7 of 10 by entropy, 6 normals: the transitional studies beat
+    # the normals ranked below them, 6 + 6 + 5 + 3 of 4 x 6 pairs
+    assert result["groups"]["all"]["scores"]["l5_s1_entropy"]["auc"] == pytest.approx(20 / 24)

@@ -1,0 +1,109 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lstv.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_help_is_instant_and_does_not_import_torch():
+    code = (
+        "import sys, time; t=time.perf_counter(); from lstv.cli import build_parser; "
+        "build_parser().format_help(); print(time.perf_counter()-t, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[1] == "False"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "lstv", "--help"], capture_output=True, check=True)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_missing_checkpoint_exits_2_with_instructions(tmp_path, phantom_dataset, capsys):
+    code = main(
+        [
+            "infer",
+            "--input_dir",
+            str(phantom_dataset.images_dir),
+            "--series_csv",
+            str(phantom_dataset.series_csv),
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--checkpoint",
+            str(tmp_path / "absent.pth"),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "checkpoint not found" in err and "01b_download_model.sh" in err
+    assert not (tmp_path / "o" / "lstv_uncertainty_metrics.csv").exists()
+
+
+def test_missing_input_dir_and_malformed_csv_fail_at_once(tmp_path, tiny_checkpoint, capsys):
+    bad_csv = tmp_path / "s.csv"
+    bad_csv.write_text("study,series\n1,2\n")
+    (tmp_path / "images").mkdir()
+    common = ["--output_dir", str(tmp_path / "o"), "--checkpoint", str(tiny_checkpoint), "--quiet"]
+    assert (
+        main(
+            ["infer", "--input_dir", str(tmp_path / "nope"), "--series_csv", str(bad_csv), *common]
+        )
+        == 2
+    )
+    assert "--input_dir not found" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "infer",
+                "--input_dir",
+                str(tmp_path / "images"),
+                "--series_csv",
+                str(bad_csv),
+                *common,
+            ]
+        )
+        == 2
+    )
+    assert "missing column(s) study_id, series_id" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_seed_command_runs_a_trial(tmp_path, phantom_dataset, tiny_checkpoint):
+    out = tmp_path / "trial"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "src" / "inference.py"),
+            "--input_dir",
+            str(phantom_dataset.images_dir),
+            "--series_csv",
+            str(phantom_dataset.series_csv),
+            "--output_dir",
+            str(out),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--valid_ids",
+            str(phantom_dataset.valid_ids_path),
+            "--mode",
+            "trial",
+            "--n_trial",
+            "2",
+            "--device",
+            "cpu",
+            "--num_workers",
+            "0",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 of 2 studies done" in proc.stdout
+    assert len((out / "lstv_uncertainty_metrics.csv").read_text().splitlines()) == 3

@@ -1,0 +1,215 @@
+"""End-to-end ``lstv infer`` on phantom studies with a random-weight resnet50d in the original
+checkpoint layout: outputs, bad input, resume, shards, determinism."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+
+from lstv.model import file_sha256
+from lstv.pipeline import InferenceConfig, run_inference
+from lstv.results import SEED_COLUMNS
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def config(data, out, checkpoint, **kw):
+    base = dict(
+        input_dir=data / "train_images",
+        series_csv=data / "train_series_descriptions.csv",
+        output_dir=out,
+        checkpoint=checkpoint,
+        valid_ids=data / "valid_id.npy",
+        mode="prod",
+        device="cpu",
+        batch_size=3,
+        num_workers=0,
+        quiet=True,
+    )
+    base.update(kw)
+    return InferenceConfig(**base)
+
+
+@pytest.fixture
+def damaged_dataset(tmp_path, phantom_dataset):
+    """The phantom set with one study of each kind of bad input."""
+    root = tmp_path / "data"
+    shutil.copytree(phantom_dataset.root, root)
+    images = root / "train_images"
+    rows = read_rows(root / "train_series_descriptions.csv")
+    t2 = [
+        r
+        for r in rows
+        if "t2" in r["series_description"].lower() and "sagittal" in r["series_description"].lower()
+    ]
+    bad = {}
+
+    def series_dir(r):
+        return images / r["study_id"] / r["series_id"]
+
+    r = t2[0]  # an unreadable file
+    (sorted(series_dir(r).glob("*.dcm"))[0]).write_bytes(b"garbage, not DICOM")
+    bad[r["study_id"]] = ("read", "not a readable DICOM")
+    r = t2[1]  # the series folder is gone
+    shutil.rmtree(series_dir(r))
+    bad[r["study_id"]] = ("read", "series folder not found")
+    r = t2[2]  # no pixel data
+    f = sorted(series_dir(r).glob("*.dcm"))[0]
+    ds = pydicom.dcmread(f)
+    del ds.PixelData
+    ds.save_as(f)
+    bad[r["study_id"]] = ("read", "no pixel data")
+    # a study with no sagittal T2 at all
+    with open(root / "train_series_descriptions.csv", "a", newline="") as fh:
+        fh.write("999000111,5,Axial T2\n")
+    ids = np.load(root / "valid_id.npy")
+    np.save(root / "valid_id.npy", np.append(ids, 999000111).astype(np.int64))
+    bad["999000111"] = ("select", "no sagittal T2")
+    return root, bad
+
+
+def test_infer_writes_every_output_and_records_failures(
+    tmp_path, damaged_dataset, original_layout_checkpoint
+):
+    data, bad = damaged_dataset
+    out = tmp_path / "out"
+    summary = run_inference(config(data, out, original_layout_checkpoint, save_heatmaps=True))
+    n_selected = len(np.load(data / "valid_id.npy"))
+    assert summary.n_selected == n_selected
+    assert summary.n_failed == len(bad)
+    assert summary.n_completed == n_selected - len(bad)
+
+    rows = read_rows(out / "lstv_uncertainty_metrics.csv")
+    with open(out / "lstv_uncertainty_metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert header[: len(SEED_COLUMNS)] == SEED_COLUMNS
+    assert header[-2:] == ["lstv_flag", "risk_level"]
+    assert {r["study_id"] for r in rows}.isdisjoint(bad)
+    for r in rows:
+        entropy = float(r["l5_s1_entropy"])
+        assert 0 < entropy <= np.log(160 * 160) + 1e-9
+        assert r["lstv_flag"] == str(entropy > 5.0)
+        assert 0 < float(r["l5_s1_confidence"]) <= 1
+
+    failures = {r["study_id"]: r for r in read_rows(out / "failures.csv")}
+    assert set(failures) == set(bad)
+    for study, (stage, reason) in bad.items():
+        assert failures[study]["stage"] == stage
+        assert reason in failures[study]["error"]
+
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["checkpoint"]["sha256"] == file_sha256(original_layout_checkpoint)
+    assert manifest["checkpoint"]["config"]["encoder"] == "resnet50d"
+    assert manifest["validation_filter"] is True
+    assert manifest["status"] == "complete"
+    assert (manifest["n_selected"], manifest["n_completed"], manifest["n_failed"]) == (
+        n_selected,
+        n_selected - len(bad),
+        len(bad),
+    )
+    assert manifest["thresholds"] == {
+        "flag_entropy": 5.0,
+        "high_entropy": 5.5,
+        "medium_entropy": 4.0,
+    }
+    assert manifest["device"] == "cpu"
+
+    for r in rows:
+        with np.load(out / "heatmaps" / f"{r['study_id']}.npz") as z:
+            assert z["probs"].shape == (6, 160, 160)
+            assert np.allclose(z["probs"].sum(0), 1, atol=1e-4)
+            assert z["image"].dtype == np.uint8
+            assert int(z["slice_index"]) == int(r["slice_index"])
+
+    # A second run of the same command does nothing new and keeps one verdict per study.
+    again = run_inference(config(data, out, original_layout_checkpoint, save_heatmaps=True))
+    assert again.n_skipped == n_selected - len(bad)
+    assert read_rows(out / "lstv_uncertainty_metrics.csv") == rows
+    assert len(read_rows(out / "failures.csv")) == len(bad)
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path, phantom_dataset, tiny_checkpoint):
+    out = tmp_path / "out"
+    data = phantom_dataset.root
+    full = run_inference(config(data, out, tiny_checkpoint))
+    csv_path = out / "lstv_uncertainty_metrics.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    # Keep the header and two rows, and half of a third: a kill in the middle of a write.
+    csv_path.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])
+    resumed = run_inference(config(data, out, tiny_checkpoint))
+    assert resumed.n_skipped == 2
+    rows = read_rows(csv_path)
+    assert sorted(r["study_id"] for r in rows) == sorted(r.split(",")[0] for r in lines[1:])
+    assert len(rows) == full.n_completed
+
+
+def test_cpu_runs_are_deterministic_and_shards_add_up(tmp_path, phantom_dataset, tiny_checkpoint):
+    data = phantom_dataset.root
+    a = read_rows(
+        run_inference(config(data, tmp_path / "a", tiny_checkpoint)).output_dir
+        / "lstv_uncertainty_metrics.csv"
+    )
+    b = read_rows(
+        run_inference(
+            config(data, tmp_path / "b", tiny_checkpoint, num_workers=2, batch_size=5)
+        ).output_dir
+        / "lstv_uncertainty_metrics.csv"
+    )
+    assert a == b
+    shard_rows = []
+    for part in range(3):
+        out = tmp_path / f"part_{part}"
+        run_inference(config(data, out, tiny_checkpoint, num_parts=3, part_id=part))
+        shard_rows += read_rows(out / "lstv_uncertainty_metrics.csv")
+    assert sorted(shard_rows, key=lambda r: r["study_id"]) == sorted(a, key=lambda r: r["study_id"])
+
+
+def test_trial_and_debug_modes(tmp_path, phantom_dataset, tiny_checkpoint):
+    data = phantom_dataset.root
+    trial = run_inference(config(data, tmp_path / "t", tiny_checkpoint, mode="trial", n_trial=3))
+    assert trial.n_selected == 3
+    study = phantom_dataset.study_ids[0]
+    debug = run_inference(
+        config(
+            data,
+            tmp_path / "d",
+            tiny_checkpoint,
+            mode="debug",
+            debug_study_id=study,
+            visualize=True,
+        )
+    )
+    assert debug.n_selected == 1
+    pngs = sorted(p.name for p in (tmp_path / "d" / "visualizations").glob("*.png"))
+    assert pngs == [f"{study}_heatmaps.png", f"{study}_metrics.png"]
+    assert (tmp_path / "d" / "heatmaps" / f"{study}.npz").is_file()
+
+
+def test_without_valid_ids_everything_runs_and_the_manifest_says_so(
+    tmp_path, phantom_dataset, tiny_checkpoint, caplog
+):
+    summary = run_inference(
+        config(
+            phantom_dataset.root, tmp_path / "o", tiny_checkpoint, valid_ids=tmp_path / "absent.npy"
+        )
+    )
+    assert summary.validation_filter is False
+    assert summary.n_selected == len(phantom_dataset.study_ids)
+    manifest = json.loads((tmp_path / "o" / "run_manifest.json").read_text())
+    assert manifest["validation_filter"] is False
+    assert "VALIDATION FILTER OFF" in caplog.text
+
+
+def test_tta_adds_mutual_information(tmp_path, phantom_dataset, tiny_checkpoint):
+    out = tmp_path / "tta"
+    run_inference(
+        config(phantom_dataset.root, out, tiny_checkpoint, mode="trial", n_trial=2, tta=True)
+    )
+    for r in read_rows(out / "lstv_uncertainty_metrics.csv"):
+        assert float(r["l5_s1_tta_mi"]) >= 0

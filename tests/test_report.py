@@ -1,0 +1,712 @@
+import base64
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lstv.levels import DEFAULT_IMAGE_SIZE, LEVEL_KEYS
+from lstv.report import build_report
+from lstv.uncertainty import risk_level, study_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTILE = "<script>alert('pwned')</script>"
+HOSTILE_ERROR = "InvalidDicomError: <img src=x onerror=alert(1)>"
+MAX_BYTES = 15 * 1024 * 1024
+S = DEFAULT_IMAGE_SIZE
+
+
+# ----------------------------------------------------------------- a run from probability maps
+
+
+def _blob(cx: float, cy: float, sigma: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:S, 0:S]
+    return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
+
+
+def _probs(sigma_low: float) -> np.ndarray:
+    """Softmax-like maps: five discs down a tilted spine, the lowest two widened by sigma_low."""
+    maps = []
+    for i in range(5):
+        sigma = 1.6 if i < 3 else (1.6 + sigma_low) / 2 if i == 3 else sigma_low
+        maps.append(0.97 * min(1.0, 2.0 / sigma) * _blob(72 + 4 * i, 38 + 22 * i, sigma))
+    fg = np.stack(maps)
+    probs = np.concatenate([np.clip(1 - fg.sum(0), 0, 1)[None], fg])
+    return (probs / probs.sum(0, keepdims=True)).astype(np.float32)
+
+
+def _image() -> np.ndarray:
+    """A grey sagittal-looking slice: a bright canal and vertebral bodies between the discs."""
+    yy, xx = np.mgrid[0:S, 0:S]
+    img = 30 + 50 * np.exp(-((xx - 100) ** 2) / 60.0)
+    for i in range(6):
+        img += 110 * np.exp(-((xx - 66 - 4 * i) ** 2) / 150 - ((yy - 27 - 22 * i) ** 2) / 40)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_run(out: Path, n: int = 24, *, validation_filter: bool = False, heatmaps=True, seed=0):
+    """An infer output folder in the contract's layout, its metrics computed by lstv.uncertainty.
+
+    L5/S1 map widths spread over all three risk bands; study 1000 has the widest map and a
+    hostile series description; labels call the widest third transitional, with two mistakes.
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "heatmaps").mkdir(exist_ok=True)
+    sigmas = np.linspace(8.0, 1.0, n)
+    height, width = 512, 448
+    image = _image()
+    rows = []
+    for i, sigma in enumerate(sigmas):
+        study_id, series_id = str(1000 + i), str(50000 + i)
+        probs = _probs(float(sigma))
+        metrics = study_metrics(probs)
+        row = {"study_id": study_id, "series_id": series_id}
+        for k in LEVEL_KEYS:
+            row |= {
+                f"{k}_confidence": metrics[k]["confidence"],
+                f"{k}_entropy": metrics[k]["entropy"],
+                f"{k}_spatial_entropy": metrics[k]["spatial_entropy"],
+            }
+        for k in LEVEL_KEYS:
+            point = metrics[k]["point"]
+            x, y = (point[0] * width / S, point[1] * height / S) if point else (None, None)
+            row |= {
+                f"{k}_normalized_entropy": metrics[k]["normalized_entropy"],
+                f"{k}_x": x,
+                f"{k}_y": y,
+                f"{k}_x_mm": None if x is None else 0.6 * x,
+                f"{k}_y_mm": None if y is None else 0.6 * y,
+                f"{k}_z_mm": 1.5,
+            }
+        entropy = metrics["l5_s1"]["entropy"]
+        row |= {
+            "series_description": HOSTILE if i == 0 else "Sagittal T2/STIR",
+            "n_slices": 17,
+            "slice_index": 8,
+            "image_height": height,
+            "image_width": width,
+            "lstv_flag": entropy > 5.0,
+            "risk_level": risk_level(entropy),
+        }
+        rows.append(row)
+        if heatmaps and (heatmaps is True or i in heatmaps):
+            np.savez_compressed(
+                out / "heatmaps" / f"{study_id}.npz",
+                probs=probs,
+                image=image,
+                slice_index=np.int64(8),
+                original_shape=np.array([height, width]),
+                series_id=np.array(series_id),
+            )
+    metrics = pd.DataFrame(rows)
+    metrics.to_csv(out / "lstv_uncertainty_metrics.csv", index=False)
+    pd.DataFrame(
+        [{"study_id": "999", "series_id": "1", "stage": "read", "error": HOSTILE_ERROR}]
+    ).to_csv(out / "failures.csv", index=False)
+    manifest = {
+        "command": f"lstv infer --input_dir data/raw --note {HOSTILE}",
+        "lstv_version": "0.1.0",
+        "versions": {
+            "python": "3.11.7",
+            "torch": "2.5.1",
+            "timm": "1.0.31",
+            "pydicom": "3.0.2",
+            "numpy": "2.4.6",
+        },
+        "device": "cpu",
+        "checkpoint": {"path": "models/00002484.pth", "sha256": "3f" * 32, "config": None},
+        "image_size": 160,
+        "thresholds": {"flag_entropy": 5.0, "high_entropy": 5.5, "medium_entropy": 4.0},
+        "mode": "valid",
+        "seed": 0,
+        "num_parts": 1,
+        "part_id": 0,
+        "validation_filter": validation_filter,
+        "n_selected": n + 1,
+        "n_completed": n,
+        "n_failed": 1,
+        "started_at": "2025-03-01T09:00:00+00:00",
+        "finished_at": "2025-03-01T09:04:10+00:00",
+    }
+    (out / "run_manifest.json").write_text(json.dumps(manifest))
+    lstv = (np.arange(n) < n // 3).astype(int)
+    flip = rng.choice(n, size=2, replace=False)
+    lstv[flip] = 1 - lstv[flip]
+    types = np.where(
+        lstv == 1, np.where(np.arange(n) % 2, "sacralization", "lumbarization"), "normal"
+    )
+    pd.DataFrame({"study_id": metrics["study_id"], "lstv": lstv, "lstv_type": types}).to_csv(
+        out / "labels.csv", index=False
+    )
+    return out / "lstv_uncertainty_metrics.csv"
+
+
+@pytest.fixture(scope="module")
+def run_csv(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def report_html(run_csv) -> Path:
+    out = run_csv.parent / "report.html"
+    build_report(run_csv, out, labels_path=run_csv.parent / "labels.csv")
+    return out
+
+
+EXTERNAL = re.compile(
+    r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""",
+    re.I,
+)
+
+
+def assert_self_contained(html: str) -> None:
+    assert not EXTERNAL.search(html), EXTERNAL.search(html).group(0)
+    srcs = re.findall(r"""\bsrc\s*=\s*["']([^"']*)""", html)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+
+
+# ----------------------------------------------------------------- content
+
+
+def test_report_has_every_section(report_html):
+    html = report_html.read_text()
+    for section in (
+        "summary",
+        "candidates",
+        "risk",
+        "distributions",
+        "levels",
+        "roc",
+        "failures",
+        "provenance",
+    ):
+        assert f'<section id="{section}">' in html
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert re.search(r"Studies analysed\s+24\b", text)
+    assert re.search(r"Failed\s+1\b", text)
+    metrics = pd.read_csv(report_html.parent / "lstv_uncertainty_metrics.csv")
+    counts = metrics["risk_level"].value_counts()
+    for level in ("High", "Medium", "Low"):
+        assert counts[level] > 0  # the test data covers every band
+        assert re.search(rf"{level} risk\s+{counts[level]}\s+{100 * counts[level] / 24:.1f}%", text)
+    assert ("3f" * 32) in html and "2.5.1" in html  # checkpoint SHA-256 and versions
+    assert html.count('id="study-') == 20  # top 20 by default
+    assert "L5/S1 entropy" in html and "Sacralization vs normal" in html
+    assert "Analysed but not labelled" not in html  # every study has a label
+
+
+def test_candidates_are_sorted_by_l5_s1_entropy(report_html):
+    html = report_html.read_text()
+    metrics = pd.read_csv(
+        report_html.parent / "lstv_uncertainty_metrics.csv", dtype={"study_id": str}
+    )
+    expected = list(metrics.sort_values("l5_s1_entropy", ascending=False)["study_id"][:20])
+    assert re.findall(r'id="study-(\d+)"', html) == expected
+    assert html.count("data:image/png;base64,") == 3 + 20 + 1  # plots, thumbnails, ROC
+
+
+def test_values_from_files_are_escaped(report_html):
+    html = report_html.read_text()
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_red_banner_only_when_validation_filter_off(tmp_path, report_html):
+    assert 'id="validation-banner"' in report_html.read_text()
+    csv = make_run(tmp_path / "run", n=6, validation_filter=True)
+    html = build_report(csv, tmp_path / "r.html", top_n=2).read_text()
+    assert 'id="validation-banner"' not in html
+    assert "Validation filter was OFF" not in html
+
+
+def test_report_is_self_contained_and_small(report_html):
+    html = report_html.read_text()
+    assert report_html.stat().st_size < MAX_BYTES
+    assert_self_contained(html)
+
+
+def test_thresholds_from_the_command_line_appear(tmp_path, run_csv):
+    from lstv.cli import main
+
+    out = tmp_path / "cli" / "report.html"
+    rc = main(
+        [
+            "report",
+            "--csv",
+            str(run_csv),
+            "--output",
+            str(out),
+            "--top_n",
+            "5",
+            "--flag_threshold",
+            "5.75",
+            "--high_threshold",
+            "6.25",
+            "--medium_threshold",
+            "4.75",
+            "--audit_n",
+            "12",
+        ]
+    )
+    assert rc == 0
+    html = out.read_text()
+    assert '<span class="mono" id="thr-high">6.25</span>' in html
+    assert '<span class="mono" id="thr-medium">4.75</span>' in html
+    assert '<span class="mono" id="thr-flag">5.75</span>' in html
+    assert "L5/S1 entropy &gt; 6.25" in html
+    assert html.count('id="study-') == 5
+    assert "recomputed the bands" in html  # the run itself used 5.0 / 5.5 / 4.0
+    metrics = pd.read_csv(run_csv)
+    n_high = int((metrics["l5_s1_entropy"] > 6.25).sum())
+    assert re.search(rf"High risk\s+{n_high}\s", re.sub(r"<[^>]+>", " ", html))
+    queue = pd.read_csv(out.with_name("audit_queue.csv"))
+    assert len(queue) == 12
+    assert list(queue["risk_level"]) == ["High"] * n_high + ["Medium"] * (12 - n_high)
+    assert n_high < 12 <= int((metrics["risk_level"] == "High").sum())  # bands really moved
+
+
+def test_seed_command_still_works(tmp_path, run_csv):
+    out = tmp_path / "seed" / "report.html"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "src" / "generate_report.py"),
+            "--csv",
+            str(run_csv),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '<section id="candidates">' in out.read_text()
+    assert (out.parent / "audit_queue.csv").is_file()
+
+
+def test_missing_manifest_and_failures_are_noted(tmp_path):
+    csv = make_run(tmp_path / "run", n=5, heatmaps={0, 1})
+    (csv.parent / "run_manifest.json").unlink()
+    (csv.parent / "failures.csv").unlink()
+    html = build_report(csv, tmp_path / "r.html").read_text()
+    assert "run_manifest.json not found" in html
+    assert "failures.csv not found" in html
+    assert 'id="provenance-banner"' in html and 'id="validation-banner"' not in html
+    assert "No heatmaps saved for this study" in html
+    assert html.count("data:image/png;base64,") == 3 + 2  # the plots, two thumbnails
+
+
+def test_unreadable_manifest_does_not_crash(tmp_path):
+    csv = make_run(tmp_path / "run", n=4, heatmaps=False)
+    (csv.parent / "run_manifest.json").write_text("{not json")
+    html = build_report(csv, tmp_path / "r.html").read_text()
+    assert "run_manifest.json could not be read" in html
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "empty"), ("study_id,series_id\n", "lacks the contract columns"), (None, "no rows")],
+)
+def test_bad_csv_raises_value_error(tmp_path, content, message):
+    path = tmp_path / "lstv_uncertainty_metrics.csv"
+    if content is None:
+        make_run(tmp_path, n=3, heatmaps=False)
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    else:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        build_report(path, tmp_path / "r.html")
+
+
+def test_seed_columns_alone_are_enough(tmp_path):
+    """The seed's CSV had only confidence, entropy and spatial entropy per level."""
+    csv = make_run(tmp_path / "run", n=6, heatmaps=False)
+    seed_cols = ["study_id", "series_id"] + [
+        f"{k}_{m}" for k in LEVEL_KEYS for m in ("confidence", "entropy", "spatial_entropy")
+    ]
+    pd.read_csv(csv)[seed_cols].to_csv(csv, index=False)
+    html = build_report(csv, tmp_path / "r.html", top_n=3).read_text()
+    assert html.count('id="study-') == 3
+    assert "No heatmaps saved for this study" in html
+
+
+def test_flat_maps_are_not_painted():
+    from lstv.report.figures import overlay_alpha
+
+    rng = np.random.default_rng(0)
+    flat = 1 / 6 + 0.02 * rng.random((S, S))  # what an untrained localizer gives
+    assert overlay_alpha(flat) is None
+    alpha = overlay_alpha(_blob(50, 70, 6.0))
+    assert alpha[70, 50] == 1.0 and alpha[5, 150] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_thumbnail_points_land_where_the_csv_says(tmp_path):
+    """A point at (224, 384) of a 448 x 512 slice is drawn at (80, 120) of the 160 model input."""
+    from matplotlib.image import imread
+
+    from lstv.report import _thumbnail
+    from lstv.report.figures import LEVEL_OVERLAY
+
+    (tmp_path / "heatmaps").mkdir()
+    probs = np.zeros((6, S, S), np.float32)
+    probs[0] = 1.0
+    np.savez(
+        tmp_path / "heatmaps" / "1.npz",
+        probs=probs,
+        image=np.zeros((S, S), np.uint8),
+        slice_index=np.int64(3),
+        original_shape=np.array([512, 448]),
+        series_id=np.array("2"),
+    )
+    row = pd.Series(
+        {
+            "study_id": "1",
+            "series_id": "2",
+            "image_width": 448.0,
+            "image_height": 512.0,
+            "l5_s1_x": 224.0,
+            "l5_s1_y": 384.0,
+            "l4_l5_x": np.nan,
+            "l4_l5_y": np.nan,
+        }
+    )
+    uri, note = _thumbnail(row, tmp_path / "heatmaps", None)
+    assert "model input (160 × 160), slice 3" in note
+    img = imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")[..., :3]
+    target = np.array(LEVEL_OVERLAY["l5_s1"])
+    ys, xs = np.nonzero(np.abs(img - target).sum(-1) < 0.15)
+    assert xs.size > 10
+    h, w = img.shape[:2]
+    assert (xs.mean() + 0.5) * S / w == pytest.approx(80.5, abs=1.5)
+    assert (ys.mean() + 0.5) * S / h == pytest.approx(120.5, abs=1.5)
+
+
+@pytest.mark.slow
+def test_500_studies_render_quickly(tmp_path):
+    csv = make_run(tmp_path / "run", n=500, heatmaps=set(range(0, 500, 5)) | set(range(25)))
+    start = time.perf_counter()
+    out = build_report(csv, tmp_path / "report.html", labels_path=csv.parent / "labels.csv")
+    seconds = time.perf_counter() - start
+    size = out.stat().st_size
+    print(f"\n500-row report with labels: {seconds:.1f} s, {size / 1e6:.2f} MB")
+    assert seconds < 30
+    assert size < MAX_BYTES
+    assert out.read_text().count('id="study-') == 20
+
+
+# ----------------------------------------------------------------- the phantom run
+
+
+def test_report_from_phantom_run(tmp_path, infer_output, phantom_dataset):
+    html = build_report(
+        infer_output / "lstv_uncertainty_metrics.csv",
+        tmp_path / "report.html",
+        labels_path=phantom_dataset.lstv_labels_csv,
+        data_dir=phantom_dataset.images_dir,
+    ).read_text()
+    assert "DICOM slice" in html  # thumbnails read from the phantom DICOM
+    assert '<section id="roc">' in html and "could not be evaluated" not in html
+    assert_self_contained(html)
+
+
+# ----------------------------------------------------------------- headless Chromium
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over a stdlib websocket (RFC 6455 client side).
+
+    Neither ``websocket-client`` nor ``websockets`` is a dependency of the project, and the test
+    needs only text frames, pings and large replies (screenshots).
+    """
+
+    def __init__(self, ws_url: str, timeout: float = 60.0):
+        url = urllib.parse.urlparse(ws_url)
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buf = bytearray()
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        end = self.buf.index(b"\r\n\r\n")
+        status = bytes(self.buf[:end]).split(b"\r\n", 1)[0]
+        if b" 101" not in status:
+            raise ConnectionError(f"websocket upgrade refused: {status!r}")
+        del self.buf[: end + 4]
+        self.last_id = 0
+        self.events: list[dict] = []
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("DevTools closed the connection")
+        self.buf += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def _send(self, payload: bytes, opcode: int = 0x1) -> None:
+        n = len(payload)
+        if n < 126:
+            head = struct.pack(">BB", 0x80 | opcode, 0x80 | n)
+        elif n < 1 << 16:
+            head = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, n)
+        else:
+            head = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, n)
+        mask = os.urandom(4)
+        self.sock.sendall(head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload)))
+
+    def _message(self) -> dict:
+        parts = []
+        while True:
+            b0, b1 = self._take(2)
+            n = b1 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack(">H", self._take(2))
+            elif n == 127:
+                (n,) = struct.unpack(">Q", self._take(8))
+            mask = self._take(4) if b1 & 0x80 else None
+            payload = self._take(n)
+            if mask:
+                payload = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+            opcode = b0 & 0x0F
+            if opcode == 0x9:
+                self._send(payload, 0xA)
+            elif opcode == 0x8:
+                raise ConnectionError("DevTools closed the websocket")
+            elif opcode in (0x0, 0x1, 0x2):
+                parts.append(payload)
+                if b0 & 0x80:
+                    return json.loads(b"".join(parts))
+
+    def call(self, method: str, **params):
+        self.last_id += 1
+        self._send(json.dumps({"id": self.last_id, "method": method, "params": params}).encode())
+        while True:
+            msg = self._message()
+            if msg.get("id") == self.last_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            if "method" in msg:
+                self.events.append(msg)
+
+    def wait_for(self, method: str, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        for event in self.events:
+            if event["method"] == method:
+                return event
+        while time.monotonic() < deadline:
+            msg = self._message()
+            if "method" in msg:
+                self.events.append(msg)
+                if msg["method"] == method:
+                    return msg
+        raise TimeoutError(f"no {method} within {timeout} s")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._send(b"", 0x8)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """Headless Chromium with a DevTools port; yields the port."""
+    if CHROMIUM is None:
+        pytest.skip("Debian chromium is not installed")
+    root = tmp_path_factory.mktemp("chromium")
+    profile = root / "profile"
+    log = (root / "chromium.log").open("w")
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--window-size=1280,4000",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    # Chromium writes the port it picked to DevToolsActivePort (also "DevTools listening" on
+    # stderr); the file is the steadier of the two to read.
+    port_file = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + 60
+    while not (port_file.is_file() and port_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail("Chromium did not start:\n" + (root / "chromium.log").read_text()[-3000:])
+        time.sleep(0.1)
+    try:
+        yield int(port_file.read_text().split()[0])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def load_in_browser(port: int, page: Path, screenshot: Path) -> dict:
+    """Open ``page`` in a new tab; return console errors, image widths, requests, page size."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT")
+    with opener.open(request, timeout=30) as reply:
+        target = json.load(reply)
+    tab = DevTools(target["webSocketDebuggerUrl"])
+    try:
+        for domain in ("Runtime", "Log", "Page", "Network"):
+            tab.call(f"{domain}.enable")
+        tab.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=1280,
+            height=4000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        tab.call("Page.navigate", url=page.resolve().as_uri())
+        tab.wait_for("Page.loadEventFired")
+        # decode() rejects for an image that cannot be decoded; -1 marks those.
+        widths = tab.call(
+            "Runtime.evaluate",
+            awaitPromise=True,
+            returnByValue=True,
+            expression="Promise.all(Array.from(document.images).map("
+            "i => i.decode().then(() => i.naturalWidth, () => -1)))",
+        )["result"]["value"]
+        height = tab.call("Page.getLayoutMetrics")["cssContentSize"]["height"]
+        shot = tab.call(
+            "Page.captureScreenshot",
+            format="png",
+            captureBeyondViewport=True,
+            clip={"x": 0, "y": 0, "width": 1280, "height": min(height, 16000), "scale": 1},
+        )
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        errors, requests = [], []
+        for event in tab.events:
+            method, params = event["method"], event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                errors.append(params["exceptionDetails"].get("text", "exception"))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                errors.append(" ".join(str(a.get("value", a)) for a in params.get("args", [])))
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                errors.append(params["entry"].get("text", "log error"))
+            elif method == "Network.requestWillBeSent":
+                requests.append(params["request"]["url"])
+        return {"errors": errors, "widths": widths, "requests": requests, "height": height}
+    finally:
+        tab.close()
+        with opener.open(f"http://127.0.0.1:{port}/json/close/{target['id']}", timeout=30):
+            pass
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_browser_check_catches_errors(chromium, tmp_path):
+    """The harness itself: a broken image and a console error must be seen."""
+    page = tmp_path / "bad.html"
+    page.write_text(
+        '<!DOCTYPE html><html><body><img src="missing.png">'
+        '<script>console.error("boom")</script></body></html>'
+    )
+    seen = load_in_browser(chromium, page, tmp_path / "bad.png")
+    assert seen["widths"] == [-1]
+    assert any("boom" in e for e in seen["errors"])
+    assert any("missing.png" in r for r in seen["requests"])
+
+
+def check_report_in_browser(port: int, report: Path, screenshot: Path, n_images: int) -> None:
+    start = time.perf_counter()
+    seen = load_in_browser(port, report, screenshot)
+    assert seen["errors"] == []
+    assert len(seen["widths"]) == n_images
+    assert all(w > 0 for w in seen["widths"]), seen["widths"]
+    outside = [u for u in seen["requests"] if not u.startswith(("file:", "data:"))]
+    assert outside == []
+    width, height = png_size(screenshot)
+    print(
+        f"\nscreenshot {screenshot}: {width} x {height} px, "
+        f"{screenshot.stat().st_size / 1e6:.2f} MB (page {seen['height']:.0f} px tall, "
+        f"browser check {time.perf_counter() - start:.1f} s)"
+    )
+    assert width == 1280 and height > 2000
+    assert screenshot.stat().st_size > 100_000
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_report_in_browser(chromium, report_html, tmp_path):
+    check_report_in_browser(chromium, report_html, tmp_path / "report.png", 3 + 20 + 1)
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_phantom_report_in_browser(chromium, infer_output, phantom_dataset, tmp_path):
+    metrics = pd.read_csv(infer_output / "lstv_uncertainty_metrics.csv")
+    report = build_report(
+        infer_output / "lstv_uncertainty_metrics.csv",
+        tmp_path / "report.html",
+        labels_path=phantom_dataset.lstv_labels_csv,
+        data_dir=phantom_dataset.images_dir,
+    )
+    html = report.read_text()
+    # every candidate has a thumbnail (the run saved heatmaps), and the ROC figure is there
+    assert html.count('alt="Centre slice of study') == min(20, len(metrics))
+    assert 'alt="ROC curves"' in html
+    check_report_in_browser(chromium, report, tmp_path / "phantom_report.png", html.count("<img "))
+
+
+def test_fmt_helpers():
+    from lstv.report import _fmt, _fmt_p, _score_label
+
+    assert _fmt(math.nan) == "—" and _fmt(None) == "—" and _fmt(1.23456, 3) == "1.235"
+    assert _fmt_p(1e-5) == "< 0.001" and _fmt_p(0.0412) == "0.041"
+    assert _score_label("l5_s1_one_minus_confidence") == "L5/S1 one minus confidence"

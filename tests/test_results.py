@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from lstv.pipeline import Sample
+from lstv.results import METRIC_COLUMNS, SEED_COLUMNS, CsvAppender, metrics_row
+from lstv.studies import StudyTask
+from lstv.uncertainty import RiskThresholds, study_metrics
+
+
+def make_sample(height=400, width=320):
+    return Sample(
+        task=StudyTask(1, 2, "Sagittal T2/STIR"),
+        image=np.zeros((160, 160), np.uint8),
+        slice_pixels=np.zeros((height, width), np.uint8),
+        slice_index=8,
+        n_slices=17,
+        position=np.array([5.0, -100.0, 80.0]),
+        orientation=np.array([0, 1, 0, 0, 0, -1], dtype=float),
+        pixel_spacing=np.array([0.5, 0.8]),  # between rows, between columns
+    )
+
+
+def test_seed_columns_come_first_in_their_order():
+    assert SEED_COLUMNS[:5] == [
+        "study_id",
+        "series_id",
+        "l1_l2_confidence",
+        "l1_l2_entropy",
+        "l1_l2_spatial_entropy",
+    ]
+    assert METRIC_COLUMNS[: len(SEED_COLUMNS)] == SEED_COLUMNS
+    assert len(SEED_COLUMNS) == 17
+
+
+def test_row_maps_points_to_original_pixels_and_patient_mm():
+    probs = np.full((6, 160, 160), 0.01)
+    probs[5, 80, 40] = 0.9  # L5/S1 at model pixel x=40, y=80
+    row = metrics_row(
+        1, 2, "Sagittal T2/STIR", study_metrics(probs), make_sample(), RiskThresholds()
+    )
+    assert row["l5_s1_x"] == pytest.approx(40 * 320 / 160)
+    assert row["l5_s1_y"] == pytest.approx(80 * 400 / 160)
+    # x moves along the row cosine (+y) by the column spacing, y along -z by the row spacing
+    assert row["l5_s1_x_mm"] == pytest.approx(5.0)
+    assert row["l5_s1_y_mm"] == pytest.approx(-100.0 + 80 * 0.8)
+    assert row["l5_s1_z_mm"] == pytest.approx(80.0 - 200 * 0.5)
+    assert row["l1_l2_x"] == ""  # no pixel above 0.5
+    assert row["risk_level"] == "High" and row["lstv_flag"] is True  # near-uniform map
+    assert set(row) == set(METRIC_COLUMNS)
+
+
+def test_appender_refuses_a_file_with_other_columns(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="other columns"):
+        CsvAppender(path, ["a", "b", "c"])

@@ -1,0 +1,96 @@
+import io
+import zipfile
+
+import pytest
+
+from lstv.studies import read_series_table, sagittal_t2_tasks
+
+
+@pytest.fixture(scope="module")
+def client(tiny_checkpoint):
+    from lstv.api import load_model
+    from lstv.web import create_app
+
+    app = create_app(load_model(tiny_checkpoint, device="cpu"), max_upload_mb=20)
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def series_files(phantom_dataset):
+    task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
+    return sorted(task.series_dir(phantom_dataset.images_dir).glob("*.dcm"))
+
+
+def upload(files):
+    return {"files": [(io.BytesIO(f.read_bytes()), f.name) for f in files]}
+
+
+def test_index_page(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b'type="file"' in page.data
+
+
+def test_api_analyses_an_uploaded_series(client, series_files):
+    res = client.post("/api/analyse", data=upload(series_files), content_type="multipart/form-data")
+    assert res.status_code == 200, res.json
+    body = res.json
+    assert body["n_slices"] == len(series_files)
+    assert set(body["levels"]) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"}
+    assert body["risk_level"] in ("High", "Medium", "Low")
+    assert body["figure_png_base64"].startswith("iVBOR")  # a PNG
+
+
+def test_html_result_page(client, series_files):
+    res = client.post("/analyse", data=upload(series_files), content_type="multipart/form-data")
+    assert res.status_code == 200
+    assert b"data:image/png;base64," in res.data and b"l5_s1" in res.data
+
+
+def test_zip_member_paths_cannot_escape_the_temp_dir(client, series_files, tmp_path):
+    buffer = io.BytesIO()
+    target = tmp_path / "escaped.dcm"
+    with zipfile.ZipFile(buffer, "w") as z:
+        for i, f in enumerate(series_files):
+            name = f"../../../../../../{target}" if i == 0 else f"sub/{f.name}"
+            z.writestr(name, f.read_bytes())
+    buffer.seek(0)
+    res = client.post(
+        "/api/analyse", data={"files": [(buffer, "series.zip")]}, content_type="multipart/form-data"
+    )
+    assert res.status_code == 200, res.json
+    assert not target.exists()
+
+
+def test_uploads_are_size_limited(client):
+    big = io.BytesIO(b"\0" * (21 * 2**20))
+    res = client.post(
+        "/api/analyse", data={"files": [(big, "big.dcm")]}, content_type="multipart/form-data"
+    )
+    assert res.status_code == 413
+    assert "larger than 20 MB" in res.json["error"]
+
+
+def test_bad_uploads_get_a_clear_message(client):
+    res = client.post(
+        "/api/analyse",
+        data={"files": [(io.BytesIO(b"hello"), "x.dcm")]},
+        content_type="multipart/form-data",
+    )
+    assert res.status_code == 400
+    assert "not a readable DICOM" in res.json["error"]
+    res = client.post("/api/analyse", data={}, content_type="multipart/form-data")
+    assert res.status_code == 400 and "no files uploaded" in res.json["error"]
+    res = client.post(
+        "/analyse",
+        data={"files": [(io.BytesIO(b"PK junk"), "a.zip")]},
+        content_type="multipart/form-data",
+    )
+    assert res.status_code == 400 and b"not a valid zip" in res.data
+
+
+def test_serve_binds_localhost_by_default():
+    from lstv.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1"
