@@ -183,21 +183,12 @@ def augment(rng: np.random.Generator, s: LabelledSlice) -> tuple[np.ndarray, np.
 
 
 def disc_mask(points: np.ndarray, size: int, radius_px: float) -> np.ndarray:
-    """Class mask: background 0, a filled disc of class i+1 around each labelled point i."""
+    """Class mask: background 0, class i+1 on the pixels within ``radius_px`` of point i."""
     mask = np.zeros((size, size), dtype=np.uint8)
-    shift = 4  # cv2 draws at 1/16-pixel precision with this many fractional bits
+    ys, xs = np.mgrid[:size, :size]
     for i, (x, y) in enumerate(points):
         if np.isfinite(x) and np.isfinite(y):
-            centre = (int(round(x * (1 << shift))), int(round(y * (1 << shift))))
-            cv2.circle(
-                mask,
-                centre,
-                int(round(radius_px * (1 << shift))),
-                i + 1,
-                -1,
-                lineType=cv2.LINE_8,
-                shift=shift,
-            )
+            mask[(xs - x) ** 2 + (ys - y) ** 2 <= radius_px**2] = i + 1
     return mask
 
 
@@ -287,7 +278,8 @@ def train(config: TrainConfig) -> TrainResult:
     losses = []
     model.train()
     bar = tqdm(range(config.steps), desc="train", disable=config.quiet or not sys.stderr.isatty())
-    for _ in bar:
+    log_every = max(config.steps // 20, 1)  # progress in batch logs, where no bar is drawn
+    for step in bar:
         images, masks = make_batch(rng, train_slices, config.batch_size, config.disc_radius_mm)
         x = torch.from_numpy(images[:, None]).to(device)
         y = torch.from_numpy(masks.astype(np.int64)).to(device)
@@ -299,6 +291,9 @@ def train(config: TrainConfig) -> TrainResult:
         scheduler.step()
         losses.append(float(loss.item()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if (step + 1) % log_every == 0:
+            log.info("step %d/%d loss %.4f", step + 1, config.steps,
+                     np.mean(losses[-log_every:]))
     model.eval()
     errors = localisation_errors(Predictor(model, device), val_slices) if val_slices else {}
     save_checkpoint(

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from lstv.train import TrainConfig, disc_mask, split_studies, train
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory):
+    from lstv.phantom import write_phantom_dataset
+
+    return write_phantom_dataset(
+        tmp_path_factory.mktemp("train"),
+        n_studies=8,
+        lstv_fraction=0.25,
+        seed=5,
+        valid_fraction=0.25,
+    )
+
+
+def test_only_normal_studies_outside_the_hold_out_are_trained_on(train_data):
+    train_tasks, val_tasks, labels = split_studies(train_data.root)
+    types = dict(
+        np.loadtxt(train_data.lstv_labels_csv, delimiter=",", skiprows=1, dtype=str, usecols=(0, 2))
+    )
+    held_out = set(train_data.valid_ids)
+    assert train_tasks and val_tasks
+    assert all(types[str(t.study_id)] == "normal" for t in train_tasks + val_tasks)
+    assert not {t.study_id for t in train_tasks} & held_out
+    assert {t.study_id for t in val_tasks} <= held_out
+    assert all(len(labels[t.study_id]) == 5 for t in train_tasks)
+
+
+def test_disc_mask_draws_each_level_as_its_class():
+    points = np.array([[10, 10], [30, 30], [np.nan, np.nan], [50, 20], [20, 50]], float)
+    mask = disc_mask(points, 64, radius_px=3)
+    assert mask[10, 10] == 1 and mask[30, 30] == 2 and mask[20, 50] == 4 and mask[50, 20] == 5
+    assert 3 not in mask
+    assert (mask == 1).sum() == pytest.approx(np.pi * 9, rel=0.35)
+
+
+@pytest.mark.slow
+def test_loss_falls_and_the_checkpoint_loads(train_data, tmp_path):
+    from lstv.model import load_checkpoint
+
+    config = TrainConfig(
+        data_dir=train_data.root,
+        output=tmp_path / "tiny.pth",
+        encoder="resnet10t",
+        image_size=64,
+        steps=24,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        num_workers=0,
+        device="cpu",
+        quiet=True,
+    )
+    result = train(config)
+    assert np.mean(result.losses[-4:]) < 0.8 * np.mean(result.losses[:4])
+    model, info = load_checkpoint(result.checkpoint)
+    assert info.config["encoder"] == "resnet10t" and info.config["image_size"] == 64
+    assert info.iteration == 24
+    assert set(result.val_error_mm) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"}
+    # Same seed, same losses.
+    again = train(config.__class__(**{**config.__dict__, "output": tmp_path / "again.pth"}))
+    assert again.losses == result.losses
