@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from browser import start_chromium
+
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_CHECKPOINT = REPO / "models" / "phantom_point_net.pth"
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """A headless Chromium for the whole session: its DevTools port."""
+    yield from start_chromium(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,23 @@
 import io
+import threading
 import zipfile
 
 import pytest
 
+from browser import load_in_browser
 from lstv.studies import read_series_table, sagittal_t2_tasks
 
 
 @pytest.fixture(scope="module")
-def client(tiny_checkpoint):
+def app(tiny_checkpoint):
     from lstv.api import load_model
     from lstv.web import create_app
 
-    app = create_app(load_model(tiny_checkpoint, device="cpu"), max_upload_mb=20)
+    return create_app(load_model(tiny_checkpoint, device="cpu"), max_upload_mb=20)
+
+
+@pytest.fixture(scope="module")
+def client(app):
     return app.test_client()
 
 
@@ -94,3 +100,25 @@ def test_serve_binds_localhost_by_default():
 
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"
+
+
+@pytest.mark.browser
+def test_pages_in_a_real_browser(app, client, series_files, chromium, tmp_path):
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        seen = load_in_browser(chromium, f"http://127.0.0.1:{server.port}/", tmp_path / "i.png")
+    finally:
+        server.shutdown()
+    assert seen["errors"] == []
+    # The result page as the server sends it: its figure must decode.
+    result = client.post("/analyse", data=upload(series_files),
+                         content_type="multipart/form-data")
+    page = tmp_path / "result.html"
+    page.write_bytes(result.data)
+    seen = load_in_browser(chromium, page, tmp_path / "result.png")
+    assert seen["errors"] == []
+    assert len(seen["widths"]) == 1 and seen["widths"][0] > 1000

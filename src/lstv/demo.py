@@ -14,7 +14,15 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "phantom_point_net.pth"
+SHIPPED_CHECKPOINT = Path("models") / "phantom_point_net.pth"
+
+
+def shipped_checkpoint() -> Path:
+    """The phantom localizer: in the project folder we run from (a container binds it at
+    /work), else beside the source tree of an editable install."""
+    if SHIPPED_CHECKPOINT.is_file():
+        return SHIPPED_CHECKPOINT
+    return Path(__file__).resolve().parents[2] / SHIPPED_CHECKPOINT
 
 
 @dataclass
@@ -56,7 +64,7 @@ def run_demo(
 
     started = time.perf_counter()
     out = Path(output_dir)
-    checkpoint = Path(checkpoint) if checkpoint else SHIPPED_CHECKPOINT
+    checkpoint = Path(checkpoint) if checkpoint else shipped_checkpoint()
     if not checkpoint.is_file():
         from lstv.errors import CheckpointNotFoundError
 
