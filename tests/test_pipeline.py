@@ -213,3 +213,33 @@ def test_tta_adds_mutual_information(tmp_path, phantom_dataset, tiny_checkpoint)
     )
     for r in read_rows(out / "lstv_uncertainty_metrics.csv"):
         assert float(r["l5_s1_tta_mi"]) >= 0
+
+
+def test_memory_does_not_grow_with_the_number_of_studies(tmp_path, phantom_dataset,
+                                                         tiny_checkpoint):
+    """The same series copied into 2 and into 24 studies: the peak of Python and numpy memory
+    (tracemalloc) must stay the same, since nothing per study is kept after it is written.
+    Keeping only each study's maps (0.6 MB) would add about a third to the peak."""
+    import tracemalloc
+
+    from lstv.studies import read_series_table, sagittal_t2_tasks
+
+    task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
+    source = task.series_dir(phantom_dataset.images_dir)
+
+    def peak_for(n: int) -> int:
+        root = tmp_path / f"n{n}"
+        lines = ["study_id,series_id,series_description"]
+        for i in range(n):
+            shutil.copytree(source, root / "train_images" / str(1000 + i) / "7")
+            lines.append(f"{1000 + i},7,Sagittal T2/STIR")
+        (root / "train_series_descriptions.csv").write_text("\n".join(lines) + "\n")
+        tracemalloc.start()
+        run_inference(config(root, root / "out", tiny_checkpoint, valid_ids=None, batch_size=2,
+                             save_heatmaps=True))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    small, large = peak_for(2), peak_for(24)
+    assert large < 1.1 * small, (small, large)
