@@ -227,8 +227,11 @@ def cmd_merge(args) -> int:
     from lstv.merge import merge_shards
 
     shards = sorted(p for p in Path(args.shards_dir).glob("part_*") if p.is_dir())
-    summary = merge_shards(shards, args.output_dir, expected_parts=args.num_parts)
-    print(f"merged {len(shards)} shards into {args.output_dir}: {summary}")
+    merged = merge_shards(shards, args.output_dir, expected_parts=args.num_parts)
+    print(
+        f"merged {len(shards)} shards into {args.output_dir}: {merged['n_completed']} studies, "
+        f"{merged['n_failed']} failed"
+    )
     return 0
 
 

@@ -1,0 +1,48 @@
+#!/bin/bash
+#SBATCH --job-name=lstv_merge
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
+#SBATCH --time=01:00:00
+#SBATCH --output=logs/%x_%A_%a.out
+#SBATCH --error=logs/%x_%A_%a.err
+#
+# Step 03b: join the shards of 03_prod_inference.sh ($LSTV_OUTPUT_DIR/prod/shards/part_*) into
+# $LSTV_OUTPUT_DIR/prod/ and render the report. Fails, naming the part, when a shard is missing,
+# duplicated or unfinished. 03_prod_inference.sh submits it after the array (afterok); to merge
+# by hand: LSTV_NUM_PARTS=8 sbatch slurm_scripts/03b_merge_report.sh
+# Settings and resources: slurm_scripts/README.md.
+set -euo pipefail
+
+# Find the project. Under sbatch this file runs as a copy in Slurm's spool folder, so its own
+# location says nothing: ask Slurm for the submitted path, then try the submit folder.
+lstv_find_project() {
+  local here submitted="" dir
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  if [[ -n "${SLURM_JOB_ID:-}" ]] && command -v scontrol >/dev/null 2>&1; then
+    submitted=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null |
+      sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
+  fi
+  for dir in "${LSTV_PROJECT_DIR:-}" "$here/.." "${submitted:+$(dirname "$submitted")/..}" \
+    "${SLURM_SUBMIT_DIR:-}"; do
+    if [[ -n "$dir" && -f "$dir/slurm_scripts/common.sh" ]]; then
+      (cd "$dir" && pwd)
+      return 0
+    fi
+  done
+  echo "error: cannot find the project folder; set LSTV_PROJECT_DIR=/path/to/it" >&2
+  return 1
+}
+PROJECT_DIR=$(lstv_find_project)
+# shellcheck source=slurm_scripts/common.sh
+source "$PROJECT_DIR/slurm_scripts/common.sh"
+
+out="$LSTV_OUTPUT_DIR/prod"
+lstv_banner "03b merge shards of $out/shards"
+merge_args=(--shards_dir "$out/shards" --output_dir "$out")
+if [[ -n "${LSTV_NUM_PARTS:-}" ]]; then
+  merge_args+=(--num_parts "$LSTV_NUM_PARTS")
+fi
+lstv_run merge "${merge_args[@]}"
+lstv_run report --csv "$out/lstv_uncertainty_metrics.csv" --output "$out/report.html" \
+  --data_dir "$LSTV_INPUT_DIR"
+lstv_log "done: $out/lstv_uncertainty_metrics.csv and $out/report.html"

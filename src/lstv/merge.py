@@ -1,0 +1,308 @@
+"""Join the outputs of a sharded run (``lstv infer --num_parts N --part_id i``) into one.
+
+Each shard folder holds what one ``lstv infer`` wrote: ``lstv_uncertainty_metrics.csv``,
+``failures.csv``, ``run_manifest.json`` and maybe ``heatmaps/``. The merge refuses anything that
+would make the joined table silently wrong: a missing or duplicated part, shards of different
+splits or settings, an unfinished shard, or a study seen twice. Rows are copied as text, so the
+merged numbers are byte for byte those the shards wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from lstv import __version__
+from lstv.results import (
+    FAILURE_COLUMNS,
+    FAILURES_CSV,
+    HEATMAP_DIR,
+    MANIFEST_JSON,
+    METRICS_CSV,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+# Settings that must be equal in every shard: rows made under different ones do not belong in
+# one table (another model, other risk thresholds, another study selection).
+_SHARED_KEYS = ("image_size", "thresholds", "mode", "seed", "n_trial", "tta", "validation_filter")
+
+_PART_DIR = re.compile(r"part_(\d+)$")
+
+
+def _read_manifest(shard: Path) -> dict:
+    path = shard / MANIFEST_JSON
+    if not path.is_file():
+        raise ValueError(
+            f"shard {shard} has no {MANIFEST_JSON}: its task never started or wrote elsewhere"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    for key in ("num_parts", "part_id"):
+        if not isinstance(manifest.get(key), int):
+            raise ValueError(f"{path} has no integer {key!r}")
+    return manifest
+
+
+def _read_rows(path: Path, what: str) -> tuple[list[str] | None, list[list[str]]]:
+    """Header and rows of a CSV as text (``None``, [] when the file is absent)."""
+    if not path.is_file():
+        return None, []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        rows = [row for row in reader if row]
+    if header is None:
+        return None, []
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{what} {path} line {i} has {len(row)} fields, the header {len(header)}"
+            )
+    return header, rows
+
+
+def _study_sort_key(study_id: str) -> tuple[int, int, str]:
+    # RSNA study IDs are integers: sort them as numbers, anything else after them as text.
+    return (0, int(study_id), "") if study_id.isdigit() else (1, 0, study_id)
+
+
+def _check_parts(manifests: list[tuple[Path, dict]], expected_parts: int | None) -> int:
+    nums = {m["num_parts"] for _, m in manifests}
+    if len(nums) != 1:
+        detail = ", ".join(f"{p.name}: {m['num_parts']}" for p, m in manifests)
+        raise ValueError(f"shards come from different splits (num_parts {detail})")
+    num_parts = nums.pop()
+    if expected_parts is not None and num_parts != expected_parts:
+        raise ValueError(f"expected {expected_parts} parts, the shards say num_parts={num_parts}")
+    seen: dict[int, Path] = {}
+    for path, m in manifests:
+        part = m["part_id"]
+        if not 0 <= part < num_parts:
+            raise ValueError(f"shard {path} has part_id {part}, outside 0..{num_parts - 1}")
+        if part in seen:
+            raise ValueError(f"part {part} appears twice: {seen[part]} and {path}")
+        named = _PART_DIR.search(path.name)
+        if named and int(named.group(1)) != part:
+            raise ValueError(f"shard folder {path} holds part {part} (its manifest says so)")
+        seen[part] = path
+    missing = sorted(set(range(num_parts)) - set(seen))
+    if missing:
+        raise ValueError(
+            f"missing part(s) {missing} of {num_parts}: rerun those array tasks, then merge again"
+        )
+    return num_parts
+
+
+def _check_finished(path: Path, m: dict) -> None:
+    status = m.get("status")
+    if status is not None and status != "complete":
+        raise ValueError(f"shard {path} is not complete (status {status!r}): rerun it to resume")
+    if "finished_at" in m and not m["finished_at"]:
+        raise ValueError(f"shard {path} has not finished (no finished_at): rerun it to resume")
+
+
+def _check_same_settings(manifests: list[tuple[Path, dict]]) -> None:
+    first_path, first = manifests[0]
+    for path, m in manifests[1:]:
+        for key in _SHARED_KEYS:
+            if m.get(key) != first.get(key):
+                raise ValueError(
+                    f"shards disagree on {key}: {first_path.name} has {first.get(key)!r}, "
+                    f"{path.name} has {m.get(key)!r}"
+                )
+        sha, first_sha = (
+            m.get("checkpoint", {}).get("sha256"),
+            first.get("checkpoint", {}).get("sha256"),
+        )
+        if sha != first_sha:
+            raise ValueError(
+                f"shards ran different checkpoints: {first_path.name} sha256 {first_sha}, "
+                f"{path.name} sha256 {sha}"
+            )
+
+
+def merge_shards(
+    shard_dirs: Iterable[str | Path],
+    output_dir: str | Path,
+    *,
+    expected_parts: int | None = None,
+) -> dict:
+    """Join shard outputs into ``output_dir``; return the merged manifest.
+
+    Writes ``lstv_uncertainty_metrics.csv`` (rows sorted by study ID, the shards' columns),
+    ``failures.csv``, ``run_manifest.json`` (with one entry per shard) and copies
+    ``heatmaps/*.npz`` of every shard into ``output_dir/heatmaps``. Shard folders are only read.
+
+    Args:
+        shard_dirs: One output folder per shard (each from ``lstv infer --num_parts N
+            --part_id i``), in any order.
+        output_dir: Where the merged files go; created if needed. May be the shards' parent,
+            not one of the shards.
+        expected_parts: Number of shards the run was split into; checked against the shards'
+            manifests when given.
+
+    Returns:
+        The merged manifest (also written to ``output_dir/run_manifest.json``).
+
+    Raises:
+        ValueError: no shards, a missing or duplicated part, shards of different splits or
+            settings, an unfinished shard, a study in more than one row, or CSVs whose columns
+            differ.
+    """
+    shards = [Path(p) for p in shard_dirs]
+    out = Path(output_dir)
+    if not shards:
+        raise ValueError("no shard folders to merge")
+    if expected_parts is not None and expected_parts < 1:
+        raise ValueError(f"expected_parts must be >= 1, got {expected_parts}")
+    resolved_out = out.resolve()
+    for shard in shards:
+        if not shard.is_dir():
+            raise ValueError(f"shard folder not found: {shard}")
+        if shard.resolve() == resolved_out:
+            raise ValueError(f"output_dir {out} is one of the shards; merge into another folder")
+
+    manifests = [(shard, _read_manifest(shard)) for shard in shards]
+    num_parts = _check_parts(manifests, expected_parts)
+    for path, m in manifests:
+        _check_finished(path, m)
+    _check_same_settings(manifests)
+    manifests.sort(key=lambda item: item[1]["part_id"])
+
+    header: list[str] | None = None
+    header_from: Path | None = None
+    rows: list[list[str]] = []
+    owner: dict[str, Path] = {}
+    failures: list[dict] = []
+    shard_entries = []
+    for path, m in manifests:
+        shard_header, shard_rows = _read_rows(path / METRICS_CSV, "metrics CSV")
+        if shard_header is not None:
+            if header is None:
+                header, header_from = shard_header, path
+            elif shard_header != header:
+                raise ValueError(
+                    f"{path / METRICS_CSV} has other columns than {header_from / METRICS_CSV}"
+                )
+            if shard_header[0] != "study_id":
+                raise ValueError(f"{path / METRICS_CSV} does not start with a study_id column")
+        shard_ids = set()
+        for row in shard_rows:
+            study = row[0]
+            if study in owner:
+                where = "twice in" if owner[study] == path else f"in {owner[study]} and"
+                raise ValueError(f"study {study} appears {where} {path}")
+            owner[study] = path
+            shard_ids.add(study)
+        rows.extend(shard_rows)
+
+        fail_header, fail_rows = _read_rows(path / FAILURES_CSV, "failures CSV")
+        if fail_header is not None and fail_header != FAILURE_COLUMNS:
+            raise ValueError(f"{path / FAILURES_CSV} columns {fail_header} != {FAILURE_COLUMNS}")
+        failed_ids = {r[0] for r in fail_rows}
+        for study in failed_ids:
+            other = owner.get(study)
+            if other is not None and other != path:
+                raise ValueError(f"study {study} appears in {other} and {path}")
+        for study in failed_ids - shard_ids:
+            owner[study] = path
+        failures.extend(dict(zip(FAILURE_COLUMNS, r, strict=True)) for r in fail_rows)
+
+        selected = m.get("selected_study_ids")
+        if selected is not None:
+            # Every selected study must end as a row or a failure, and nothing else may appear.
+            expected = {str(s) for s in selected}
+            accounted = shard_ids | failed_ids
+            if accounted != expected:
+                missing = sorted(expected - accounted, key=_study_sort_key)
+                extra = sorted(accounted - expected, key=_study_sort_key)
+                raise ValueError(
+                    f"shard {path} does not match its manifest: missing studies {missing[:10]}, "
+                    f"unexpected studies {extra[:10]}"
+                )
+        shard_entries.append(
+            {
+                "path": str(path.resolve()),
+                "part_id": m["part_id"],
+                "n_selected": m.get("n_selected"),
+                "n_completed": len(shard_rows),
+                "n_failed": len(fail_rows),
+                "device": m.get("device"),
+                "versions": m.get("versions"),
+                "started_at": m.get("started_at"),
+                "finished_at": m.get("finished_at"),
+            }
+        )
+
+    if header is None:
+        raise ValueError(f"none of the {len(shards)} shards has a {METRICS_CSV}")
+    rows.sort(key=lambda r: _study_sort_key(r[0]))
+    failures.sort(key=lambda r: _study_sort_key(r["study_id"]))
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_rows_atomic(out / METRICS_CSV, header, rows)
+    _write_rows_atomic(
+        out / FAILURES_CSV, FAILURE_COLUMNS, [[r[c] for c in FAILURE_COLUMNS] for r in failures]
+    )
+    n_heatmaps = _copy_heatmaps([p for p, _ in manifests], out / HEATMAP_DIR)
+
+    first = manifests[0][1]
+    starts = [m.get("started_at") for _, m in manifests if m.get("started_at")]
+    ends = [m.get("finished_at") for _, m in manifests if m.get("finished_at")]
+    merged = {
+        "command": "lstv merge",
+        "lstv_version": __version__,
+        "merged_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": first.get("checkpoint"),
+        **{key: first.get(key) for key in _SHARED_KEYS},
+        "num_parts": num_parts,
+        "n_selected": sum(m.get("n_selected") or 0 for _, m in manifests),
+        "n_completed": len(rows),
+        "n_failed": len(failures),
+        "n_heatmaps": n_heatmaps,
+        "status": "complete",
+        "started_at": min(starts) if starts else None,
+        "finished_at": max(ends) if ends else None,
+        "shards": shard_entries,
+    }
+    write_json_atomic(out / MANIFEST_JSON, merged)
+    log.info(
+        "merged %d shards: %d studies, %d failures, %d heatmaps -> %s",
+        num_parts,
+        len(rows),
+        len(failures),
+        n_heatmaps,
+        out,
+    )
+    return merged
+
+
+def _write_rows_atomic(path: Path, header: Sequence[str], rows: list[list[str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _copy_heatmaps(shards: list[Path], dest: Path) -> int:
+    sources = [p for shard in shards for p in sorted((shard / HEATMAP_DIR).glob("*.npz"))]
+    # Half-written files of an interrupted task are named *.tmp.npz; they are not results.
+    sources = [p for p in sources if not p.name.endswith(".tmp.npz")]
+    if not sources:
+        return 0
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sources:
+        shutil.copy2(src, dest / src.name)
+    return len(sources)

@@ -1,0 +1,543 @@
+"""Tests for slurm_scripts/ and docker/: lint, layout, the container helper, downloads without
+credentials, and that the Docker image installs the project's own requirements file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "slurm_scripts"
+SBATCH_SCRIPTS = sorted(p for p in SCRIPTS.glob("*.sh") if p.name != "common.sh")
+GPU_SCRIPTS = {"02_trial_inference.sh", "03_prod_inference.sh", "04_debug_single.sh"}
+SECRET = "0123456789abcdef-not-a-real-kaggle-key"
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """The test's environment without SLURM, Kaggle or LSTV settings, with a fake HOME."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "SBATCH_", "KAGGLE_", "LSTV_"))
+    }
+    env["HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def run_script(name: str, env: dict[str, str], *args: str, timeout: float = 60):
+    return subprocess.run(
+        ["bash", str(SCRIPTS / name), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=env.get("RUN_CWD", str(REPO)),
+        timeout=timeout,
+    )
+
+
+def fake_tool(bin_dir: Path, name: str, body: str) -> Path:
+    """An executable stand-in for an external program (kaggle, apptainer) that logs its call."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    path = bin_dir / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+# ------------------------------------------------------------------------------ lint and layout
+def test_every_script_is_found():
+    names = {p.name for p in SBATCH_SCRIPTS}
+    assert {
+        "00_master_pipeline.sh",
+        "00_master_pipeline_no_download.sh",
+        "01_download_data.sh",
+        "01b_download_model.sh",
+        "02_trial_inference.sh",
+        "03_prod_inference.sh",
+        "03b_merge_report.sh",
+        "04_debug_single.sh",
+    } <= names
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_passes():
+    files = [*sorted(SCRIPTS.glob("*.sh")), REPO / "docker" / "build_and_push.sh"]
+    result = subprocess.run(
+        ["shellcheck", "-x", *map(str, files)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", SBATCH_SCRIPTS, ids=lambda p: p.name)
+def test_sbatch_header_and_strict_mode(script: Path):
+    lines = script.read_text().splitlines()
+    assert lines[0] == "#!/bin/bash"
+    # sbatch stops reading #SBATCH at the first command: they must all come first.
+    first_code = next(i for i, line in enumerate(lines[1:], 1) if line and not line.startswith("#"))
+    directives = [line for line in lines if line.startswith("#SBATCH")]
+    assert all(lines.index(d) < first_code for d in directives)
+    assert lines[first_code] == "set -euo pipefail"
+    options = dict(re.match(r"#SBATCH --([\w-]+)(?:=(.*))?", d).groups() for d in directives)
+    assert options["output"] == "logs/%x_%A_%a.out"
+    assert options["error"] == "logs/%x_%A_%a.err"
+    for key in ("job-name", "time", "mem", "cpus-per-task"):
+        assert options.get(key), f"{script.name} has no #SBATCH --{key}"
+    if script.name in GPU_SCRIPTS:
+        assert options["gres"] == "gpu:1"
+        assert options["partition"] == "gpu"
+    else:
+        assert "gres" not in options
+
+
+def test_readme_documents_every_setting():
+    readme = (SCRIPTS / "README.md").read_text()
+    used = set()
+    for path in SCRIPTS.glob("*.sh"):
+        used |= set(re.findall(r"\bLSTV_[A-Z_]+\b", path.read_text()))
+    # Internal names (helpers' arrays and state), not settings.
+    internal = {"LSTV_INFER_ARGS", "LSTV_RESOURCE_ARGS", "LSTV_RUNTIME", "LSTV_RUNTIME_WHY"}
+    missing = sorted(v for v in used - internal if v not in readme)
+    assert not missing, f"settings not documented in slurm_scripts/README.md: {missing}"
+
+
+# ------------------------------------------------------------------------------ Docker
+def test_dockerfile_installs_the_project_requirements():
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    requirements = (REPO / "requirements.txt").read_text()
+
+    copied = re.findall(r"^COPY\s+requirements\.txt\s+(\S+)", dockerfile, re.M)
+    assert copied, "the Dockerfile does not copy the project's requirements.txt"
+    installs = re.findall(r"pip install -r (\S+)", dockerfile)
+    assert installs == copied, (installs, copied)
+    assert re.search(r"pip install --no-deps /opt/lstv\b", dockerfile)
+    assert "conda " not in dockerfile.replace("no conda", "")
+
+    base = re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:(\S+)", dockerfile, re.M).group(1)
+    torch_pin = re.search(r"^torch==(\S+)", requirements, re.M).group(1)
+    assert base.startswith(f"{torch_pin}-cuda") and base.endswith("-runtime"), (base, torch_pin)
+    for package in ("python-gdcm", "pylibjpeg"):
+        assert re.search(rf"^{package}==", requirements, re.M), package
+
+
+def test_docker_context_keeps_data_and_secrets_out():
+    lines = [
+        line.strip()
+        for line in (REPO / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # Everything is excluded first, then only what the Dockerfile copies is let back in.
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"requirements.txt", "pyproject.toml", "README.md", "src"}
+    copied = re.findall(r"^COPY\s+(.+?)\s+\S+$", (REPO / "docker" / "Dockerfile").read_text(), re.M)
+    assert {p for group in copied for p in group.split()} == allowed
+
+
+# ------------------------------------------------------------------------------ downloads
+@pytest.mark.parametrize("script", ["01_download_data.sh", "01b_download_model.sh"])
+def test_download_without_credentials_stops_with_instructions(script, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(
+        home,
+        LSTV_DATA_DIR=str(tmp_path / "raw"),
+        LSTV_CHECKPOINT=str(tmp_path / "models" / "point_net_checkpoint.pth"),
+        LSTV_VALID_IDS=str(tmp_path / "models" / "valid_id.npy"),
+    )
+    result = run_script(script, env, timeout=30)
+    assert result.returncode != 0
+    assert f"no Kaggle API token at {home}/.kaggle/kaggle.json" in result.stderr
+    assert "Create New Token" in result.stderr
+    assert "chmod 600 ~/.kaggle/kaggle.json" in result.stderr
+    # Stopped before touching anything.
+    assert not (tmp_path / "raw").exists()
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("script", ["01_download_data.sh", "01b_download_model.sh"])
+def test_download_never_prints_or_copies_the_token(script, tmp_path):
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    token = home / ".kaggle" / "kaggle.json"
+    token.write_text(json.dumps({"username": "tester", "key": SECRET}))
+    token.chmod(0o644)  # readable by others: the script must warn, still without showing it
+    calls = tmp_path / "kaggle_calls.txt"
+    # The Kaggle CLI refuses, as it does before the competition rules are accepted.
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir, "kaggle", f'echo "$*" >>{calls}\necho "403 - Forbidden" >&2\nexit 1\n')
+    work = tmp_path / "project_data"
+    env = clean_env(
+        home,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        LSTV_DATA_DIR=str(work / "raw"),
+        LSTV_CHECKPOINT=str(work / "models" / "point_net_checkpoint.pth"),
+        LSTV_VALID_IDS=str(work / "models" / "valid_id.npy"),
+    )
+    result = run_script(script, env, timeout=30)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert SECRET not in output
+    assert "403 - Forbidden" in output
+    assert f"{token} is readable by other users" in output
+    if script == "01_download_data.sh":
+        assert "rules" in output
+        assert calls.read_text().split() == [
+            "competitions",
+            "download",
+            "-c",
+            "rsna-2024-lumbar-spine-degenerative-classification",
+            "-p",
+            str(work / "raw"),
+        ]
+    else:
+        assert calls.read_text().split()[:4] == [
+            "datasets",
+            "download",
+            "-d",
+            "hengck23/rsna2024-demo-workflow",
+        ]
+    assert SECRET not in calls.read_text()
+    for path in work.rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_download_data_is_skipped_when_complete(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / ".download_complete").write_text("2026-01-01T00:00:00Z\n")
+    # No token, no Kaggle CLI: a finished download needs neither.
+    env = clean_env(tmp_path, LSTV_DATA_DIR=str(raw))
+    result = run_script("01_download_data.sh", env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "already complete" in result.stderr
+
+
+# A stand-in for the Kaggle CLI: serves files from $FAKE_KAGGLE_FILES the way the real one
+# lays them out (competition -> NAME.zip; dataset file -> FILE, or FILE.zip when large).
+FAKE_KAGGLE = r"""
+echo "$*" >>"$FAKE_KAGGLE_CALLS"
+kind=$1; shift 2
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    -c | -d) name=$2; shift 2 ;;
+    -f) file=$2; shift 2 ;;
+    -p) dest=$2; shift 2 ;;
+    *) shift ;;
+  esac
+done
+mkdir -p "$dest"
+if [[ $kind == competitions ]]; then
+  cp "$FAKE_KAGGLE_FILES/competition.zip" "$dest/$name.zip"
+elif [[ -f "$FAKE_KAGGLE_FILES/$file.zip" ]]; then
+  cp "$FAKE_KAGGLE_FILES/$file.zip" "$dest/"
+else
+  cp "$FAKE_KAGGLE_FILES/$file" "$dest/"
+fi
+"""
+
+
+def kaggle_env(tmp_path: Path, files: Path, **extra: str) -> dict[str, str]:
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True, exist_ok=True)
+    token = home / ".kaggle" / "kaggle.json"
+    token.write_text(json.dumps({"username": "tester", "key": SECRET}))
+    token.chmod(0o600)
+    fake_tool(tmp_path / "bin", "kaggle", FAKE_KAGGLE)
+    return clean_env(
+        home,
+        PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        FAKE_KAGGLE_FILES=str(files),
+        FAKE_KAGGLE_CALLS=str(tmp_path / "calls.txt"),
+        LSTV_PYTHON=sys.executable,
+        LSTV_USE_CONTAINER="0",
+        **extra,
+    )
+
+
+def test_download_data_unpacks_checks_and_resumes(phantom_dataset, tmp_path):
+    files = tmp_path / "served"
+    files.mkdir()
+    root = phantom_dataset.root
+    members = sorted(p for p in root.rglob("*") if p.is_file())
+    with zipfile.ZipFile(files / "competition.zip", "w") as zf:
+        for p in members:
+            zf.write(p, p.relative_to(root).as_posix())
+    raw = tmp_path / "raw"
+    # An earlier run that stopped half way: some files unpacked, one of them cut short.
+    done = [p for p in members if p.suffix == ".dcm"][:5]
+    for p in done:
+        target = raw / p.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, target)
+    truncated = raw / done[-1].relative_to(root)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    env = kaggle_env(tmp_path, files, LSTV_DATA_DIR=str(raw))
+
+    result = run_script("01_download_data.sh", env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"extracted {len(members) - 4} files, 4 already there" in result.stdout
+    n_series = len(read_series(phantom_dataset.series_csv))
+    assert f"{len(phantom_dataset.study_ids)} studies, {n_series} series: complete" in result.stdout
+    for p in members:
+        assert (raw / p.relative_to(root)).read_bytes() == p.read_bytes()
+    assert (raw / ".download_complete").is_file()
+    assert not (raw / "rsna-2024-lumbar-spine-degenerative-classification.zip").exists()
+    assert SECRET not in result.stdout + result.stderr
+
+    # Run again: nothing is fetched.
+    again = run_script("01_download_data.sh", env, timeout=30)
+    assert again.returncode == 0 and "already complete" in again.stderr
+    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 1
+
+
+def test_download_data_refuses_an_incomplete_set(phantom_dataset, tmp_path):
+    files = tmp_path / "served"
+    files.mkdir()
+    root = phantom_dataset.root
+    first = read_series(phantom_dataset.series_csv)[0]
+    lost = phantom_dataset.images_dir / first["study_id"] / first["series_id"]
+    with zipfile.ZipFile(files / "competition.zip", "w") as zf:
+        for p in sorted(root.rglob("*")):
+            # The archive lacks the images of one series.
+            if p.is_file() and lost not in p.parents:
+                zf.write(p, p.relative_to(root).as_posix())
+    raw = tmp_path / "raw"
+    result = run_script("01_download_data.sh", kaggle_env(tmp_path, files, LSTV_DATA_DIR=str(raw)))
+    assert result.returncode != 0
+    assert "series have no images" in result.stdout + result.stderr
+    assert not (raw / ".download_complete").exists()
+
+
+def read_series(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_download_model_checks_and_installs(original_layout_checkpoint, tmp_path):
+    files = tmp_path / "served"
+    files.mkdir()
+    # Large single files come zipped from Kaggle.
+    with zipfile.ZipFile(files / "00002484.pth.zip", "w", zipfile.ZIP_STORED) as zf:
+        zf.write(original_layout_checkpoint, "00002484.pth")
+    ids = np.array([4003253, 4646740, 7143189], dtype=np.int64)
+    np.save(files / "valid_id.npy", ids)
+    models = tmp_path / "models"
+    env = kaggle_env(
+        tmp_path,
+        files,
+        LSTV_CHECKPOINT=str(models / "point_net_checkpoint.pth"),
+        LSTV_VALID_IDS=str(models / "valid_id.npy"),
+    )
+    result = run_script("01b_download_model.sh", env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "load strictly into PointNet(resnet50d), iteration 2484" in result.stdout
+    assert "valid ids ok: 3 study IDs (4003253..7143189)" in result.stdout
+    assert (
+        models / "point_net_checkpoint.pth"
+    ).read_bytes() == original_layout_checkpoint.read_bytes()
+    assert np.array_equal(np.load(models / "valid_id.npy"), ids)
+    assert not (models / ".download").exists()
+
+    again = run_script("01b_download_model.sh", env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "already in place and valid" in again.stderr
+    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 2
+
+
+def test_download_model_rejects_a_checkpoint_that_is_not_the_localizer(tiny_checkpoint, tmp_path):
+    files = tmp_path / "served"
+    files.mkdir()
+    shutil.copy(tiny_checkpoint, files / "00002484.pth")
+    np.save(files / "valid_id.npy", np.array([1, 2], dtype=np.int64))
+    models = tmp_path / "models"
+    base = dict(
+        LSTV_CHECKPOINT=str(models / "point_net_checkpoint.pth"),
+        LSTV_VALID_IDS=str(models / "valid_id.npy"),
+    )
+    # Too small to be the 130 MB original.
+    result = run_script("01b_download_model.sh", kaggle_env(tmp_path, files, **base))
+    assert result.returncode != 0
+    assert "expected about 130 MB" in result.stderr
+    # Size check off: the strict load into the resnet50d point net still refuses it.
+    result = run_script(
+        "01b_download_model.sh",
+        kaggle_env(tmp_path, files, LSTV_MIN_CHECKPOINT_MB="0", **base),
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "does not match PointNet(encoder='resnet50d')" in result.stdout + result.stderr
+    assert not (models / "point_net_checkpoint.pth").exists()
+    assert not list((models / ".download").glob("*"))
+
+
+# ------------------------------------------------------------------------------ argument checks
+def test_debug_needs_a_study_id(tmp_path):
+    result = run_script("04_debug_single.sh", clean_env(tmp_path), timeout=30)
+    assert result.returncode != 0
+    assert "usage: sbatch slurm_scripts/04_debug_single.sh <study_id>" in result.stderr
+
+
+def test_prod_task_outside_the_split_is_refused(tmp_path):
+    env = clean_env(
+        tmp_path,
+        SLURM_JOB_ID="7",
+        SLURM_ARRAY_TASK_ID="3",
+        LSTV_NUM_PARTS="3",
+        PATH=f"{tmp_path}:/usr/bin:/bin",
+    )
+    result = run_script("03_prod_inference.sh", env, timeout=30)
+    assert result.returncode != 0
+    assert "array task 3 is outside 0..2" in result.stderr
+
+
+def test_prod_array_that_is_not_the_split_is_refused(tmp_path):
+    # `sbatch --array=1-2` alone would run parts 1 and 0 of a 2-part split: refuse.
+    env = clean_env(
+        tmp_path,
+        SLURM_JOB_ID="7",
+        SLURM_ARRAY_TASK_ID="1",
+        SLURM_ARRAY_TASK_COUNT="2",
+        SLURM_ARRAY_TASK_MIN="1",
+        SLURM_ARRAY_TASK_MAX="2",
+        PATH=f"{tmp_path}:/usr/bin:/bin",
+    )
+    result = run_script("03_prod_inference.sh", env, timeout=30)
+    assert result.returncode != 0
+    assert "array 1-2 is not 0-1" in result.stderr
+    assert "LSTV_NUM_PARTS=N" in result.stderr
+
+
+def test_master_without_sbatch_says_so(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "date", "cut", "mkdir", "sed", "head", "xargs", "stat"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "ckpt.pth").write_bytes(b"x")
+    data = tmp_path / "raw"
+    (data / "train_images").mkdir(parents=True)
+    (data / "train_series_descriptions.csv").write_text("study_id,series_id,series_description\n")
+    env = clean_env(
+        tmp_path,
+        PATH=str(bin_dir),
+        LSTV_DATA_DIR=str(data),
+        LSTV_CHECKPOINT=str(models / "ckpt.pth"),
+        LSTV_VALID_IDS="",
+    )
+    result = run_script("00_master_pipeline_no_download.sh", env, timeout=30)
+    assert result.returncode != 0
+    assert "sbatch not found" in result.stderr
+
+
+# ------------------------------------------------------------------------------ container helper
+def source_and_run(env: dict[str, str], code: str) -> subprocess.CompletedProcess:
+    """Source common.sh the way the scripts do and run ``code`` after it."""
+    script = f"set -euo pipefail\nPROJECT_DIR={REPO}\nsource {SCRIPTS / 'common.sh'}\n{code}\n"
+    return subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60, cwd="/"
+    )
+
+
+def test_defaults_are_not_exported_to_submitted_jobs(tmp_path):
+    # A job must choose its own defaults (CPUs of the job, container or host on its node), so
+    # the submitter may pass on only what the user set, and the project folder.
+    env = clean_env(tmp_path, LSTV_SEED="7", LSTV_OUTPUT_DIR="results")
+    result = source_and_run(
+        env,
+        "bash -c 'echo \"${LSTV_NUM_WORKERS-unset} ${LSTV_CONTAINER-unset} ${LSTV_SEED-unset}"
+        " ${LSTV_OUTPUT_DIR-unset} ${LSTV_PROJECT_DIR-unset}\"'",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["unset", "unset", "7", f"{REPO}/results", str(REPO)]
+
+
+def test_host_mode_runs_the_python_that_has_lstv(tmp_path):
+    env = clean_env(tmp_path, LSTV_PYTHON=sys.executable)
+    result = source_and_run(env, "lstv_run --version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("lstv ")
+    assert f"on the host (no container image at {REPO}/lstv.sif)" in result.stderr
+    assert f"{sys.executable} -m lstv --version" in result.stderr
+
+
+def test_host_mode_without_lstv_says_what_to_do(tmp_path):
+    python = fake_tool(tmp_path / "bin", "python-no-lstv", "exit 1\n")
+    env = clean_env(tmp_path, LSTV_PYTHON=str(python))
+    result = source_and_run(env, "lstv_run --version")
+    assert result.returncode != 0
+    assert "cannot import lstv" in result.stderr
+    assert "LSTV_PYTHON" in result.stderr
+
+
+def test_container_mode_mounts_the_project_and_translates_paths(tmp_path):
+    image = tmp_path / "lstv.sif"
+    image.write_bytes(b"not really an image")
+    calls = tmp_path / "apptainer_calls.txt"
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir, "apptainer", f'printf "%s\\n" "$@" >{calls}\n')
+    outside = tmp_path / "scratch" / "train_images"
+    outside.mkdir(parents=True)
+    env = clean_env(
+        tmp_path,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        LSTV_CONTAINER=str(image),
+        LSTV_INPUT_DIR=str(outside),
+    )
+    result = source_and_run(
+        env, f'lstv_run infer --output_dir "$LSTV_OUTPUT_DIR/trial" --input_dir "{outside}"'
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"in the container (apptainer, image {image})" in result.stderr
+    argv = calls.read_text().splitlines()
+    assert argv[:4] == ["exec", "--nv", "--bind", f"{REPO}:/work"]
+    assert ["--bind", f"{outside}:{outside}:ro"] == argv[4:6]
+    assert argv[argv.index("--pwd") + 1] == "/work"
+    tail = argv[argv.index(str(image)) :]
+    assert tail == [
+        str(image),
+        "python",
+        "-m",
+        "lstv",
+        "infer",
+        "--output_dir",
+        "/work/data/output/trial",
+        "--input_dir",
+        str(outside),
+    ]
+
+
+def test_container_mode_refuses_outputs_outside_the_project(tmp_path):
+    image = tmp_path / "lstv.sif"
+    image.write_bytes(b"x")
+    bin_dir = tmp_path / "bin"
+    fake_tool(bin_dir, "singularity", "exit 0\n")
+    env = clean_env(
+        tmp_path,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        LSTV_CONTAINER=str(image),
+        LSTV_OUTPUT_DIR=str(tmp_path / "out"),
+    )
+    result = source_and_run(env, "lstv_run --version")
+    assert result.returncode != 0
+    assert "outside" in result.stderr and "only folder" in result.stderr
+
+
+def test_chosen_image_that_is_missing_is_an_error(tmp_path):
+    env = clean_env(tmp_path, LSTV_CONTAINER=str(tmp_path / "missing.sif"))
+    result = source_and_run(env, "lstv_run --version")
+    assert result.returncode != 0
+    assert f"container image not found: {tmp_path}/missing.sif" in result.stderr
