@@ -22,30 +22,7 @@ from lstv.evaluate import (
     youden,
 )
 from lstv.levels import LEVEL_KEYS
-
-
-def contract_columns() -> list[str]:
-    cols = ["study_id", "series_id"]
-    for k in LEVEL_KEYS:
-        cols += [f"{k}_confidence", f"{k}_entropy", f"{k}_spatial_entropy"]
-    for k in LEVEL_KEYS:
-        cols += [
-            f"{k}_normalized_entropy",
-            f"{k}_x",
-            f"{k}_y",
-            f"{k}_x_mm",
-            f"{k}_y_mm",
-            f"{k}_z_mm",
-        ]
-    return cols + [
-        "series_description",
-        "n_slices",
-        "slice_index",
-        "image_height",
-        "image_width",
-        "lstv_flag",
-        "risk_level",
-    ]
+from lstv.results import METRIC_COLUMNS
 
 
 def write_metrics(path, l5_s1_entropy, study_ids=None, extra=None):
@@ -54,7 +31,7 @@ def write_metrics(path, l5_s1_entropy, study_ids=None, extra=None):
     study_ids = study_ids or [str(100 + i) for i in range(n)]
     rows = []
     for i, e in enumerate(l5_s1_entropy):
-        row = dict.fromkeys(contract_columns(), "")
+        row = dict.fromkeys(METRIC_COLUMNS, "")
         row.update(
             study_id=study_ids[i],
             series_id=str(900 + i),
@@ -77,7 +54,7 @@ def write_metrics(path, l5_s1_entropy, study_ids=None, extra=None):
                 }
             )
         rows.append(row)
-    df = pd.DataFrame(rows, columns=contract_columns())
+    df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     for name, values in (extra or {}).items():
         df[name] = values
     df.to_csv(path, index=False)
@@ -260,7 +237,7 @@ def test_metrics_csv_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         read_metrics_csv(empty)
     header_only = tmp_path / "header.csv"
-    header_only.write_text(",".join(contract_columns()) + "\n")
+    header_only.write_text(",".join(METRIC_COLUMNS) + "\n")
     with pytest.raises(ValueError, match="no rows"):
         read_metrics_csv(header_only)
     missing = tmp_path / "missing.csv"
