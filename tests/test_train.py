@@ -50,7 +50,6 @@ def test_loss_falls_and_the_checkpoint_loads(train_data, tmp_path):
         steps=24,
         batch_size=4,
         lr=3e-3,
-        warmup_steps=2,
         num_workers=0,
         device="cpu",
         quiet=True,

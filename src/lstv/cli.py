@@ -270,15 +270,21 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--encoder", default="resnet10t")
     p.add_argument("--image_size", type=int, default=160)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch_size", type=int, default=12)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle schedule")
+    p.add_argument(
+        "--background_weight",
+        type=float,
+        default=0.05,
+        help="cross-entropy weight of the background class (discs weigh 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--disc_radius_mm",
         type=float,
-        default=4.0,
-        help="radius of the disc-shaped class mask around each label (default 4 mm)",
+        default=5.0,
+        help="radius of the disc-shaped class mask around each label (default 5 mm)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--num_workers", type=int, default=2)
@@ -294,6 +300,7 @@ def cmd_train(args) -> int:
             encoder=args.encoder,
             image_size=args.image_size,
             steps=args.steps,
+            background_weight=args.background_weight,
             batch_size=args.batch_size,
             lr=args.lr,
             seed=args.seed,

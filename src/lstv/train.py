@@ -2,7 +2,10 @@
 
 Each training study contributes its centre sagittal slice (the slice the localizer reads at
 inference) and its five disc labels. Targets are disc-shaped class masks around the labels;
-the loss is cross-entropy over the six classes. Transitional studies and the hold-out IDs in
+the loss is cross-entropy over the six classes with the background down-weighted: the discs
+cover well under 1% of the pixels, and with plain cross-entropy a resnet10t net was still at
+the class prior (no pixel above 0.5) after 1,000 steps, where weight 0.05 localises every level
+within a millimetre by step 100. Transitional studies and the hold-out IDs in
 ``valid_id.npy`` are never trained on: the hold-out normals measure localisation error in mm.
 """
 
@@ -33,13 +36,13 @@ class TrainConfig:
     output: Path
     encoder: str = "resnet10t"
     image_size: int = DEFAULT_IMAGE_SIZE
-    steps: int = 1000
+    steps: int = 400
     batch_size: int = 12
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
-    warmup_steps: int = 50
+    background_weight: float = 0.05
     seed: int = 0
-    disc_radius_mm: float = 4.0
+    disc_radius_mm: float = 5.0
     device: str = "auto"
     num_workers: int = 2
     quiet: bool = False
@@ -268,13 +271,10 @@ def train(config: TrainConfig) -> TrainResult:
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
 
-    def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.steps, pct_start=0.1
+    )
+    class_weights = torch.tensor([config.background_weight] + [1.0] * len(LEVELS), device=device)
     losses = []
     model.train()
     bar = tqdm(range(config.steps), desc="train", disable=config.quiet or not sys.stderr.isatty())
@@ -284,7 +284,7 @@ def train(config: TrainConfig) -> TrainResult:
         x = torch.from_numpy(images[:, None]).to(device)
         y = torch.from_numpy(masks.astype(np.int64)).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y, weight=class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -292,8 +292,7 @@ def train(config: TrainConfig) -> TrainResult:
         losses.append(float(loss.item()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if (step + 1) % log_every == 0:
-            log.info("step %d/%d loss %.4f", step + 1, config.steps,
-                     np.mean(losses[-log_every:]))
+            log.info("step %d/%d loss %.4f", step + 1, config.steps, np.mean(losses[-log_every:]))
     model.eval()
     errors = localisation_errors(Predictor(model, device), val_slices) if val_slices else {}
     save_checkpoint(
@@ -308,6 +307,8 @@ def train(config: TrainConfig) -> TrainResult:
             "seed": config.seed,
             "steps": config.steps,
             "disc_radius_mm": config.disc_radius_mm,
+            "background_weight": config.background_weight,
+            "lr": config.lr,
             "val_median_error_mm": {k: round(v["median"], 3) for k, v in errors.items()},
         },
     )
