@@ -106,7 +106,7 @@ def test_serve_binds_localhost_by_default():
 def test_pages_in_a_real_browser(app, client, series_files, chromium, tmp_path):
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
