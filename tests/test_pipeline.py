@@ -215,8 +215,9 @@ def test_tta_adds_mutual_information(tmp_path, phantom_dataset, tiny_checkpoint)
         assert float(r["l5_s1_tta_mi"]) >= 0
 
 
-def test_memory_does_not_grow_with_the_number_of_studies(tmp_path, phantom_dataset,
-                                                         tiny_checkpoint):
+def test_memory_does_not_grow_with_the_number_of_studies(
+    tmp_path, phantom_dataset, tiny_checkpoint
+):
     """The same series copied into 2 and into 24 studies: the peak of Python and numpy memory
     (tracemalloc) must stay the same, since nothing per study is kept after it is written.
     Keeping only each study's maps (0.6 MB) would add about a third to the peak."""
@@ -235,11 +236,71 @@ def test_memory_does_not_grow_with_the_number_of_studies(tmp_path, phantom_datas
             lines.append(f"{1000 + i},7,Sagittal T2/STIR")
         (root / "train_series_descriptions.csv").write_text("\n".join(lines) + "\n")
         tracemalloc.start()
-        run_inference(config(root, root / "out", tiny_checkpoint, valid_ids=None, batch_size=2,
-                             save_heatmaps=True))
+        run_inference(
+            config(
+                root,
+                root / "out",
+                tiny_checkpoint,
+                valid_ids=None,
+                batch_size=2,
+                save_heatmaps=True,
+            )
+        )
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak
 
     small, large = peak_for(2), peak_for(24)
     assert large < 1.1 * small, (small, large)
+
+
+def test_bands_come_from_the_checkpoint_unless_given(tmp_path, phantom_dataset):
+    import torch
+
+    from lstv.cli import main
+    from lstv.model import PointNet, save_checkpoint
+
+    torch.manual_seed(0)
+    bands = {"flag_entropy": 9.9, "high_entropy": 10.0, "medium_entropy": 9.8}
+    ckpt = save_checkpoint(
+        PointNet("resnet10t"), tmp_path / "c.pth", extra_config={"risk_thresholds": bands}
+    )
+    data = phantom_dataset.root
+    run_inference(config(data, tmp_path / "a", ckpt, mode="trial", n_trial=2))
+    manifest = json.loads((tmp_path / "a" / "run_manifest.json").read_text())
+    assert manifest["thresholds"] == bands
+    assert manifest["thresholds_source"] == "checkpoint config"
+    run_inference(
+        config(
+            data,
+            tmp_path / "b",
+            ckpt,
+            mode="trial",
+            n_trial=2,
+            threshold_overrides={"high_entropy": 10.1, "flag_entropy": None},
+        )
+    )
+    manifest = json.loads((tmp_path / "b" / "run_manifest.json").read_text())
+    assert manifest["thresholds"] == {**bands, "high_entropy": 10.1}
+    assert manifest["thresholds_source"].endswith("command line: high_entropy")
+    # lstv report uses the run's bands unless told otherwise
+    assert (
+        main(
+            [
+                "report",
+                "--csv",
+                str(tmp_path / "a" / "lstv_uncertainty_metrics.csv"),
+                "--output",
+                str(tmp_path / "a" / "r.html"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    html = (tmp_path / "a" / "r.html").read_text()
+    assert '<span class="mono" id="thr-high">10.0</span>' in html
+    assert '<span class="mono" id="thr-medium">9.8</span>' in html
+    assert "The run itself used" not in html  # the report agrees with the run
+    queue = read_rows(tmp_path / "a" / "audit_queue.csv")
+    rows = {r["study_id"]: r for r in read_rows(tmp_path / "a" / "lstv_uncertainty_metrics.csv")}
+    assert all(q["risk_level"] == rows[q["study_id"]]["risk_level"] for q in queue)

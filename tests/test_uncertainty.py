@@ -104,3 +104,25 @@ def test_mutual_information_zero_when_views_agree_and_positive_when_not():
     differ = mutual_information(np.stack([a, b]))
     assert np.allclose(same, 0.0)
     assert differ[4] == pytest.approx(math.log(2))  # two disjoint deltas, equal weight
+
+
+def test_resolve_thresholds_layers_flags_over_a_base():
+    from lstv.uncertainty import resolve_thresholds
+
+    assert resolve_thresholds() == RiskThresholds()
+    base = {"flag_entropy": 9.0, "high_entropy": 9.5, "medium_entropy": 8.0, "other": 1}
+    assert resolve_thresholds(base) == RiskThresholds(9.0, 9.5, 8.0)
+    assert resolve_thresholds(base, flag_entropy=8.5, high_entropy=None) == RiskThresholds(
+        8.5, 9.5, 8.0
+    )
+
+
+def test_bands_calibrated_on_normals():
+    from lstv.uncertainty import normal_calibrated_thresholds
+
+    normals = np.linspace(9.0, 9.6, 61)  # 95th percentile 9.57, maximum 9.6
+    bands = normal_calibrated_thresholds(normals)
+    assert bands.medium_entropy == pytest.approx(9.57)
+    assert bands.high_entropy == pytest.approx(9.6)
+    assert bands.flag_entropy == pytest.approx(9.585)
+    assert risk_level(9.3, bands) == "Low" and risk_level(10.0, bands) == "High"

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from lstv.evaluate import read_metrics_csv
-from lstv.uncertainty import RiskThresholds, risk_level
+from lstv.results import run_thresholds
+from lstv.uncertainty import RiskThresholds, resolve_thresholds, risk_level
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ def write_audit_queue(
         csv_path: ``lstv_uncertainty_metrics.csv``.
         output_path: Where to write the queue (its folder is created).
         n: How many studies to queue (fewer when the CSV has fewer).
-        thresholds: Risk bands and flag threshold; default ``RiskThresholds()``.
+        thresholds: Risk bands and flag threshold; default: those the run used (its
+            manifest), else ``RiskThresholds()``.
 
     Returns:
         ``output_path``.
@@ -92,6 +94,7 @@ def write_audit_queue(
     Raises:
         ValueError: The metrics CSV is empty or malformed, or ``n`` is negative.
     """
+    thresholds = thresholds or resolve_thresholds(run_thresholds(Path(csv_path).parent))
     queue = audit_queue(read_metrics_csv(csv_path), n=n, thresholds=thresholds)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,27 +20,30 @@ def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--flag_threshold",
         type=float,
-        default=5.0,
-        help="L5/S1 entropy above which a study is flagged (default 5.0)",
+        default=None,
+        help="L5/S1 entropy above which a study is flagged (default: the bands of the "
+        "checkpoint or run, else 5.0)",
     )
     p.add_argument(
         "--high_threshold",
         type=float,
-        default=5.5,
-        help="L5/S1 entropy above which risk is High (default 5.5)",
+        default=None,
+        help="L5/S1 entropy above which risk is High (default: likewise, else 5.5)",
     )
     p.add_argument(
         "--medium_threshold",
         type=float,
-        default=4.0,
-        help="L5/S1 entropy at or above which risk is Medium (default 4.0)",
+        default=None,
+        help="L5/S1 entropy at or above which risk is Medium (default: likewise, else 4.0)",
     )
 
 
-def _thresholds(args):
-    from lstv.uncertainty import RiskThresholds
-
-    return RiskThresholds(args.flag_threshold, args.high_threshold, args.medium_threshold)
+def _threshold_overrides(args) -> dict:
+    return {
+        "flag_entropy": args.flag_threshold,
+        "high_entropy": args.high_threshold,
+        "medium_entropy": args.medium_threshold,
+    }
 
 
 def _add_infer_flags(p: argparse.ArgumentParser) -> None:
@@ -119,7 +122,7 @@ def cmd_infer(args) -> int:
         save_heatmaps=args.save_heatmaps,
         tta=args.tta,
         visualize=args.mode == "debug",
-        thresholds=_thresholds(args),
+        threshold_overrides=_threshold_overrides(args),
         quiet=args.quiet,
         command=shlex.join(["lstv", *sys.argv[1:]]),
     )
@@ -158,8 +161,13 @@ def _add_report_flags(p: argparse.ArgumentParser) -> None:
 def cmd_report(args) -> int:
     from lstv.audit import write_audit_queue
     from lstv.report import build_report
+    from lstv.results import run_thresholds
+    from lstv.uncertainty import resolve_thresholds
 
-    thresholds = _thresholds(args)
+    # The bands the run used (its manifest), unless the command line says otherwise.
+    thresholds = resolve_thresholds(
+        run_thresholds(Path(args.csv).parent), **_threshold_overrides(args)
+    )
     path = build_report(
         args.csv,
         args.output,

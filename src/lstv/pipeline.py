@@ -39,7 +39,7 @@ from lstv.studies import (
     select_mode,
     shard,
 )
-from lstv.uncertainty import RiskThresholds, mutual_information, study_metrics
+from lstv.uncertainty import mutual_information, resolve_thresholds, study_metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class InferenceConfig:
     save_heatmaps: bool = False
     tta: bool = False
     visualize: bool = False
-    thresholds: RiskThresholds = field(default_factory=RiskThresholds)
+    # Flag and band thresholds given on the command line (None: the checkpoint's, else the seed's).
+    threshold_overrides: dict = field(default_factory=dict)
     quiet: bool = False
     command: str = ""
 
@@ -199,6 +200,13 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def threshold_source(checkpoint_bands: dict | None, overrides: dict) -> str:
+    """Where the run's bands came from, for the manifest."""
+    base = "checkpoint config" if checkpoint_bands else "defaults (real checkpoint's scale)"
+    given = sorted(k for k, v in overrides.items() if v is not None)
+    return base + (f", overridden on the command line: {', '.join(given)}" if given else "")
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -208,6 +216,8 @@ class _Run:
 
     def __init__(self, config: InferenceConfig, predictor, checkpoint_info, tasks, validated):
         self.config = config
+        checkpoint_bands = (checkpoint_info.config or {}).get("risk_thresholds")
+        self.thresholds = resolve_thresholds(checkpoint_bands, **config.threshold_overrides)
         self.predictor = predictor
         self.out = Path(config.output_dir)
         self.metrics = CsvAppender(self.out / METRICS_CSV, METRIC_COLUMNS)
@@ -225,7 +235,8 @@ class _Run:
                 "config": checkpoint_info.config,
             },
             "image_size": config.image_size,
-            "thresholds": asdict(config.thresholds),
+            "thresholds": asdict(self.thresholds),
+            "thresholds_source": threshold_source(checkpoint_bands, config.threshold_overrides),
             "mode": config.mode,
             "seed": config.seed,
             "n_trial": config.n_trial,
@@ -283,7 +294,7 @@ class _Run:
             task.series_description,
             metrics,
             sample,
-            self.config.thresholds,
+            self.thresholds,
             tta_mi,
         )
         if self.config.save_heatmaps or self.config.visualize:

@@ -178,6 +178,16 @@ def prune_failures(output_dir: Path, retried: set[int]) -> None:
     write_csv_atomic(path, FAILURE_COLUMNS, kept)
 
 
+def run_thresholds(output_dir: Path) -> dict | None:
+    """The risk bands recorded in a run's manifest, or None without a readable one."""
+    path = Path(output_dir) / MANIFEST_JSON
+    try:
+        bands = json.loads(path.read_text()).get("thresholds")
+    except (OSError, ValueError):
+        return None
+    return bands if isinstance(bands, dict) else None
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = Path(path).with_name(Path(path).name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -65,6 +65,7 @@ class TrainResult:
     n_val: int
     losses: list[float]
     val_error_mm: dict[str, dict[str, float]] = field(default_factory=dict)
+    risk_thresholds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -79,6 +80,8 @@ class TrainResult:
                 f"  {level:6s} median {e['median']:.2f}  mean {e['mean']:.2f}  "
                 f"found {e['found']:.0%}"
             )
+        if self.risk_thresholds:
+            lines.append(f"risk bands set on the held-out normals: {self.risk_thresholds}")
         return "\n".join(lines)
 
 
@@ -238,6 +241,17 @@ def localisation_errors(predictor, slices: list[LabelledSlice]) -> dict[str, dic
     }
 
 
+def l5_s1_entropies(predictor, slices: list[LabelledSlice]) -> np.ndarray:
+    """The L5/S1 entropy of each slice's maps, the score the risk bands cut."""
+    from lstv.uncertainty import shannon_entropy
+
+    probs = [
+        predictor(np.stack([s.image for s in slices[i : i + 16]]))
+        for i in range(0, len(slices), 16)
+    ]
+    return np.array([shannon_entropy(p[len(LEVELS)]) for p in np.concatenate(probs)])
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train a point net on the normal studies of ``config.data_dir`` and save the checkpoint."""
     import torch
@@ -294,7 +308,23 @@ def train(config: TrainConfig) -> TrainResult:
         if (step + 1) % log_every == 0:
             log.info("step %d/%d loss %.4f", step + 1, config.steps, np.mean(losses[-log_every:]))
     model.eval()
-    errors = localisation_errors(Predictor(model, device), val_slices) if val_slices else {}
+    predictor = Predictor(model, device)
+    errors = localisation_errors(predictor, val_slices) if val_slices else {}
+    # A small net's maps have another entropy scale than the real checkpoint's: bands set on
+    # the held-out normals travel with the checkpoint, and lstv infer uses them by default.
+    bands = {}
+    if val_slices:
+        from lstv.uncertainty import normal_calibrated_thresholds
+
+        calibrated = normal_calibrated_thresholds(l5_s1_entropies(predictor, val_slices))
+        bands = {k: round(v, 4) for k, v in asdict(calibrated).items()}
+        extra_bands = {
+            "risk_thresholds": bands,
+            "risk_thresholds_from": f"L5/S1 entropy of {len(val_slices)} held-out normal "
+            "studies: Medium above the 95th percentile, High above the maximum",
+        }
+    else:
+        extra_bands = {}
     save_checkpoint(
         model,
         config.output,
@@ -310,6 +340,7 @@ def train(config: TrainConfig) -> TrainResult:
             "background_weight": config.background_weight,
             "lr": config.lr,
             "val_median_error_mm": {k: round(v["median"], 3) for k, v in errors.items()},
+            **extra_bands,
         },
     )
     return TrainResult(
@@ -318,5 +349,6 @@ def train(config: TrainConfig) -> TrainResult:
         n_val=len(val_slices),
         losses=losses,
         val_error_mm=errors,
+        risk_thresholds=bands,
         seconds=time.perf_counter() - started,
     )

@@ -7,6 +7,7 @@ three per-level metrics are the seed's and downstream scripts read them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -33,6 +34,28 @@ class RiskThresholds:
                 f"medium_entropy ({self.medium_entropy}) must not exceed "
                 f"high_entropy ({self.high_entropy})"
             )
+
+
+def resolve_thresholds(base: RiskThresholds | dict | None = None, **overrides) -> RiskThresholds:
+    """``base`` (a checkpoint's or a run's bands; the seed's defaults when None) with the
+    ``overrides`` that are not None (command-line flags) applied on top."""
+    if isinstance(base, dict):
+        base = RiskThresholds(
+            **{k: float(v) for k, v in base.items() if k in RiskThresholds.__dataclass_fields__}
+        )
+    base = base or RiskThresholds()
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def normal_calibrated_thresholds(normal_l5_s1_entropy) -> RiskThresholds:
+    """Bands for a localizer whose entropy scale differs from the real checkpoint's, set from
+    held-out normal studies: Medium above their 95th percentile, High above their maximum, the
+    flag half-way between."""
+    e = np.asarray(normal_l5_s1_entropy, dtype=float)
+    medium, high = float(np.percentile(e, 95)), float(e.max())
+    return RiskThresholds(
+        flag_entropy=(medium + high) / 2, high_entropy=high, medium_entropy=medium
+    )
 
 
 def risk_level(l5_s1_entropy: float, thresholds: RiskThresholds = RiskThresholds()) -> str:

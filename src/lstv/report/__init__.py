@@ -29,7 +29,8 @@ from lstv.evaluate import (
     roc_inputs,
 )
 from lstv.levels import LEVEL_KEYS, LEVELS
-from lstv.uncertainty import RiskThresholds, level_point, risk_level
+from lstv.results import run_thresholds
+from lstv.uncertainty import RiskThresholds, level_point, resolve_thresholds, risk_level
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ def build_report(
             full resolution instead of the 160 x 160 model input saved with the heatmaps.
         heatmap_dir: Folder of ``{study_id}.npz`` heatmaps; default: ``heatmaps/`` next to the CSV.
         top_n: How many top LSTV candidates to list with thumbnails.
-        thresholds: Risk bands and flag threshold; default ``RiskThresholds()``.
+        thresholds: Risk bands and flag threshold; default: those the run used (its
+            manifest), else ``RiskThresholds()``.
 
     Returns:
         The path of the written report.
@@ -99,8 +101,8 @@ def build_report(
         raise ValueError(f"top_n must be >= 0, got {top_n}")
     csv_path = Path(csv_path)
     output_path = Path(output_path)
-    thresholds = thresholds or RiskThresholds()
     run_dir = csv_path.parent
+    thresholds = thresholds or resolve_thresholds(run_thresholds(run_dir))
     manifest_path = Path(manifest_path) if manifest_path else run_dir / "run_manifest.json"
     failures_path = Path(failures_path) if failures_path else run_dir / "failures.csv"
     heatmap_dir = Path(heatmap_dir) if heatmap_dir else run_dir / "heatmaps"
