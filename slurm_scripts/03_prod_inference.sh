@@ -24,24 +24,13 @@ set -euo pipefail
 
 # Find the project. Under sbatch this file runs as a copy in Slurm's spool folder, so its own
 # location says nothing: ask Slurm for the submitted path, then try the submit folder.
-lstv_find_project() {
-  local here submitted="" dir
-  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-  if [[ -n "${SLURM_JOB_ID:-}" ]] && command -v scontrol >/dev/null 2>&1; then
-    submitted=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null |
-      sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
-  fi
-  for dir in "${LSTV_PROJECT_DIR:-}" "$here/.." "${submitted:+$(dirname "$submitted")/..}" \
-    "${SLURM_SUBMIT_DIR:-}"; do
-    if [[ -n "$dir" && -f "$dir/slurm_scripts/common.sh" ]]; then
-      (cd "$dir" && pwd)
-      return 0
-    fi
-  done
-  echo "error: cannot find the project folder; set LSTV_PROJECT_DIR=/path/to/it" >&2
-  return 1
-}
-PROJECT_DIR=$(lstv_find_project)
+submitted=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null |
+  sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
+for PROJECT_DIR in "${LSTV_PROJECT_DIR:-}" "$(dirname "${BASH_SOURCE[0]}")/.." \
+  "$(dirname "${submitted:-.}")/.." "${SLURM_SUBMIT_DIR:-}" ""; do
+  [[ -f $PROJECT_DIR/slurm_scripts/common.sh ]] && break
+done
+PROJECT_DIR=$(cd "${PROJECT_DIR:?cannot find the project folder; set LSTV_PROJECT_DIR}" && pwd)
 # shellcheck source=slurm_scripts/common.sh
 source "$PROJECT_DIR/slurm_scripts/common.sh"
 
