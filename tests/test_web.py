@@ -115,10 +115,29 @@ def test_pages_in_a_real_browser(app, client, series_files, chromium, tmp_path):
         server.shutdown()
     assert seen["errors"] == []
     # The result page as the server sends it: its figure must decode.
-    result = client.post("/analyse", data=upload(series_files),
-                         content_type="multipart/form-data")
+    result = client.post("/analyse", data=upload(series_files), content_type="multipart/form-data")
     page = tmp_path / "result.html"
     page.write_bytes(result.data)
     seen = load_in_browser(chromium, page, tmp_path / "result.png")
     assert seen["errors"] == []
     assert len(seen["widths"]) == 1 and seen["widths"][0] > 1000
+
+
+def test_risk_uses_the_checkpoint_bands(tmp_path, series_files):
+    import torch
+
+    from lstv.api import load_model
+    from lstv.model import PointNet, save_checkpoint
+    from lstv.web import create_app
+
+    torch.manual_seed(0)
+    bands = {"flag_entropy": 17.0, "high_entropy": 20.0, "medium_entropy": 15.0}
+    ckpt = save_checkpoint(
+        PointNet("resnet10t"), tmp_path / "c.pth", extra_config={"risk_thresholds": bands}
+    )
+    client = create_app(load_model(ckpt, device="cpu")).test_client()
+    body = client.post(
+        "/api/analyse", data=upload(series_files), content_type="multipart/form-data"
+    ).json
+    assert body["thresholds"] == bands
+    assert body["risk_level"] == "Low" and body["lstv_flag"] is False  # entropy <= ln(160^2)

@@ -8,6 +8,7 @@ server binds 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import tempfile
 import zipfile
@@ -65,12 +66,12 @@ def save_upload(files, folder: Path, max_bytes: int) -> int:
     return written
 
 
-def analyse_folder(predictor, folder: Path, image_size: int) -> dict:
+def analyse_folder(predictor, folder: Path, image_size: int, thresholds) -> dict:
     """Read the series in ``folder`` and run it: metrics, risk and the figure as base64 PNG."""
     from lstv.api import analyse_volume
     from lstv.dicom import read_series
     from lstv.inference import model_input
-    from lstv.uncertainty import RiskThresholds, risk_level
+    from lstv.uncertainty import risk_level
     from lstv.visualize import figure_png, heatmap_figure
 
     series = read_series(folder)
@@ -90,7 +91,6 @@ def analyse_folder(predictor, folder: Path, image_size: int) -> dict:
         )
     title = f"slice {centre + 1} of {series.volume.shape[0]}"
     png = figure_png(heatmap_figure(image, probs, model_points, title))
-    thresholds = RiskThresholds()
     l5_s1 = result["l5_s1"]["entropy"]
     return {
         "n_slices": int(series.volume.shape[0]),
@@ -101,6 +101,7 @@ def analyse_folder(predictor, folder: Path, image_size: int) -> dict:
         },
         "risk_level": risk_level(l5_s1, thresholds),
         "lstv_flag": bool(l5_s1 > thresholds.flag_entropy),
+        "thresholds": dataclasses.asdict(thresholds),
         "figure_png_base64": base64.b64encode(png).decode("ascii"),
     }
 
@@ -109,7 +110,12 @@ def create_app(
     predictor, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, image_size: int = 160
 ) -> Flask:
     """The demo app around an already loaded predictor (see :func:`lstv.api.load_model`)."""
+    from lstv.uncertainty import resolve_thresholds
+
     app = Flask(__name__)
+    # The checkpoint's own risk bands when it carries them, as lstv infer does.
+    info = getattr(predictor, "info", None)
+    thresholds = resolve_thresholds((info.config if info else {}).get("risk_thresholds"))
     max_bytes = max_upload_mb * 2**20
     # Flask refuses larger requests with 413 before reading them.
     app.config["MAX_CONTENT_LENGTH"] = max_bytes + 2**20
@@ -117,7 +123,7 @@ def create_app(
     def run_upload() -> dict:
         with tempfile.TemporaryDirectory(prefix="lstv-upload-") as tmp:
             save_upload(request.files.getlist("files"), Path(tmp), max_bytes)
-            return analyse_folder(predictor, Path(tmp), image_size)
+            return analyse_folder(predictor, Path(tmp), image_size, thresholds)
 
     @app.get("/")
     def index():
