@@ -51,14 +51,21 @@ class Series:
 
     def pixel_to_patient(self, slice_index: int, x: float, y: float) -> np.ndarray:
         """Patient coordinates (mm) of pixel column ``x``, row ``y`` of one slice."""
-        row_cosine = self.orientations[slice_index, :3]
-        col_cosine = self.orientations[slice_index, 3:]
-        row_spacing, col_spacing = self.pixel_spacings[slice_index]
-        return (
-            self.positions[slice_index]
-            + x * col_spacing * row_cosine
-            + y * row_spacing * col_cosine
+        i = slice_index
+        return pixel_to_patient(
+            self.positions[i], self.orientations[i], self.pixel_spacings[i], x, y
         )
+
+
+def pixel_to_patient(position, orientation, pixel_spacing, x: float, y: float) -> np.ndarray:
+    """Patient coordinates (mm) of pixel column ``x``, row ``y`` of a slice with this
+    ImagePositionPatient, ImageOrientationPatient and PixelSpacing (between rows, columns)."""
+    row_spacing, col_spacing = pixel_spacing
+    return (
+        np.asarray(position)
+        + x * col_spacing * np.asarray(orientation[:3])
+        + y * row_spacing * np.asarray(orientation[3:])
+    )
 
 
 def normalise_to_uint8(

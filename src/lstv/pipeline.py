@@ -90,12 +90,9 @@ class Sample:
         return tuple(self.slice_pixels.shape)
 
     def pixel_to_patient(self, x: float, y: float) -> list[float]:
-        row_spacing, col_spacing = self.pixel_spacing
-        mm = (
-            self.position
-            + x * col_spacing * self.orientation[:3]
-            + y * row_spacing * self.orientation[3:]
-        )
+        from lstv.dicom import pixel_to_patient
+
+        mm = pixel_to_patient(self.position, self.orientation, self.pixel_spacing, x, y)
         return [float(v) for v in mm]
 
 

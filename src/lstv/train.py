@@ -318,13 +318,11 @@ def train(config: TrainConfig) -> TrainResult:
 
         calibrated = normal_calibrated_thresholds(l5_s1_entropies(predictor, val_slices))
         bands = {k: round(v, 4) for k, v in asdict(calibrated).items()}
-        extra_bands = {
-            "risk_thresholds": bands,
-            "risk_thresholds_from": f"L5/S1 entropy of {len(val_slices)} held-out normal "
-            "studies: Medium above the 95th percentile, High above the maximum",
-        }
-    else:
-        extra_bands = {}
+    band_config = {
+        "risk_thresholds": bands,
+        "risk_thresholds_from": f"L5/S1 entropy of {len(val_slices)} held-out normal studies: "
+        "Medium above the 95th percentile, High above the maximum",
+    }
     save_checkpoint(
         model,
         config.output,
@@ -340,7 +338,7 @@ def train(config: TrainConfig) -> TrainResult:
             "background_weight": config.background_weight,
             "lr": config.lr,
             "val_median_error_mm": {k: round(v["median"], 3) for k, v in errors.items()},
-            **extra_bands,
+            **(band_config if bands else {}),
         },
     )
     return TrainResult(
