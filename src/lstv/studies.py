@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.rsna import SAGITTAL_T2, SERIES_COLUMNS
+
 log = logging.getLogger(__name__)
 
 MODES = ("trial", "debug", "prod")
-SERIES_COLUMNS = ("study_id", "series_id", "series_description")
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def sagittal_t2_tasks(rows: list[tuple[int, int, str]]) -> list[StudyTask]:
             tasks.append(StudyTask(study_id, None))
             continue
         series_id, description = min(
-            candidates, key=lambda c: (c[1].strip().lower() != "sagittal t2/stir", c[0])
+            candidates, key=lambda c: (c[1].strip().lower() != SAGITTAL_T2.lower(), c[0])
         )
         tasks.append(StudyTask(study_id, series_id, description))
     return tasks

@@ -22,12 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lstv import rsna
 from lstv.levels import DEFAULT_IMAGE_SIZE, LEVEL_KEYS, LEVEL_TO_CLASS, LEVELS
 from lstv.studies import StudyTask, load_valid_ids, read_series_table, sagittal_t2_tasks
 
 log = logging.getLogger(__name__)
 
-LABEL_CONDITION = "Spinal Canal Stenosis"
+LABEL_CONDITION = rsna.DISC_CONDITION
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,12 @@ def read_lstv_types(path: Path) -> dict[int, str]:
 def split_studies(data_dir: Path) -> tuple[list[StudyTask], list[StudyTask], dict]:
     """Normal studies with labels, split into training (not in valid_id.npy) and validation."""
     data_dir = Path(data_dir)
-    labels = read_disc_labels(data_dir / "train_label_coordinates.csv")
+    labels = read_disc_labels(data_dir / rsna.LABELS_CSV)
     types = read_lstv_types(data_dir / "lstv_labels.csv")
     valid_ids = load_valid_ids(data_dir / "valid_id.npy") or set()
     tasks = [
         t
-        for t in sagittal_t2_tasks(read_series_table(data_dir / "train_series_descriptions.csv"))
+        for t in sagittal_t2_tasks(read_series_table(data_dir / rsna.SERIES_CSV))
         if t.series_id is not None
         and t.study_id in labels
         and types.get(t.study_id, "normal") == "normal"
@@ -265,7 +266,7 @@ def train(config: TrainConfig) -> TrainResult:
     train_tasks, val_tasks, labels = split_studies(data_dir)
     if not train_tasks:
         raise ValueError(f"no labelled normal studies outside valid_id.npy in {data_dir}")
-    images_dir = data_dir / "train_images"
+    images_dir = data_dir / rsna.TRAIN_IMAGES
     read = dict(
         images_dir=images_dir,
         labels=labels,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lstv import __version__
+from lstv import __version__, rsna
 from lstv.evaluate import (
     evaluate_frames,
     read_labels,
@@ -459,7 +459,8 @@ def _dicom_slice(
     """The centre slice read from DICOM, or None and why not."""
     if not _safe_name(series_id):
         return None, "DICOM not read (unusable series ID)"
-    root = data_dir / "train_images" if (data_dir / "train_images").is_dir() else data_dir
+    images = data_dir / rsna.TRAIN_IMAGES
+    root = images if images.is_dir() else data_dir
     series_dir = root / study_id / series_id
     if not series_dir.is_dir():
         return None, "DICOM series not found"

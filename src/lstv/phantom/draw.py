@@ -1,0 +1,466 @@
+"""Drawing one sagittal slice as a tissue label map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from lstv.phantom.anatomy import Anatomy, _Body
+from lstv.phantom.geometry import (
+    _band,
+    _direction,
+    _ellipse,
+    _endplate,
+    _extend,
+    _lateral,
+    _normals,
+    _Placement,
+    _rounded_quad,
+    _smooth_line,
+)
+from lstv.phantom.tissues import (
+    _BOWEL0,
+    _N_LABELS,
+    _NUCLEUS0,
+    ABDOMEN,
+    ANNULUS,
+    BLADDER,
+    CORD,
+    CORTEX,
+    CSF,
+    EPIDURAL_FAT,
+    FACET_FLUID,
+    FAT,
+    LIGAMENT,
+    LIVER,
+    MARROW,
+    MUSCLE,
+    NERVE,
+    POST_BONE,
+    SKIN,
+    VESSEL,
+)
+
+
+class _Canvas:
+    """A label map with polygon drawing in canonical mm coordinates."""
+
+    def __init__(self, placement: _Placement):
+        self.p = placement
+        self.labels = np.zeros((placement.rows, placement.cols), np.uint8)
+        self.px_mm = 1.0 / placement.spacing
+
+    def _pts(self, poly: np.ndarray) -> np.ndarray:
+        # cv2 takes fixed-point vertices: 4 fractional bits (shift=4).
+        return np.rint(self.p.to_pixels(poly) * 16).astype(np.int32)
+
+    def fill(self, poly: np.ndarray, label: int) -> None:
+        cv2.fillPoly(self.labels, [self._pts(poly)], int(label), cv2.LINE_8, 4)
+
+    def line(self, poly: np.ndarray, label: int, width_mm: float, closed: bool = False) -> None:
+        thickness = max(1, int(round(width_mm * self.px_mm)))
+        cv2.polylines(self.labels, [self._pts(poly)], closed, int(label), thickness, cv2.LINE_8, 4)
+
+
+def _column_lines(anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior wall line (smoothed, top->bottom) and per-point canal depth and CSF fraction."""
+    pts, depth, csf = [], [], []
+    a = anatomy
+    sacral_depths = {"S1": 13.0, "S2": 10.0, "S3": 8.0, "S4": 6.0, "S5": 4.0}
+    sacrum_top = "S2" if a.kind == "lumbarization" else "S1"
+    in_sacrum = False
+    for body in a.bodies:
+        shape = body.vertebra.shape
+        if shape == "coccygeal":
+            break
+        in_sacrum = in_sacrum or body.name == sacrum_top
+        for which in ("sup", "inf"):
+            pts.append(_endplate(body, which, 0.0)[1])
+            if in_sacrum:
+                d = sacral_depths[body.name] * (0.9 if which == "inf" else 1.0)
+            elif shape == "thoracic":
+                d = a.canal_depth["thoracic"]
+            else:
+                d = a.canal_depth["lumbar"]
+            depth.append(d)
+            # The thecal sac ends at S2: CSF fades from the top of S2 to its lower third.
+            if body.name == "S2":
+                csf.append(0.85 if which == "sup" else 0.0)
+            elif body.name in ("S3", "S4", "S5"):
+                csf.append(0.0)
+            else:
+                csf.append(1.0)
+    pts = np.array(pts)
+    s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
+    line = _smooth_line(_extend(pts, 120.0, 5.0), 1.0, 3.0)
+    ls = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(line, axis=0).T))]) - 120.0
+    return line, np.interp(ls, s, depth), np.interp(ls, s, csf)
+
+
+def _anterior_line(anatomy: Anatomy) -> np.ndarray:
+    pts = []
+    for body in anatomy.bodies:
+        if body.vertebra.shape == "coccygeal":
+            break
+        pts.append(_endplate(body, "sup", 0.0)[0])
+        pts.append(_endplate(body, "inf", 0.0)[0])
+    return _smooth_line(_extend(np.array(pts), 150.0, 40.0), 2.0, 6.0)
+
+
+@dataclass(frozen=True, eq=False)
+class _Lines:
+    """Reference lines of a column (mm), shared by all its slices.
+
+    Attributes:
+        wall, wall_n: posterior wall of the bodies (top to bottom) and its posterior normals.
+        canal, csf: canal depth (mm) and thecal-sac fraction (0..1) at each wall point.
+        rough, rough_n: a heavily smoothed wall line, for skin, fat and muscle offsets.
+        ant, ant_n: anterior wall of the bodies, for vessels, psoas and bowel.
+    """
+
+    wall: np.ndarray
+    wall_n: np.ndarray
+    canal: np.ndarray
+    csf: np.ndarray
+    rough: np.ndarray
+    rough_n: np.ndarray
+    ant: np.ndarray
+    ant_n: np.ndarray
+
+
+def _lines(a: Anatomy) -> _Lines:
+    cached = a.cache.get("lines")
+    if isinstance(cached, _Lines):
+        return cached
+    wall, canal, csf = _column_lines(a)
+    rough = _smooth_line(_extend(wall, 0.0, 250.0), 4.0, 40.0)
+    ant = _anterior_line(a)
+    lines = _Lines(wall, _normals(wall), canal, csf, rough, _normals(rough), ant, _normals(ant))
+    a.cache["lines"] = lines
+    return lines
+
+
+def _draw_soft_tissue(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
+    """Air, skin, fat, paraspinal muscle, abdomen, liver, bowel, vessels, pelvis."""
+    rough, rough_n, wall, wall_n, canal = ln.rough, ln.rough_n, ln.wall, ln.wall_n, ln.canal
+    n_pts = len(rough)
+    # Offsets from a heavily smoothed posterior wall line; the buttocks bulge below the sacrum.
+    ramp = np.clip((np.arange(n_pts) - n_pts * 0.78) / (n_pts * 0.22), 0, 1)
+    belly = np.sin(np.linspace(0, np.pi, n_pts)) * 25.0
+    muscle_back = a.muscle_depth + a.spinous_length * 0.2 + 25.0 * ramp
+    skin_back = muscle_back + a.fat_thickness + 12.0 * ramp
+    front = -(a.abdominal_depth + belly + 40.0 * ramp)
+    wall_fat = a.fat_thickness * 0.6
+    cv.fill(_band(rough, rough_n, front - 3.0, skin_back + 2.0), SKIN)
+    cv.fill(_band(rough, rough_n, front, skin_back), FAT)
+    cv.fill(_band(rough, rough_n, front + wall_fat, front + wall_fat + 9.0), MUSCLE)
+    cv.fill(_band(rough, rough_n, front + wall_fat + 9.0, -10.0), ABDOMEN)
+    # Liver (and heart above it) anterior to the lower thoracic spine.
+    t12 = a.bodies[a.index("T12")]
+    cv.fill(_ellipse(t12.sup_centre + np.array([-105.0, -25.0]), (95.0, 80.0), 10.0), LIVER)
+    ant, ant_n = ln.ant, ln.ant_n
+    l1 = a.bodies[a.index("L1")]
+    first = int(np.argmin(np.hypot(*(ant - l1.sup_centre).T)))
+    # Bowel loops: ellipsoids cut by the slice, each with a darker wall.
+    room = a.abdominal_depth - a.vessel_depth - 30.0
+    for (pos, depth, xc, ru, rv, rx, ang), label in zip(
+        a.bowel, range(_BOWEL0, _N_LABELS), strict=False
+    ):
+        f = _lateral(dx - xc, rx)
+        if f <= 0:
+            continue
+        i = min(first + int(pos * (len(ant) - first)), len(ant) - 1)
+        dist = a.vessel_depth + 8.0 + ru + depth * max(room - 2 * ru, 0.0)
+        c = ant[i] - ant_n[i] * dist
+        cv.fill(_ellipse(c, (rv * f + 1.0, ru * f + 1.0), ang, 20), MUSCLE)
+        cv.fill(_ellipse(c, (rv * f, ru * f), ang, 20), label)
+    # Pelvis: rectum in front of the lower sacrum, bladder in front of it.
+    s3 = a.bodies[a.index("S3")]
+    _, n3 = _direction(s3.vertebra.angle)
+    f = _lateral(dx, 22.0)
+    if f > 0:
+        rectum = s3.inf_centre - n3 * (s3.vertebra.depth / 2 + 22.0)
+        cv.fill(_ellipse(rectum, (30.0, 16.0 * f), s3.vertebra.angle), MUSCLE)
+        cv.fill(_ellipse(rectum, (27.0, 13.0 * f), s3.vertebra.angle), _BOWEL0)
+    f = _lateral(dx, 45.0)
+    if f > 0:
+        bladder = s3.inf_centre - n3 * (s3.vertebra.depth / 2 + 85.0) + np.array([0.0, 25.0])
+        cv.fill(_ellipse(bladder, (38.0 * f, 45.0 * f), 0.0), BLADDER)
+    # Paraspinal muscle behind the canal; at the midline only between the processes.
+    behind = canal + 2.0
+    cv.fill(_band(rough, rough_n, 18.0, muscle_back), MUSCLE)
+    cv.fill(_band(wall, wall_n, behind, behind + 10.0), MUSCLE)
+    # Prevertebral vessels: aorta (patient left, +x) and IVC, ending at the L4 bifurcation.
+    l4 = a.bodies[a.index("L4")]
+    stop = int(np.argmin(np.hypot(*(ant - (l4.sup_centre + l4.inf_centre) / 2).T)))
+    for xc, radius in ((6.0, 11.0), (-20.0, 12.0)):
+        f = _lateral(dx - xc, radius)
+        if f > 0:
+            depth = a.vessel_depth * f
+            seg = slice(0, stop + 1)
+            cv.fill(
+                _band(
+                    ant[seg],
+                    ant_n[seg],
+                    -2.5 - (a.vessel_depth - depth) / 2,
+                    -2.5 - (a.vessel_depth + depth) / 2,
+                ),
+                VESSEL,
+            )
+    # Psoas lateral to the bodies, growing from L1 down to the sacrum.
+    f = _lateral(dx, 60.0)
+    if abs(dx) > 12.0 and f > 0:
+        s1 = a.bodies[a.index("S1")]
+        last = int(np.argmin(np.hypot(*(ant - s1.inf_centre).T)))
+        grow = np.linspace(0.2, 1.0, max(last - first, 2))
+        width = 28.0 * grow * f * min(1.0, (abs(dx) - 12.0) / 8.0)
+        seg = slice(first, first + len(grow))
+        cv.fill(_band(ant[seg], ant_n[seg], 18.0 * f, 18.0 * f - width), MUSCLE)
+
+
+def _draw_canal(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
+    """Thecal sac with cord and cauda equina; laterally, pedicles and foramina."""
+    wall, wall_n, canal, csf = ln.wall, ln.wall_n, ln.canal, ln.csf
+    sac = a.sac_half_width
+    if abs(dx) > sac + 16.0:
+        # Beyond the lateral recess: intertransverse muscle, and the lateral sacral mass.
+        cv.fill(_band(wall, wall_n, 0.0, canal + 2.0), MUSCLE)
+        sacrum = a.bodies[a.index("S2" if a.kind == "lumbarization" else "S1")]
+        i0 = int(np.argmin(np.hypot(*(wall - _endplate(sacrum, "sup", 0.0)[1]).T)))
+        cv.fill(_band(wall[i0:], wall_n[i0:], -1.0, canal[i0:] + 2.0), MARROW)
+        return
+    cv.fill(_band(wall, wall_n, 0.0, canal + 2.0), EPIDURAL_FAT)
+    cv.fill(_band(wall, wall_n, canal, canal + 2.0), LIGAMENT)
+    f = _lateral(dx, sac)
+    if f > 0:
+        width = (canal - 3.5) * csf * f
+        centre = 1.0 + (canal - 3.5) / 2
+        cv.fill(_band(wall, wall_n, centre - width / 2, centre + width / 2), CSF)
+        # Cord down to the conus near L1/L2, then the cauda equina roots layered dorsally.
+        l1 = a.bodies[a.index("L1")]
+        conus = l1.inf_centre + (l1.inf_centre - l1.sup_centre) * a.conus_level
+        stop = int(np.argmin(np.hypot(*(wall - conus).T)))
+        fc = _lateral(dx, a.cord_half_width)
+        if fc > 0:
+            half = 4.2 * fc * np.clip((stop - np.arange(stop)) / 25.0, 0.25, 1.0)
+            mid = (centre + 0.1 * (canal - 3.5))[:stop]
+            cv.fill(_band(wall[:stop], wall_n[:stop], mid - half, mid + half), CORD)
+        for k, off in enumerate(a.root_offsets):
+            lateral = -6.0 + 4.0 * k
+            if abs(dx - lateral) > 2.5:
+                continue
+            end = stop + int((len(wall) - stop) * (0.55 + 0.1 * k))
+            seg = slice(max(stop - 5, 0), min(end, len(wall)))
+            pos = np.minimum(1.0 + off * (canal[seg] - 3.5), (width / 2 + centre)[seg] - 0.5)
+            root = wall[seg] + wall_n[seg] * pos[:, None]
+            cv.line(root, NERVE, 0.9)
+    # Pedicles and neural foramina between the sac and the facet columns.
+    if sac - 2.0 < abs(dx) < sac + 16.0:
+        strength = min(1.0, (abs(dx) - sac + 2.0) / 4.0)
+        for body, disc in zip(a.bodies[:-1], a.discs, strict=True):
+            if body.vertebra.shape in ("sacral", "coccygeal"):
+                break
+            sup_post = _endplate(body, "sup", dx)[1]
+            inf_post = _endplate(body, "inf", dx)[1]
+            _, n = _direction(body.sup_angle)
+            h = body.vertebra.height
+            ped = np.array(
+                [
+                    sup_post + n * 0.5,
+                    sup_post + n * (_canal_at(a, body) + 1),
+                    sup_post + n * (_canal_at(a, body) + 1) + (inf_post - sup_post) * 0.5,
+                    sup_post + n * 0.5 + (inf_post - sup_post) * 0.5,
+                ]
+            )
+            cv.fill(_rounded_quad(ped, (0.0, 0.0, 0.0, 0.0), 2.0), POST_BONE)
+            if disc.kind in ("normal", "thoracic", "rudimentary"):
+                fc = inf_post + n * (_canal_at(a, body) * 0.45 + 1.0)
+                axes = (0.38 * h * strength + 0.1, _canal_at(a, body) * 0.32 * strength + 0.1)
+                cv.fill(_ellipse(fc, axes, body.inf_angle), EPIDURAL_FAT)
+                cv.fill(
+                    _ellipse(
+                        fc - (inf_post - sup_post) * 0.12,
+                        (2.8 * strength + 0.1, 2.4 * strength + 0.1),
+                        0.0,
+                        12,
+                    ),
+                    NERVE,
+                )
+
+
+def _canal_at(a: Anatomy, body: _Body) -> float:
+    """Canal depth (mm) at a mobile vertebra."""
+    return a.canal_depth["thoracic" if body.vertebra.shape == "thoracic" else "lumbar"]
+
+
+def _draw_posterior_elements(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
+    """Laminae and spinous processes (midline), facet columns (parasagittal), sacral crest."""
+    wall, wall_n, canal = ln.wall, ln.wall_n, ln.canal
+    sacrum_top = "S2" if a.kind == "lumbarization" else "S1"
+    for body in a.bodies:
+        v = body.vertebra
+        if v.shape in ("sacral", "coccygeal") or body.name == sacrum_top:
+            break
+        sup_post = _endplate(body, "sup", 0.0)[1]
+        inf_post = _endplate(body, "inf", 0.0)[1]
+        t, n = _direction(v.angle)
+        h = v.height
+        canal_mm = _canal_at(a, body) + 2.0
+        thoracic = v.shape == "thoracic"
+        base_top = sup_post + n * canal_mm + t * (0.05 * h)
+        base_bot = inf_post + n * canal_mm + t * (0.15 * h)
+        if abs(dx) < 4.5:
+            length = a.spinous_length * (0.9 if thoracic else 1.0)
+            if v.shape == "transitional":
+                length *= 0.75
+            drop = (0.85 if thoracic else 0.3) * h
+            tip_h = (0.28 if thoracic else 0.55) * h
+            tip_top = base_top + n * length + t * drop
+            poly = np.array([base_top, tip_top, tip_top + t * tip_h, base_bot])
+            outline = _rounded_quad(poly, (-1.0, 0.0, -1.0, 0.0), 3.0)
+            cv.fill(outline, POST_BONE)
+            cv.line(outline, CORTEX, 0.8, closed=True)
+        elif abs(dx) < 13.0:
+            poly = np.array([base_top, base_top + n * 8.0, base_bot + n * 8.0, base_bot])
+            outline = _rounded_quad(poly, (0.0,) * 4, 2.5)
+            cv.fill(outline, POST_BONE)
+            cv.line(outline, CORTEX, 0.8, closed=True)
+        elif abs(dx) < 26.0:
+            # Facet column: superior and inferior articular processes with a joint line.
+            top = sup_post + n * (canal_mm - 4.0) - t * (0.1 * h)
+            poly = np.array([top, top + n * 16.0, top + n * 16.0 + t * 1.05 * h, top + t * h])
+            cv.fill(_rounded_quad(poly, (0.0,) * 4, 3.0), POST_BONE)
+            joint = np.array([top + t * 0.8 * h + n * 2.0, top + t * 0.95 * h + n * 14.0])
+            cv.line(joint, FACET_FLUID, 0.9)
+        elif v.shape in ("lumbar", "transitional") and abs(dx) < 48.0:
+            # Transverse processes; a sacralized L5's are broad and meet the sacral ala.
+            c = sup_post + n * 4.0 + t * (0.35 * h)
+            axes = (0.22 * h, 6.0)
+            if v.shape == "transitional":
+                axes = (0.5 * h, 9.0)
+            cv.fill(_ellipse(c, axes, v.angle), POST_BONE)
+    # Sacral canal roof, a little thicker along the median crest.
+    top = _endplate(a.bodies[a.index(sacrum_top)], "sup", 0.0)[1]
+    bottom = _endplate(a.bodies[a.index("S5")], "inf", 0.0)[1]
+    i0 = int(np.argmin(np.hypot(*(wall - top).T)))
+    i1 = int(np.argmin(np.hypot(*(wall - bottom).T)))
+    seg = slice(i0, i1 + 1)
+    roof = 8.0 if abs(dx) < 4.0 else 6.0 if abs(dx) < 30.0 else 12.0
+    poly = _band(wall[seg], wall_n[seg], canal[seg] + 1.0, canal[seg] + 1.0 + roof)
+    cv.fill(poly, POST_BONE)
+    cv.line(poly, CORTEX, 0.8, closed=True)
+
+
+def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarray, float]]:
+    """Discs, bodies, fused sacral segments. Returns disc name -> (centre mm, disc angle)."""
+    centres: dict[str, tuple[np.ndarray, float]] = {}
+    bodies = a.bodies
+    # Discs first: the bodies drawn after them trim the disc to the endplates.
+    quads = []
+    for i, d in enumerate(a.discs):
+        upper, lower = bodies[i], bodies[i + 1]
+        fu = _lateral(dx, upper.vertebra.half_width)
+        fl = _lateral(dx, lower.vertebra.half_width)
+        ua, up = _endplate(upper, "inf", dx)
+        la, lp = _endplate(lower, "sup", dx)
+        centre = (ua + up + la + lp) / 4
+        angle = (upper.inf_angle + lower.sup_angle) / 2
+        centres[d.name] = (centre, angle)
+        if fu <= 0 or fl <= 0:
+            quads.append(None)
+            continue
+        quad = np.array([ua, up, lp, la])
+        quads.append(quad)
+        if d.kind in ("normal", "thoracic"):
+            bulge = 1.2 if d.kind == "normal" else 0.6
+            poly = _rounded_quad(quad, (-0.6, -bulge, -0.6, -bulge), 1.0)
+            cv.fill(poly, ANNULUS)
+            # Nucleus: hydrated centre, narrower laterally than the annulus.
+            fn = _lateral(dx, upper.vertebra.half_width * 0.6)
+            if fn > 0:
+                depth = np.hypot(*(up - ua))
+                half_h = d.height / 2 + (0.8 if d.kind == "normal" else 0.3)
+                axes = (half_h * 0.85, depth * 0.41 * fn / max(fu, 1e-3))
+                label = _NUCLEUS0 + i
+                cv.fill(_ellipse(centre + _direction(angle)[1] * depth * 0.02, axes, angle), label)
+        elif d.kind == "gap":
+            cv.fill(_rounded_quad(quad, (0.0,) * 4, 0.5), LIGAMENT)
+    for body in bodies:
+        v = body.vertebra
+        if _lateral(dx, v.half_width) <= 0:
+            continue
+        sa, sp = _endplate(body, "sup", dx)
+        ia, ip = _endplate(body, "inf", dx)
+        quad = np.array([sa, sp, ip, ia])
+        concave = 0.9 if v.shape in ("lumbar", "thoracic", "transitional") else 0.3
+        radius = {"coccygeal": 2.5, "sacral": 2.5}.get(v.shape, 3.2)
+        poly = _rounded_quad(quad, (concave, 0.4, concave, 0.7), radius)
+        cv.fill(poly, MARROW)
+        cv.line(poly, CORTEX, 0.9, closed=True)
+        if v.shape in ("lumbar", "thoracic") and abs(dx) < 3.0:
+            # Basivertebral vein: a short bright notch in the posterior wall.
+            mid = (sp + ip) / 2
+            _, n = _direction(v.angle)
+            cv.line(np.array([mid, mid - n * 6.0]), EPIDURAL_FAT, 1.0)
+    # Fused levels: bony bridge across the disc space, with walls and a faint remnant.
+    for i, d in enumerate(a.discs):
+        quad = quads[i]
+        if quad is None or d.kind not in ("vestigial", "rudimentary"):
+            continue
+        ua, up, lp, la = quad
+        _, n_up = _direction(bodies[i].inf_angle)
+        t_up, _ = _direction(bodies[i].inf_angle)
+        _, n_lo = _direction(bodies[i + 1].sup_angle)
+        t_lo, _ = _direction(bodies[i + 1].sup_angle)
+        bridge = np.array(
+            [
+                ua - t_up * 1.2 + n_up * 1.5,
+                up - t_up * 1.2 - n_up * 1.5,
+                lp + t_lo * 1.2 - n_lo * 1.5,
+                la + t_lo * 1.2 + n_lo * 1.5,
+            ]
+        )
+        cv.fill(bridge, MARROW)
+        cv.line(np.array([ua, la]), CORTEX, 0.9)
+        cv.line(np.array([up, lp]), CORTEX, 0.9)
+        centre, angle = centres[d.name]
+        depth = float(np.hypot(*(up - ua)))
+        if d.extent > 0:
+            axes = (max(d.height / 2, 0.5), depth * d.extent / 2)
+            shift = (
+                _direction(angle)[1]
+                * depth
+                * (0.5 - d.extent / 2)
+                * (0.4 if d.kind == "rudimentary" else 0.0)
+            )
+            if d.kind == "rudimentary":
+                # Sclerotic endplates around a thin, dim disc remnant.
+                cv.fill(_ellipse(centre + shift, (axes[0] + 0.9, axes[1] + 0.5), angle), CORTEX)
+            cv.fill(_ellipse(centre + shift, axes, angle), _NUCLEUS0 + i)
+        else:
+            cv.line(
+                np.array(
+                    [
+                        centre - _direction(angle)[1] * depth * 0.3,
+                        centre + _direction(angle)[1] * depth * 0.3,
+                    ]
+                ),
+                _NUCLEUS0 + i,
+                0.6,
+            )
+    return centres
+
+
+def _draw_slice(
+    a: Anatomy, placement: _Placement, dx: float
+) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, float]]]:
+    """Label map of one sagittal slice ``dx`` mm from the midline, and its disc centres (mm)."""
+    cv = _Canvas(placement)
+    ln = _lines(a)
+    _draw_soft_tissue(cv, a, dx, ln)
+    _draw_canal(cv, a, dx, ln)
+    _draw_posterior_elements(cv, a, dx, ln)
+    centres = _draw_column(cv, a, dx)
+    return cv.labels, centres
