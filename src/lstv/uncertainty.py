@@ -20,6 +20,10 @@ SPATIAL_GRID = 10
 _EPS = 1e-12
 
 
+class NonFiniteMapError(ValueError):
+    """A probability map with NaN or infinite values, or no mass: it gives no verdict."""
+
+
 @dataclass(frozen=True)
 class RiskThresholds:
     """L5/S1 entropy cut-offs. Entropy depends on the map size: these suit 160 x 160 maps."""
@@ -70,9 +74,12 @@ def risk_level(l5_s1_entropy: float, thresholds: RiskThresholds = RiskThresholds
 def shannon_entropy(weights: np.ndarray) -> float:
     """Shannon entropy (natural log) of non-negative ``weights`` normalised to sum 1."""
     p = np.asarray(weights, dtype=np.float64).ravel()
+    if not np.isfinite(p).all():
+        # NaN compares false everywhere: without this check a NaN map has entropy -0.0.
+        raise NonFiniteMapError("cannot take the entropy of a map with NaN or infinite values")
     total = p.sum()
     if total <= 0:
-        raise ValueError("cannot take the entropy of a map that sums to zero")
+        raise NonFiniteMapError("cannot take the entropy of a map that sums to zero")
     p = p / total
     nz = p[p > 0]
     return float(-(nz * np.log(nz)).sum())
@@ -117,7 +124,27 @@ def study_metrics(probs: np.ndarray) -> dict[str, dict]:
     """Metrics for every disc level of one study's (6, S, S) softmax output, keyed by level key."""
     if probs.ndim != 3 or probs.shape[0] != len(LEVEL_KEYS) + 1:
         raise ValueError(f"expected probabilities of shape (6, S, S), got {probs.shape}")
+    check_maps(probs)
     return {key: level_metrics(probs[i + 1]) for i, key in enumerate(LEVEL_KEYS)}
+
+
+def check_maps(probs: np.ndarray) -> None:
+    """Refuse maps no verdict may come from: any NaN or infinite value, or a level map summing
+    to zero (a checkpoint with NaN weights, or a broken input, gives such maps).
+
+    Raises:
+        NonFiniteMapError: names the level and what is wrong.
+    """
+    probs = np.asarray(probs)
+    bad = ~np.isfinite(probs)
+    if bad.any():
+        raise NonFiniteMapError(
+            f"the localizer's maps hold {int(bad.sum())} NaN or infinite values of "
+            f"{probs.size}: the checkpoint's weights or the input are broken"
+        )
+    for i, key in enumerate(LEVEL_KEYS):
+        if not probs[i + 1].sum() > 0:
+            raise NonFiniteMapError(f"the {key} map sums to zero: no entropy can be computed")
 
 
 def mutual_information(view_probs: np.ndarray) -> np.ndarray:
