@@ -126,3 +126,82 @@ def test_bands_calibrated_on_normals():
     assert bands.high_entropy == pytest.approx(9.6)
     assert bands.flag_entropy == pytest.approx(9.585)
     assert risk_level(9.3, bands) == "Low" and risk_level(10.0, bands) == "High"
+
+
+def _blob(shape, centre, sigma, height=1.0):
+    ys, xs = np.indices(shape)
+    return height * np.exp(-((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2) / (2 * sigma**2))
+
+
+def test_model_pixel_mm_scales_spacing_by_the_resize():
+    from lstv.uncertainty import model_pixel_mm
+
+    # 400 rows of 0.5 mm and 320 columns of 0.8 mm resized to 160 x 160
+    assert model_pixel_mm([0.5, 0.8], (400, 320), (160, 160)) == pytest.approx((1.25, 1.6))
+
+
+def test_two_equal_peaks_30_mm_apart_have_peak2_one():
+    from lstv.uncertainty import shape_features
+
+    m = np.full((160, 160), 1e-3)
+    m += _blob(m.shape, (60, 80), 2.0, 0.9) + _blob(m.shape, (90, 80), 2.0, 0.9)
+    out = shape_features(m, (1.0, 1.0))  # 30 pixels of 1 mm: 30 mm below the first
+    assert out["peak2"] == pytest.approx(1.0)
+    assert out["peak2_dy_mm"] == pytest.approx(30.0) and out["peak2_dx_mm"] == 0.0
+    assert out["mass_out"] == pytest.approx(0.5, abs=0.02)  # half the mass in the other blob
+
+
+def test_peak2_uses_the_pixel_size_in_mm():
+    from lstv.uncertainty import second_peak
+
+    m = np.full((160, 160), 1e-3)
+    m += _blob(m.shape, (60, 80), 1.0, 0.9) + _blob(m.shape, (75, 80), 1.0, 0.6)
+    # 15 pixels apart: 15 mm at 1 mm per pixel (inside the 20 mm exclusion), 30 mm at 2 mm
+    near, _, _ = second_peak(m, (1.0, 1.0))
+    far, dx, dy = second_peak(m, (2.0, 1.0))
+    assert near < 0.01
+    assert far == pytest.approx(0.6 / 0.9, rel=1e-3) and dy == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="positive"):
+        second_peak(m, (0.0, 1.0))
+
+
+def test_single_blob_has_small_peak2_and_no_mass_outside():
+    from lstv.uncertainty import shape_features
+
+    m = np.full((160, 160), 1e-3) + _blob((160, 160), (100, 70), 1.5, 0.95)
+    out = shape_features(m, (1.0, 1.0))
+    assert out["peak2"] < 0.01
+    assert out["mass_out"] < 0.01  # only the Gaussian's tail beyond the dilated core
+    assert 0 < out["top100_entropy"] < math.log(100)
+
+
+def test_mass_out_ignores_the_background_floor():
+    from lstv.uncertainty import mass_outside_peak
+
+    blob = _blob((160, 160), (80, 80), 1.5, 0.9)
+    # a high constant floor adds nothing above the median; a spread-out second bump does
+    assert mass_outside_peak(blob + 0.01) < 0.01
+    spread = blob + _blob((160, 160), (20, 20), 8.0, 0.3)
+    assert mass_outside_peak(spread) > 0.5
+    assert mass_outside_peak(np.full((8, 8), 0.2)) == 0.0  # nothing above the median
+
+
+def test_top100_entropy_of_flat_and_peaked_top():
+    from lstv.uncertainty import top_k_entropy
+
+    flat = np.zeros((160, 160))
+    flat[:10, :10] = 0.3  # exactly 100 equal values
+    assert top_k_entropy(flat) == pytest.approx(math.log(100))
+    delta = np.zeros((160, 160))
+    delta[5, 5] = 1.0
+    assert top_k_entropy(delta) == pytest.approx(0.0)
+    assert top_k_entropy(np.full((5, 5), 0.1)) == pytest.approx(math.log(25))  # fewer than 100
+
+
+def test_study_metrics_adds_shape_features_only_with_a_pixel_size():
+    probs = np.full((6, 40, 40), 0.01)
+    probs[5, 20, 20] = 0.9
+    assert "peak2" not in study_metrics(probs)["l5_s1"]
+    out = study_metrics(probs, (1.0, 1.0))["l5_s1"]
+    assert {"peak2", "peak2_dx_mm", "peak2_dy_mm", "mass_out", "top100_entropy"} <= set(out)
+    assert out["peak2"] == pytest.approx(0.01 / 0.9)

@@ -54,13 +54,23 @@ class Predictor:
             logits = self.model(batch)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def predict_views(self, image: np.ndarray, shifts=TTA_SHIFTS) -> np.ndarray:
-        """(V, 6, S, S) maps of shifted copies of one image, shifted back into its frame."""
-        views = np.stack([shift_image(image, dx, dy) for dx, dy in shifts])
-        probs = self(views)
-        return np.stack(
-            [
-                np.stack([shift_image(p, -dx, -dy) for p in view])
-                for view, (dx, dy) in zip(probs, shifts, strict=True)
-            ]
-        )
+    def predict_views(
+        self, image: np.ndarray, shifts=TTA_SHIFTS, unshifted: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(V, 6, S, S) maps of shifted copies of one image, shifted back into its frame.
+
+        Args:
+            image: (S, S) uint8 model input.
+            shifts: (dx, dy) pixel shifts, one per view.
+            unshifted: the (6, S, S) maps of ``image`` itself when the caller already has them
+                (the batch forward): the (0, 0) view reuses them instead of running the net again.
+        """
+        run = [s for s in shifts if unshifted is None or tuple(s) != (0, 0)]
+        probs = iter(self(np.stack([shift_image(image, dx, dy) for dx, dy in run])) if run else [])
+        views = []
+        for dx, dy in shifts:
+            if unshifted is not None and (dx, dy) == (0, 0):
+                views.append(np.asarray(unshifted, dtype=np.float32))
+            else:
+                views.append(np.stack([shift_image(p, -dx, -dy) for p in next(probs)]))
+        return np.stack(views)

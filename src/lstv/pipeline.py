@@ -39,7 +39,12 @@ from lstv.studies import (
     select_mode,
     shard,
 )
-from lstv.uncertainty import mutual_information, resolve_thresholds, study_metrics
+from lstv.uncertainty import (
+    model_pixel_mm,
+    mutual_information,
+    resolve_thresholds,
+    study_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +288,11 @@ class _Run:
         task = sample.task
         tta_mi = None
         if self.config.tta:
-            tta_mi = mutual_information(self.predictor.predict_views(sample.image))
-        metrics = study_metrics(probs)
+            # The batch forward already made the unshifted view's maps: reuse them.
+            views = self.predictor.predict_views(sample.image, unshifted=probs)
+            tta_mi = mutual_information(views)
+        pixel_mm = model_pixel_mm(sample.pixel_spacing, sample.slice_shape, probs.shape[-2:])
+        metrics = study_metrics(probs, pixel_mm)
         row = metrics_row(
             task.study_id,
             task.series_id,

@@ -18,6 +18,13 @@ from lstv.levels import LEVEL_KEYS
 POINT_THRESHOLD = 0.5
 SPATIAL_GRID = 10
 _EPS = 1e-12
+# Shape features (see ``shape_features``): a second peak counts when it lies farther than this
+# from the first (about two vertebral levels' spacing is 35-40 mm, one disc height is ~10 mm).
+PEAK2_MIN_DISTANCE_MM = 20.0
+CORE_FRACTION = 0.5
+CORE_DILATIONS = 3
+TOP_K = 100
+SHAPE_FEATURES = ("peak2", "peak2_dx_mm", "peak2_dy_mm", "mass_out", "top100_entropy")
 
 
 class NonFiniteMapError(ValueError):
@@ -33,11 +40,35 @@ class RiskThresholds:
     medium_entropy: float = 4.0
 
     def __post_init__(self) -> None:
+        for name in ("flag_entropy", "high_entropy", "medium_entropy"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not self.medium_entropy <= self.high_entropy:
             raise ValueError(
                 f"medium_entropy ({self.medium_entropy}) must not exceed "
                 f"high_entropy ({self.high_entropy})"
             )
+
+    def flag(self, l5_s1_entropy: float) -> bool:
+        """The seed's rule: flagged when L5/S1 entropy exceeds ``flag_entropy``."""
+        return bool(_finite_entropy(l5_s1_entropy) > self.flag_entropy)
+
+    def risk(self, l5_s1_entropy: float) -> str:
+        """High above ``high_entropy``, Low below ``medium_entropy``, Medium in between
+        (inclusive)."""
+        e = _finite_entropy(l5_s1_entropy)
+        if e > self.high_entropy:
+            return "High"
+        if e < self.medium_entropy:
+            return "Low"
+        return "Medium"
+
+
+def _finite_entropy(value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):  # NaN compares False everywhere: it would read as Low
+        raise NonFiniteMapError(f"L5/S1 entropy is {value}: no risk band without a number")
+    return value
 
 
 def resolve_thresholds(base: RiskThresholds | dict | None = None, **overrides) -> RiskThresholds:
@@ -63,12 +94,8 @@ def normal_calibrated_thresholds(normal_l5_s1_entropy) -> RiskThresholds:
 
 
 def risk_level(l5_s1_entropy: float, thresholds: RiskThresholds = RiskThresholds()) -> str:
-    """High above ``high_entropy``, Low below ``medium_entropy``, Medium in between (inclusive)."""
-    if l5_s1_entropy > thresholds.high_entropy:
-        return "High"
-    if l5_s1_entropy < thresholds.medium_entropy:
-        return "Low"
-    return "Medium"
+    """``thresholds.risk(l5_s1_entropy)``: kept for callers of round 1."""
+    return thresholds.risk(l5_s1_entropy)
 
 
 def shannon_entropy(weights: np.ndarray) -> float:
@@ -107,25 +134,136 @@ def level_point(level_map: np.ndarray, threshold: float = POINT_THRESHOLD):
     return float(xs.mean()), float(ys.mean())
 
 
-def level_metrics(level_map: np.ndarray) -> dict:
-    """Per-level metrics of one probability map (values in [0, 1])."""
+def model_pixel_mm(
+    pixel_spacing, slice_shape: tuple[int, int], map_shape: tuple[int, int]
+) -> tuple[float, float]:
+    """Size in mm (row step, column step) of one pixel of a map resized from the slice.
+
+    Args:
+        pixel_spacing: the slice's DICOM PixelSpacing (between rows, between columns), mm.
+        slice_shape: (H, W) of the original slice.
+        map_shape: (S, S) of the model input and its maps.
+    """
+    row_mm, col_mm = (float(v) for v in pixel_spacing)
+    (h, w), (sh, sw) = slice_shape, map_shape
+    return row_mm * h / sh, col_mm * w / sw
+
+
+def second_peak(
+    level_map: np.ndarray,
+    pixel_mm: tuple[float, float],
+    min_distance_mm: float = PEAK2_MIN_DISTANCE_MM,
+) -> tuple[float, float, float]:
+    """The largest value farther than ``min_distance_mm`` from the map's peak, over the peak.
+
+    A level map with one sharp blob gives a ratio near 0; a localizer torn between two discs
+    (a sixth lumbar-looking disc, or the count shifted by one) gives a ratio near 1.
+
+    Args:
+        level_map: (S, S) probabilities of one level.
+        pixel_mm: (row step, column step) of one map pixel in mm (:func:`model_pixel_mm`).
+        min_distance_mm: how far from the peak the second one must lie.
+
+    Returns:
+        (ratio, dx_mm, dy_mm): ``ratio`` in [0, 1]; (dx, dy) is where the second peak lies
+        relative to the first, in mm along the image columns and rows (dy > 0: lower in the
+        image). (0, nan, nan) when no pixel lies that far or the map is all zero.
+    """
+    m = np.asarray(level_map, dtype=np.float64)
+    row_mm, col_mm = pixel_mm
+    if not (row_mm > 0 and col_mm > 0):
+        raise ValueError(f"pixel size must be positive, got {pixel_mm}")
+    py, px = np.unravel_index(int(np.argmax(m)), m.shape)
+    peak = m[py, px]
+    ys, xs = np.indices(m.shape)
+    dy, dx = (ys - py) * row_mm, (xs - px) * col_mm
+    far = dx**2 + dy**2 > min_distance_mm**2
+    if peak <= 0 or not far.any():
+        return 0.0, math.nan, math.nan
+    i = int(np.argmax(np.where(far, m, -np.inf)))
+    return float(m.flat[i] / peak), float(dx.flat[i]), float(dy.flat[i])
+
+
+def mass_outside_peak(
+    level_map: np.ndarray, core_fraction: float = CORE_FRACTION, dilations: int = CORE_DILATIONS
+) -> float:
+    """Share of the above-floor mass outside the peak's blob.
+
+    The floor is the map's median (the background level a down-weighted background leaves in
+    every pixel); the blob is the 8-connected component of {map > ``core_fraction`` x peak}
+    that holds the peak, grown by ``dilations`` 3 x 3 dilations.
+
+    Returns:
+        A share in [0, 1]; 0 for a map with nothing above its median.
+    """
+    from scipy import ndimage
+
+    m = np.asarray(level_map, dtype=np.float64)
+    excess = np.maximum(m - np.median(m), 0.0)
+    total = excess.sum()
+    if total <= 0:
+        return 0.0
+    eight = np.ones((3, 3), dtype=bool)
+    components, _ = ndimage.label(m > core_fraction * m.max(), structure=eight)
+    core = components == components.flat[int(np.argmax(m))]
+    if dilations > 0:
+        core = ndimage.binary_dilation(core, structure=eight, iterations=dilations)
+    return float(excess[~core].sum() / total)
+
+
+def top_k_entropy(level_map: np.ndarray, k: int = TOP_K) -> float:
+    """Entropy of the ``k`` largest values renormalised to sum 1: how evenly the strongest
+    pixels share the mass, blind to the background floor that dominates the whole-map entropy."""
+    values = np.asarray(level_map, dtype=np.float64).ravel()
+    k = min(k, values.size)
+    top = np.partition(values, values.size - k)[values.size - k :]
+    return shannon_entropy(top)
+
+
+def shape_features(level_map: np.ndarray, pixel_mm: tuple[float, float]) -> dict:
+    """``peak2`` (with its offset ``peak2_dx_mm``, ``peak2_dy_mm``), ``mass_out`` and
+    ``top100_entropy`` of one level map; see the functions above."""
+    ratio, dx, dy = second_peak(level_map, pixel_mm)
+    return {
+        "peak2": ratio,
+        "peak2_dx_mm": dx,
+        "peak2_dy_mm": dy,
+        "mass_out": mass_outside_peak(level_map),
+        "top100_entropy": top_k_entropy(level_map),
+    }
+
+
+def level_metrics(level_map: np.ndarray, pixel_mm: tuple[float, float] | None = None) -> dict:
+    """Per-level metrics of one probability map (values in [0, 1]).
+
+    With ``pixel_mm`` (mm per map pixel, rows then columns) the shape features are added too;
+    without it they cannot be measured in mm and are left out.
+    """
     h, w = level_map.shape
     entropy = shannon_entropy(level_map)
-    return {
+    out = {
         "confidence": float(level_map.max()),
         "entropy": entropy,
         "spatial_entropy": spatial_entropy(level_map),
         "normalized_entropy": entropy / math.log(h * w),
         "point": level_point(level_map),
     }
+    if pixel_mm is not None:
+        out.update(shape_features(level_map, pixel_mm))
+    return out
 
 
-def study_metrics(probs: np.ndarray) -> dict[str, dict]:
-    """Metrics for every disc level of one study's (6, S, S) softmax output, keyed by level key."""
+def study_metrics(
+    probs: np.ndarray, pixel_mm: tuple[float, float] | None = None
+) -> dict[str, dict]:
+    """Metrics for every disc level of one study's (6, S, S) softmax output, keyed by level key.
+
+    ``pixel_mm`` (see :func:`model_pixel_mm`) adds the shape features of :func:`shape_features`.
+    """
     if probs.ndim != 3 or probs.shape[0] != len(LEVEL_KEYS) + 1:
         raise ValueError(f"expected probabilities of shape (6, S, S), got {probs.shape}")
     check_maps(probs)
-    return {key: level_metrics(probs[i + 1]) for i, key in enumerate(LEVEL_KEYS)}
+    return {key: level_metrics(probs[i + 1], pixel_mm) for i, key in enumerate(LEVEL_KEYS)}
 
 
 def check_maps(probs: np.ndarray) -> None:
