@@ -89,7 +89,7 @@ class _Slice:
     instance_number: int
 
 
-def _read_slice(path: Path) -> _Slice:
+def _read_slice(path: Path, budget: DecodeBudget | None = None) -> _Slice:
     import pydicom
 
     try:
@@ -105,6 +105,7 @@ def _read_slice(path: Path) -> _Slice:
         raise SeriesReadError(f"{path.name}: no pixel data")
     if missing:
         raise SeriesReadError(f"{path.name}: missing {', '.join(missing)}")
+    (budget or DecodeBudget()).claim(ds, path.name)
     try:
         pixels = ds.pixel_array
     except Exception as exc:
@@ -153,17 +154,23 @@ def series_files(series_dir: Path) -> list[Path]:
     return files
 
 
-def read_series(series_dir: str | Path) -> Series:
+def read_series(series_dir: str | Path, limits: DecodeLimits | None = None) -> Series:
     """Read every ``.dcm`` of a series folder into a :class:`Series`.
+
+    ``limits`` bounds the bytes decoding may allocate, per file and for the series, checked
+    against the declared image size before decoding (default: :meth:`DecodeLimits.from_env`).
 
     Raises:
         SeriesReadError: missing folder, unreadable or non-DICOM file, no pixel data, missing
-            geometry, mixed image sizes, or a volume without contrast.
+            or invalid geometry (see :func:`validate_geometry`), a declared image size over
+            ``limits``, mixed image sizes, or a volume without contrast.
     """
-    slices = [_read_slice(p) for p in series_files(Path(series_dir))]
+    budget = DecodeBudget(limits)
+    slices = [_read_slice(p, budget) for p in series_files(Path(series_dir))]
     shapes = sorted({s.pixels.shape for s in slices})
     if len(shapes) > 1:
         raise SeriesReadError(f"mixed image sizes in one series: {shapes}")
+    validate_geometry(slices)
     order = order_slices(
         np.stack([s.orientation for s in slices]), np.stack([s.position for s in slices])
     )
@@ -177,3 +184,195 @@ def read_series(series_dir: str | Path) -> Series:
         instance_numbers=np.array([s.instance_number for s in slices], dtype=np.int64),
         paths=tuple(s.path for s in slices),
     )
+
+
+# --------------------------------------------------------------------------- guards
+
+MAX_FILE_DECODE_MB = 512
+MAX_SERIES_DECODE_MB = 4096
+# Pixel spacing outside these bounds (mm) is a broken header, not an unusual scanner.
+MIN_PIXEL_SPACING_MM = 0.01
+MAX_PIXEL_SPACING_MM = 50.0
+# Tolerances for direction cosines as scanners round them (six decimals or fewer).
+COSINE_TOLERANCE = 1e-2
+# Slices closer than this along the slice normal cannot be told apart.
+POSITION_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """The most bytes pixel decoding may allocate, checked against what the headers declare
+    before anything is decoded: a few hundred kilobytes of RLE can declare 60000 x 60000 pixels.
+
+    ``from_env`` reads ``LSTV_MAX_FILE_DECODE_MB`` and ``LSTV_MAX_SERIES_DECODE_MB``, so batch
+    jobs and reader processes can change the limits without new flags.
+    """
+
+    max_file_bytes: int = MAX_FILE_DECODE_MB * 2**20
+    max_series_bytes: int = MAX_SERIES_DECODE_MB * 2**20
+
+    @classmethod
+    def from_env(cls) -> DecodeLimits:
+        import os
+
+        def megabytes(name: str, default: int) -> int:
+            text = os.environ.get(name, "").strip()
+            if not text:
+                return default * 2**20
+            if not text.isascii() or not text.isdigit() or int(text) == 0:
+                raise ValueError(f"{name} must be a positive whole number of MB, got {text!r}")
+            return int(text) * 2**20
+
+        return cls(
+            max_file_bytes=megabytes("LSTV_MAX_FILE_DECODE_MB", MAX_FILE_DECODE_MB),
+            max_series_bytes=megabytes("LSTV_MAX_SERIES_DECODE_MB", MAX_SERIES_DECODE_MB),
+        )
+
+
+def declared_pixel_bytes(ds, name: str = "") -> int:
+    """Bytes the decoded pixels of ``ds`` will take, from Rows x Columns x NumberOfFrames x
+    SamplesPerPixel x bytes per sample (BitsAllocated rounded up to whole bytes).
+
+    Raises:
+        SeriesReadError: a size attribute is missing, not a whole number, or negative.
+    """
+    sizes = {}
+    for attr, default in (
+        ("Rows", None),
+        ("Columns", None),
+        ("NumberOfFrames", 1),
+        ("SamplesPerPixel", 1),
+        ("BitsAllocated", 16),
+    ):
+        value = ds.get(attr)
+        if value is None or value == "":
+            if default is None:
+                raise SeriesReadError(f"{name}: no {attr} in the header")
+            value = default
+        try:
+            number = int(value)
+        except (TypeError, ValueError) as exc:
+            raise SeriesReadError(f"{name}: {attr} {value!r} is not a whole number") from exc
+        if number < 0 or number != float(value):
+            raise SeriesReadError(f"{name}: {attr} {value!r} is not a whole number >= 0")
+        sizes[attr] = number
+    bytes_per_sample = max(1, -(-sizes["BitsAllocated"] // 8))
+    return (
+        sizes["Rows"]
+        * sizes["Columns"]
+        * max(1, sizes["NumberOfFrames"])
+        * max(1, sizes["SamplesPerPixel"])
+        * bytes_per_sample
+    )
+
+
+class DecodeBudget:
+    """Bytes a series may still decode: each file is checked before its pixels are decoded,
+    against the per-file limit and what is left of the per-series one."""
+
+    def __init__(self, limits: DecodeLimits | None = None):
+        self.limits = limits or DecodeLimits.from_env()
+        self.used = 0
+
+    def claim(self, ds, name: str) -> None:
+        """Reserve the declared size of ``ds`` or raise :class:`SeriesReadError`."""
+        need = declared_pixel_bytes(ds, name)
+        limits = self.limits
+        if need > limits.max_file_bytes:
+            raise SeriesReadError(
+                f"{name}: declares {_shape_text(ds)} pixels ({need / 2**20:,.0f} MB decoded), "
+                f"over the {limits.max_file_bytes / 2**20:,.0f} MB per-file limit "
+                "(LSTV_MAX_FILE_DECODE_MB)"
+            )
+        if self.used + need > limits.max_series_bytes:
+            raise SeriesReadError(
+                f"{name}: the series would decode to more than "
+                f"{limits.max_series_bytes / 2**20:,.0f} MB (LSTV_MAX_SERIES_DECODE_MB)"
+            )
+        self.used += need
+
+
+def _shape_text(ds) -> str:
+    frames = ds.get("NumberOfFrames") or 1
+    return f"{ds.get('Rows')} x {ds.get('Columns')}" + (
+        f" x {frames} frames" if int(frames) > 1 else ""
+    )
+
+
+def validate_geometry(slices) -> None:
+    """Refuse geometry the volume cannot be ordered or measured by.
+
+    Each slice (anything with ``path``, ``position``, ``orientation`` and ``spacing``) needs a
+    finite 3-vector position, two finite, unit, orthogonal direction cosines and a finite,
+    positive, plausible pixel spacing; and slices that share an orientation must not all lie
+    at one position along their normal (file-name order is no order).
+
+    Raises:
+        SeriesReadError: names the file and the attribute.
+    """
+    for s in slices:
+        name = Path(s.path).name
+        position = np.asarray(s.position, dtype=np.float64)
+        orientation = np.asarray(s.orientation, dtype=np.float64)
+        spacing = np.asarray(s.spacing, dtype=np.float64)
+        if position.shape != (3,) or not np.isfinite(position).all():
+            raise SeriesReadError(
+                f"{name}: ImagePositionPatient {position.tolist()} is not three finite numbers"
+            )
+        _check_orientation(name, orientation)
+        if spacing.shape != (2,) or not np.isfinite(spacing).all():
+            raise SeriesReadError(
+                f"{name}: PixelSpacing {spacing.tolist()} is not two finite numbers"
+            )
+        if not ((spacing >= MIN_PIXEL_SPACING_MM) & (spacing <= MAX_PIXEL_SPACING_MM)).all():
+            raise SeriesReadError(
+                f"{name}: PixelSpacing {spacing.tolist()} mm is outside "
+                f"{MIN_PIXEL_SPACING_MM:g}..{MAX_PIXEL_SPACING_MM:g} mm"
+            )
+    _check_positions_distinct(slices)
+
+
+def _check_orientation(name: str, orientation: np.ndarray) -> None:
+    if orientation.shape != (6,) or not np.isfinite(orientation).all():
+        raise SeriesReadError(
+            f"{name}: ImageOrientationPatient {orientation.tolist()} is not six finite numbers"
+        )
+    row, col = orientation[:3], orientation[3:]
+    norms = np.linalg.norm(row), np.linalg.norm(col)
+    if any(abs(n - 1) > COSINE_TOLERANCE for n in norms):
+        raise SeriesReadError(
+            f"{name}: ImageOrientationPatient {orientation.tolist()} has direction cosines of "
+            f"length {norms[0]:.3g} and {norms[1]:.3g}, not 1"
+        )
+    if abs(float(row @ col)) > COSINE_TOLERANCE:
+        raise SeriesReadError(
+            f"{name}: ImageOrientationPatient {orientation.tolist()} has row and column "
+            "directions that are not perpendicular"
+        )
+
+
+def _check_positions_distinct(slices) -> None:
+    groups: dict[tuple, list] = {}
+    for s in slices:
+        key = tuple(np.round(np.asarray(s.orientation, dtype=np.float64), 3))
+        groups.setdefault(key, []).append(s)
+    for key, members in groups.items():
+        if len(members) < 2:
+            continue
+        o = np.asarray(key)
+        normal = np.cross(o[:3], o[3:])
+        depth = np.array([np.asarray(s.position, dtype=np.float64) @ normal for s in members])
+        if np.ptp(depth) <= POSITION_TOLERANCE_MM:
+            raise SeriesReadError(
+                f"all {len(members)} slices lie at the same position along the slice normal "
+                f"({depth[0]:g} mm): the series cannot be ordered"
+            )
+        n_unique = len(np.unique(np.round(depth / POSITION_TOLERANCE_MM)))
+        if n_unique < len(members):
+            log.warning(
+                "%d of %d slices share a position with another slice (%s ...): their order "
+                "between them follows file names",
+                len(members) - n_unique,
+                len(members),
+                Path(members[0].path).parent,
+            )

@@ -44,7 +44,6 @@ def test_finite_maps_still_give_metrics():
 def test_nan_checkpoint_gives_failure_rows_not_low_risk(tmp_path, phantom_dataset):
     from lstv.model import PointNet, save_checkpoint
     from lstv.pipeline import InferenceConfig, run_inference
-    from lstv.results import FAILURES_CSV, METRICS_CSV
 
     torch.manual_seed(0)
     model = PointNet("resnet10t")
@@ -66,9 +65,9 @@ def test_nan_checkpoint_gives_failure_rows_not_low_risk(tmp_path, phantom_datase
             quiet=True,
         )
     )
-    with open(out / METRICS_CSV, newline="") as f:
+    with open(out / "lstv_uncertainty_metrics.csv", newline="") as f:
         assert list(csv.DictReader(f)) == []  # no verdict
-    with open(out / FAILURES_CSV, newline="") as f:
+    with open(out / "failures.csv", newline="") as f:
         failures = list(csv.DictReader(f))
     assert summary.n_completed == 0 and summary.n_failed == len(failures) == 3
     for row in failures:
