@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lstv.studies import (
     StudyTask,
@@ -102,3 +104,126 @@ def test_shards_are_disjoint_and_complete():
     assert len(flat) == len(set(flat))
     with pytest.raises(ValueError):
         shard(tasks, 3, 3)
+
+
+# Series selection beyond the seed's rule (issue 13).
+
+RSNA_DESCRIPTIONS = ("Sagittal T2/STIR", "Sagittal T1", "Axial T2")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 4), st.integers(1, 10**9), st.sampled_from(RSNA_DESCRIPTIONS)),
+        max_size=12,
+        unique_by=lambda r: r[1],
+    )
+)
+def test_rsna_selection_is_unchanged(rows):
+    from lstv.studies import SeriesRecord, select_series
+
+    old = sagittal_t2_tasks(rows)
+    new = select_series([SeriesRecord(*r) for r in rows])
+    assert new == old
+    assert [t.selection_rule for t in new] == ["description" if t.series_id else "" for t in old]
+
+
+def index_record(series_id, description, study_id=1, **headers):
+    from lstv.studies import SeriesRecord
+
+    base = {
+        "orientation": "sagittal",
+        "echo_time": "100",
+        "repetition_time": "3000",
+        "n_instances": "15",
+        "n_frames": "15",
+        "image_type": "ORIGINAL\\PRIMARY\\M\\ND",
+        "modality": "MR",
+        "path": f"P/S/{series_id}",
+    }
+    return SeriesRecord(study_id, series_id, description, {**base, **headers})
+
+
+@pytest.mark.parametrize(
+    "description", ["SAG T2", "T2 SAG", "t2_tse_sag_384", "Sag T2 FRFSE", "T2W_TSE_SAG", "sagT2"]
+)
+def test_hospital_descriptions_are_selected(description):
+    from lstv.studies import choose_series
+
+    records = [
+        index_record(1, "SAG T1", echo_time="10", repetition_time="500"),
+        index_record(2, "AX T2", orientation="axial"),
+        index_record(3, description),
+        index_record(4, "SAG STIR", inversion_time="150"),
+        index_record(5, "3-plane localizer", orientation="mixed"),
+    ]
+    chosen, rule = choose_series(records)
+    assert (chosen.series_id, rule) == (3, "description_pattern")
+
+
+@pytest.mark.parametrize(
+    "description", ["SAG T1", "Sag STIR", "SAG T2 TIRM", "Localizer", "T2_SAG_MPR", "AX T2", ""]
+)
+def test_description_patterns_reject(description):
+    from lstv.studies import is_sagittal_t2_pattern
+
+    assert not is_sagittal_t2_pattern(description)
+
+
+def test_headers_choose_when_descriptions_say_nothing():
+    from lstv.studies import choose_series
+
+    records = [
+        index_record(10, "series 1", echo_time="12", repetition_time="550"),  # T1
+        index_record(11, "series 2", orientation="axial"),
+        index_record(12, "series 3", n_frames="12"),
+        index_record(13, "series 4", n_frames="20"),  # most slices wins
+        index_record(14, "series 5", n_frames="30", inversion_time="160"),  # STIR
+        index_record(15, "series 6", n_frames="40", image_type="DERIVED\\SECONDARY\\MPR"),
+        index_record(16, "series 7", n_frames="40", image_type="ORIGINAL\\PRIMARY\\LOCALIZER"),
+        index_record(17, "series 8", n_frames="40", scanning_sequence="GR", echo_time="70"),
+    ]
+    chosen, rule = choose_series(records)
+    assert (chosen.series_id, rule) == (13, "headers")
+    # Equal slices: the lowest ID, whatever the order of the rows.
+    tie = [index_record(21, "a"), index_record(20, "b")]
+    assert choose_series(tie)[0].series_id == choose_series(tie[::-1])[0].series_id == 20
+    # Enhanced MR states its contrast; the timing then lives in functional groups.
+    enhanced = index_record(30, "", echo_time="", repetition_time="", acquisition_contrast="T2")
+    assert choose_series([enhanced]) == (enhanced, "headers")
+    t1 = index_record(31, "", echo_time="", repetition_time="", acquisition_contrast="T1")
+    assert choose_series([t1]) == (None, "")
+
+
+def test_a_study_without_a_usable_series_says_what_it_had(tmp_path):
+    from lstv.studies import study_tasks
+
+    csv = write_csv(
+        tmp_path / "index.csv",
+        "study_id,series_id,series_description,study_uid,series_uid,path,orientation,"
+        "repetition_time,echo_time,n_instances,n_frames\n"
+        "7,1,SAG T1,1.2,1.2.1,a,sagittal,500,10,15,15\n"
+        "7,2,AX T2,1.2,1.2.2,b,axial,3000,100,30,30\n"
+        "8,3,,1.3,1.3.1,c;d,sagittal,3000,100,15,15\n",
+    )
+    first, second = study_tasks(csv)
+    assert first.series_id is None
+    assert "'SAG T1' sagittal TE 10/TR 500" in first.note
+    assert "'AX T2' axial TE 100/TR 3000" in first.note
+    assert (second.series_id, second.selection_rule, second.path) == (3, "headers", "c;d")
+    assert second.series_source(tmp_path) == [tmp_path / "c", tmp_path / "d"]
+
+
+def test_rsna_csv_has_no_header_fallback(tmp_path):
+    from lstv.studies import study_tasks
+
+    csv = write_csv(
+        tmp_path / "s.csv",
+        "study_id,series_id,series_description\n1,10,Sagittal T1\n1,20,Axial T2\n2,5,SAG T2\n",
+    )
+    no_series, pattern = study_tasks(csv)
+    assert no_series.series_id is None
+    had = "(had: 'Sagittal T1'; 'Axial T2')"
+    assert no_series.note == f"study has no usable sagittal T2 series {had}"
+    assert (pattern.series_id, pattern.selection_rule) == (5, "description_pattern")
+    assert pattern.series_source(tmp_path) == tmp_path / "2" / "5"

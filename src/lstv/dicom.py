@@ -8,6 +8,7 @@ normal, order sagittal groups by x, stack, and normalise the whole volume to 8 b
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,12 +72,14 @@ def pixel_to_patient(position, orientation, pixel_spacing, x: float, y: float) -
 def normalise_to_uint8(
     volume: np.ndarray, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE
 ) -> np.ndarray:
-    """Clip at the ``lower``/``upper`` percentiles of the whole volume, then min-max to 0..255."""
-    lo, hi = np.percentile(volume, (lower, upper))
-    if hi <= lo:
+    """Clip at the ``lower``/``upper`` percentiles of the whole volume, then min-max to 0..255:
+    the original demo's numbers bit for bit (see :mod:`lstv.intensity`)."""
+    from lstv.intensity import percentiles, window_to_uint8
+
+    lo, hi = percentiles(volume, (lower, upper))
+    if not hi > lo:
         raise SeriesReadError(f"series has no contrast (all pixels within {lo:g}..{hi:g})")
-    clipped = np.clip(volume.astype(np.float32), lo, hi)
-    return ((clipped - lo) / (hi - lo) * 255).astype(np.uint8)
+    return window_to_uint8(volume, lo, hi)
 
 
 @dataclass
@@ -89,38 +92,71 @@ class _Slice:
     instance_number: int
 
 
-def _read_slice(path: Path, budget: DecodeBudget | None = None) -> _Slice:
+def frame_geometry(ds, frame: int):
+    """(ImagePositionPatient, ImageOrientationPatient, PixelSpacing) of one frame, each None
+    when absent: the frame's per-frame functional group first, then the shared functional
+    group (Enhanced MR), then the top level (single-frame images)."""
+    groups = []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and frame < len(per_frame):
+        groups.append(per_frame[frame])
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    found = []
+    for attr, sequence in (
+        ("ImagePositionPatient", "PlanePositionSequence"),
+        ("ImageOrientationPatient", "PlaneOrientationSequence"),
+        ("PixelSpacing", "PixelMeasuresSequence"),
+    ):
+        items = [g.get(sequence) for g in groups]
+        values = [seq[0].get(attr) for seq in items if seq and attr in seq[0]]
+        found.append(values[0] if values else ds.get(attr))
+    return tuple(found)
+
+
+def _read_slices(path: Path, budget: DecodeBudget | None = None) -> list[_Slice]:
+    """The frames of one file: one for a classic image, each frame of a multi-frame (Enhanced
+    MR) file with its own geometry from the functional groups. ``budget`` bounds what decoding
+    may allocate (default: :meth:`DecodeLimits.from_env` for this file alone)."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:
         raise SeriesReadError(f"{path.name}: not a readable DICOM file ({exc})") from exc
-    missing = [
-        tag
-        for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-        if tag not in ds
-    ]
     if "PixelData" not in ds:
         raise SeriesReadError(f"{path.name}: no pixel data")
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    geometry = [frame_geometry(ds, f) for f in range(n_frames)]
+    names = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+    missing = sorted({n for g in geometry for n, v in zip(names, g, strict=True) if v is None})
     if missing:
-        raise SeriesReadError(f"{path.name}: missing {', '.join(missing)}")
+        where = "" if n_frames == 1 else " (per-frame and shared functional groups)"
+        raise SeriesReadError(f"{path.name}: missing {', '.join(missing)}{where}")
     (budget or DecodeBudget()).claim(ds, path.name)
     try:
         pixels = ds.pixel_array
     except Exception as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
         raise SeriesReadError(f"{path.name}: cannot decode pixels ({syntax}): {exc}") from exc
-    if pixels.ndim != 2:
-        raise SeriesReadError(f"{path.name}: expected one 2-D frame, got shape {pixels.shape}")
-    return _Slice(
-        path=path,
-        pixels=pixels,
-        position=np.asarray(ds.ImagePositionPatient, dtype=np.float64),
-        orientation=np.asarray(ds.ImageOrientationPatient, dtype=np.float64),
-        spacing=np.asarray(ds.PixelSpacing, dtype=np.float64),
-        instance_number=int(ds.get("InstanceNumber", 0) or 0),
-    )
+    frames = pixels[None] if n_frames == 1 else pixels
+    if frames.ndim != 3 or len(frames) != n_frames:
+        raise SeriesReadError(
+            f"{path.name}: expected {n_frames} grey-level 2-D frame(s), got shape {pixels.shape}"
+        )
+    instance_number = int(ds.get("InstanceNumber", 0) or 0)
+    return [
+        _Slice(
+            path=path,
+            pixels=frame,
+            position=np.asarray(position, dtype=np.float64),
+            orientation=np.asarray(orientation, dtype=np.float64),
+            spacing=np.asarray(spacing, dtype=np.float64),
+            instance_number=instance_number,
+        )
+        for frame, (position, orientation, spacing) in zip(frames, geometry, strict=True)
+    ]
 
 
 def order_slices(orientations: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -154,19 +190,45 @@ def series_files(series_dir: Path) -> list[Path]:
     return files
 
 
-def read_series(series_dir: str | Path, limits: DecodeLimits | None = None) -> Series:
-    """Read every ``.dcm`` of a series folder into a :class:`Series`.
+def folder_files(folder: Path) -> list[Path]:
+    """Every file of a folder from an index (any name, no extension needed), except hidden
+    files and a DICOMDIR; an error when the folder is missing or empty."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SeriesReadError(f"series folder not found: {folder}")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"
+    )
+    if not files:
+        raise SeriesReadError(f"no files in {folder}")
+    return files
+
+
+def read_series(
+    source: str | Path | Sequence[str | Path], limits: DecodeLimits | None = None
+) -> Series:
+    """Read a series into a :class:`Series`: every ``.dcm`` of a folder (RSNA layout), or the
+    given files (any names, as an index lists them). A multi-frame file gives one slice per
+    frame; all slices are ordered and normalised together.
 
     ``limits`` bounds the bytes decoding may allocate, per file and for the series, checked
     against the declared image size before decoding (default: :meth:`DecodeLimits.from_env`).
 
     Raises:
-        SeriesReadError: missing folder, unreadable or non-DICOM file, no pixel data, missing
-            or invalid geometry (see :func:`validate_geometry`), a declared image size over
-            ``limits``, mixed image sizes, or a volume without contrast.
+        SeriesReadError: missing folder or file, unreadable or non-DICOM file, no pixel data,
+            missing or invalid geometry (see :func:`validate_geometry`), a declared image size
+            over ``limits``, mixed image sizes, or a volume without contrast.
     """
+    if isinstance(source, (str, Path)):
+        files = series_files(Path(source))
+    else:
+        files = [Path(p) for p in source]
+        if not files:
+            raise SeriesReadError("no files given for the series")
     budget = DecodeBudget(limits)
-    slices = [_read_slice(p, budget) for p in series_files(Path(series_dir))]
+    slices = [s for p in files for s in _read_slices(p, budget)]
     shapes = sorted({s.pixels.shape for s in slices})
     if len(shapes) > 1:
         raise SeriesReadError(f"mixed image sizes in one series: {shapes}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +15,43 @@ from lstv.rsna import SAGITTAL_T2, SERIES_COLUMNS
 log = logging.getLogger(__name__)
 
 MODES = ("trial", "debug", "prod")
+# Separates the files in an index's ``path`` column (lstv.index writes it).
+PATH_SEPARATOR = ";"
+# A column only an index has: its rows carry headers for the selection to fall back on.
+INDEX_MARKER = "study_uid"
 
 
 @dataclass(frozen=True)
 class StudyTask:
-    """One study to run; ``series_id`` is None when the study has no sagittal T2 series."""
+    """One study to run; ``series_id`` is None when the study has no sagittal T2 series.
+
+    ``path`` (from an index's ``path`` column) is the series' folder or its files, relative to
+    the input folder; empty for the RSNA layout. ``selection_rule`` says why this series was
+    chosen; ``note`` what the study had when none was.
+    """
 
     study_id: int
     series_id: int | None
     series_description: str = ""
+    path: str = field(default="", compare=False)
+    selection_rule: str = field(default="", compare=False)
+    note: str = field(default="", compare=False)
 
     def series_dir(self, images_dir: Path) -> Path:
         return Path(images_dir) / str(self.study_id) / str(self.series_id)
+
+    def series_source(self, images_dir: Path) -> Path | list[Path]:
+        """What :func:`lstv.dicom.read_series` reads: the RSNA folder (its ``.dcm`` files),
+        or every file of the index's folder, or the index's files."""
+        from lstv.dicom import folder_files
+
+        if not self.path:
+            return self.series_dir(images_dir)
+        parts = [p for p in self.path.split(PATH_SEPARATOR) if p]
+        first = Path(images_dir) / parts[0]
+        if len(parts) == 1 and first.is_dir():
+            return folder_files(first)
+        return [Path(images_dir) / p for p in parts]
 
 
 def is_sagittal_t2(description: str) -> bool:
@@ -88,6 +114,234 @@ def sagittal_t2_tasks(rows: list[tuple[int, int, str]]) -> list[StudyTask]:
         )
         tasks.append(StudyTask(study_id, series_id, description))
     return tasks
+
+
+# Series selection beyond the seed's rule, for exports that are not RSNA's. Descriptions are
+# matched as lower-case words (split at anything but letters and digits).
+RULE_DESCRIPTION = "description"  # the seed's rule: "sagittal" and "t2" in the description
+RULE_PATTERN = "description_pattern"  # SAG T2, T2 SAG, t2_tse_sag_384, Sag T2 FRFSE, ...
+RULE_HEADERS = "headers"  # sagittal orientation and T2 weighting from TE/TR
+_SAGITTAL_WORD = re.compile(r"(?<![a-z])(sag|sagittal|sagital|sagitt?)(?![a-z])|^sag|sag(?=t2)")
+_T2_WORD = re.compile(r"(?<![0-9])t2(?![0-9])")
+_REJECT_WORDS = {
+    "t1": "T1",
+    "stir": "STIR",
+    "tirm": "STIR",
+    "flair": "FLAIR",
+    "ir": "inversion recovery",
+    "localizer": "localizer",
+    "localiser": "localizer",
+    "loc": "localizer",
+    "scout": "localizer",
+    "survey": "localizer",
+    "3plane": "localizer",
+    "tracker": "localizer",
+    "derived": "derived",
+    "mpr": "derived",
+    "mip": "derived",
+    "reformat": "derived",
+    "dwi": "diffusion",
+    "adc": "diffusion",
+    "myelo": "myelography",
+}
+# T2 weighting from the timing, in ms (spin-echo T2: long TE and long TR).
+T2_MIN_ECHO_TIME = 60.0
+T2_MIN_REPETITION_TIME = 1500.0
+
+
+@dataclass(frozen=True)
+class SeriesRecord:
+    """One row of a series CSV; ``headers`` holds an index's extra columns (empty for RSNA)."""
+
+    study_id: int
+    series_id: int
+    series_description: str
+    headers: dict = field(default_factory=dict, compare=False)
+
+    def header(self, name: str) -> str:
+        return str(self.headers.get(name, "") or "").strip()
+
+    def number(self, name: str) -> float | None:
+        try:
+            return float(self.header(name))
+        except ValueError:
+            return None
+
+    @property
+    def n_slices(self) -> int:
+        value = self.number("n_frames") or self.number("n_instances")
+        return int(value) if value else 0
+
+    def summary(self) -> str:
+        """What the series is, for a failure row: description, plane, TE/TR."""
+        parts = [repr(self.series_description or "(no description)")]
+        if self.header("orientation"):
+            parts.append(self.header("orientation"))
+        te, tr = self.number("echo_time"), self.number("repetition_time")
+        if te is not None and tr is not None:
+            parts.append(f"TE {te:g}/TR {tr:g}")
+        return " ".join(parts)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w]
+
+
+def description_rejection(description: str) -> str | None:
+    """Why a description rules a series out (T1, STIR, localizer, derived...), or None."""
+    words = _words(description)
+    for word in words:
+        if word in _REJECT_WORDS:
+            return _REJECT_WORDS[word]
+        if re.fullmatch(r"t1\w*", word) and not word.startswith("t12"):
+            return "T1"
+        if "stir" in word or "tirm" in word:
+            return "STIR"
+    return None
+
+
+def is_sagittal_t2_pattern(description: str) -> bool:
+    """A sagittal T2 description in any of the usual spellings (``SAG T2``, ``T2 SAG``,
+    ``t2_tse_sag_384``, ``Sag T2 FRFSE``, ``T2W_TSE_SAG``), and nothing that rules it out."""
+    text = " ".join(_words(description))
+    has_t2 = _T2_WORD.search(text) is not None
+    has_sag = _SAGITTAL_WORD.search(text) is not None
+    return has_t2 and has_sag and description_rejection(description) is None
+
+
+def header_rejection(record: SeriesRecord) -> str | None:
+    """Why an index's headers rule a series out for the header rule, or None when it is a
+    sagittal T2-weighted primary series."""
+    image_type = {t.strip().upper() for t in record.header("image_type").split("\\")}
+    modality = record.header("modality").upper()
+    if modality and modality != "MR":
+        return f"modality {modality}"
+    if "LOCALIZER" in image_type:
+        return "localizer"
+    if image_type & {"DERIVED", "SECONDARY"}:
+        return "derived"
+    from_description = description_rejection(record.series_description)
+    if from_description:
+        return from_description
+    orientation = record.header("orientation")
+    if orientation != "sagittal":
+        return f"{orientation or 'unknown'} orientation"
+    scanning = set(record.header("scanning_sequence").upper().split("\\")) - {""}
+    sequence = record.header("sequence_name").lower()
+    inversion = record.number("inversion_time")
+    if "IR" in scanning or (inversion or 0) > 0 or "tir" in sequence or "stir" in sequence:
+        return "inversion recovery (STIR-like)"
+    contrast = record.header("acquisition_contrast").upper()
+    if contrast and contrast not in ("T2", "MIXED", "UNKNOWN"):
+        return f"{contrast} contrast"
+    if contrast == "T2":
+        return None
+    te, tr = record.number("echo_time"), record.number("repetition_time")
+    if te is None or tr is None:
+        return "no echo or repetition time"
+    if te < T2_MIN_ECHO_TIME or tr < T2_MIN_REPETITION_TIME:
+        return f"not T2-weighted (TE {te:g} ms, TR {tr:g} ms)"
+    if scanning and scanning <= {"GR"}:
+        return "gradient echo"
+    return None
+
+
+def _pattern_rejection(record: SeriesRecord) -> str | None:
+    """The headers that rule out a series a description pattern matched: only what is known."""
+    image_type = {t.strip().upper() for t in record.header("image_type").split("\\")}
+    if "LOCALIZER" in image_type:
+        return "localizer"
+    if image_type & {"DERIVED", "SECONDARY"}:
+        return "derived"
+    if record.header("orientation") in ("axial", "coronal", "mixed"):
+        return f"{record.header('orientation')} orientation"
+    return None
+
+
+def choose_series(records: list[SeriesRecord]) -> tuple[SeriesRecord | None, str]:
+    """The series to run in one study and the rule that chose it (``""`` when none).
+
+    The seed's rule first (exact "Sagittal T2/STIR", then the lowest series ID), so RSNA
+    studies keep their selection; then description patterns; then, for an index, the headers.
+    Ties after the seed's rule go to the series with most slices, then the lowest ID.
+    """
+    seed = [r for r in records if is_sagittal_t2(r.series_description)]
+    if seed:
+        exact = SAGITTAL_T2.lower()
+        best = min(seed, key=lambda r: (r.series_description.strip().lower() != exact, r.series_id))
+        return best, RULE_DESCRIPTION
+    by_slices = sorted(records, key=lambda r: (-r.n_slices, r.series_id))
+    for r in by_slices:
+        if is_sagittal_t2_pattern(r.series_description) and _pattern_rejection(r) is None:
+            return r, RULE_PATTERN
+    for r in by_slices:
+        if r.headers and header_rejection(r) is None:
+            return r, RULE_HEADERS
+    return None, ""
+
+
+def _no_series_note(records: list[SeriesRecord]) -> str:
+    had = [r.summary() for r in sorted(records, key=lambda r: r.series_id)]
+    more = f"; and {len(had) - 12} more" if len(had) > 12 else ""
+    return "study has no usable sagittal T2 series (had: " + "; ".join(had[:12]) + more + ")"
+
+
+def select_series(records: list[SeriesRecord]) -> list[StudyTask]:
+    """One task per study, sorted by study ID, with the series :func:`choose_series` picks;
+    a study without one keeps a task with ``series_id`` None and a note of what it had."""
+    by_study: dict[int, list[SeriesRecord]] = {}
+    for r in records:
+        by_study.setdefault(r.study_id, []).append(r)
+    tasks = []
+    for study_id in sorted(by_study):
+        chosen, rule = choose_series(by_study[study_id])
+        if chosen is None:
+            tasks.append(StudyTask(study_id, None, note=_no_series_note(by_study[study_id])))
+            continue
+        tasks.append(
+            StudyTask(
+                study_id,
+                chosen.series_id,
+                chosen.series_description,
+                path=chosen.header("path"),
+                selection_rule=rule,
+            )
+        )
+    return tasks
+
+
+def read_series_records(path: str | Path) -> list[SeriesRecord]:
+    """The rows of a series CSV: RSNA's ``train_series_descriptions.csv`` or an ``lstv index``
+    CSV, whose extra columns (path, orientation, TE/TR...) go into ``headers``.
+
+    Raises:
+        FileNotFoundError: the CSV is missing.
+        ValueError: a column is missing or an ID is not an integer (names the line).
+    """
+    rows = read_series_table(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if INDEX_MARKER not in header:
+            return [SeriesRecord(*row) for row in rows]
+        reader.fieldnames = header
+        extra = [c for c in header if c not in SERIES_COLUMNS]
+        return [
+            SeriesRecord(*row, headers={c: (line.get(c) or "") for c in extra})
+            for row, line in zip(rows, reader, strict=True)
+        ]
+
+
+def study_tasks(series_csv: str | Path) -> list[StudyTask]:
+    """The task of each study of a series CSV (RSNA or index), see :func:`select_series`."""
+    return select_series(read_series_records(series_csv))
+
+
+def is_index(series_csv: str | Path) -> bool:
+    """Whether a series CSV was written by ``lstv index`` (it has a ``study_uid`` column)."""
+    with open(series_csv, newline="") as f:
+        header = [h.strip() for h in next(csv.reader(f), [])]
+    return INDEX_MARKER in header
 
 
 def load_valid_ids(path: str | Path | None) -> set[int] | None:

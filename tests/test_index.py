@@ -1,0 +1,163 @@
+import csv
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+
+from lstv.index import (
+    INDEX_COLUMNS,
+    MAX_EXACT_ID,
+    build_index,
+    index_tree,
+    plane_of,
+    uid_to_id,
+)
+from lstv.rsna import SERIES_COLUMNS
+from lstv.studies import read_series_table, study_tasks
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_uid_ids_are_stable_positive_and_exact_in_a_spreadsheet():
+    uid = "1.2.826.0.1.3680043.8.498.10365577352827537393240282237204281968"
+    first = uid_to_id(uid)
+    assert first == uid_to_id(uid) == uid_to_id(f" {uid} ")
+    assert 0 < first < MAX_EXACT_ID
+    assert uid_to_id(uid + "1") != first
+    assert float(first) == first  # a double (Excel, pandas) holds it exactly
+    assert uid_to_id("4003253") == 4003253  # RSNA's anonymised UIDs are the folder names
+
+
+@pytest.mark.parametrize(
+    ("orientation", "plane"),
+    [
+        ([0, 1, 0, 0, 0, -1], "sagittal"),
+        ([1, 0, 0, 0, 1, 0], "axial"),
+        ([1, 0, 0, 0, 0, -1], "coronal"),
+        ([0, 0.97, 0.26, 0, -0.26, 0.97], "sagittal"),  # 15 degrees off
+        ([0.569486, 0.822001, 0, 0, 0, -1], "oblique"),  # MR2_* of pydicom-data: 35 degrees
+        ([0, 0, 0, 0, 0, 0], "unknown"),
+    ],
+)
+def test_plane_from_image_orientation(orientation, plane):
+    assert plane_of(orientation) == plane
+
+
+@pytest.fixture(scope="module")
+def messy_export(tmp_path_factory, phantom_dataset):
+    """The phantom studies as a PACS would export them: nested folders, no extensions, one
+    series split over two folders, a duplicate file, a text file and a non-image DICOM."""
+    root = tmp_path_factory.mktemp("export")
+    for k, row in enumerate(read_series_table(phantom_dataset.series_csv)):
+        study_id, series_id, _ = row
+        src = phantom_dataset.images_dir / str(study_id) / str(series_id)
+        files = sorted(src.glob("*.dcm"))
+        dest = root / f"PAT{k % 3}" / f"STUDY_{study_id}" / f"SER{k:03d}"
+        dest.mkdir(parents=True)
+        for i, f in enumerate(files):
+            shutil.copy(f, dest / f"IM{i:05d}")
+    # One series spread over two folders (a flat export mixes series in one folder).
+    first = sorted(root.glob("PAT0/*/SER000"))[0]
+    split = first.parent / "SER000_part2"
+    split.mkdir()
+    for f in sorted(first.iterdir())[::2]:
+        f.rename(split / f.name)
+    shutil.copy(next(split.iterdir()), split / "COPY_OF_IM")
+    (root / "README.TXT").write_text("exported by PACS\n")
+    non_image = pydicom.dcmread(next(split.iterdir()), stop_before_pixels=True)
+    for keyword in ("Rows", "Columns"):
+        delattr(non_image, keyword)
+    non_image.save_as(root / "PAT0" / "PRESENTATION_STATE", enforce_file_format=True)
+    return root
+
+
+def test_index_groups_instances_by_uid_whatever_the_layout(messy_export, phantom_dataset):
+    result = index_tree(messy_export, num_workers=2)
+    rsna = read_series_table(phantom_dataset.series_csv)
+    assert len(result.rows) == len(rsna)
+    assert result.n_studies == len({r[0] for r in rsna})
+    assert result.skipped == {"not DICOM": 1, "no image": 1}
+    assert result.n_duplicates == 1
+    n_files = sum(
+        len(list((phantom_dataset.images_dir / str(a) / str(b)).glob("*.dcm"))) for a, b, _ in rsna
+    )
+    assert result.n_instances == n_files
+    by_description = {}
+    for row in result.rows:
+        by_description.setdefault(row["series_description"], set()).add(row["orientation"])
+        assert row["n_frames"] == row["n_instances"] > 0
+        files = row["path"].split(";")
+        if len(files) == 1:  # a folder holding exactly this series
+            assert (messy_export / files[0]).is_dir()
+        else:
+            assert all((messy_export / f).is_file() for f in files)
+    assert by_description == {
+        "Sagittal T2/STIR": {"sagittal"},
+        "Sagittal T1": {"sagittal"},
+        "Axial T2": {"axial"},
+    }
+    t2 = [r for r in result.rows if r["series_description"] == "Sagittal T2/STIR"]
+    assert {r["echo_time"] for r in t2} == {95.0} and {r["repetition_time"] for r in t2} == {3500.0}
+
+
+def test_index_csv_is_a_series_csv_and_reindexing_keeps_the_ids(messy_export, tmp_path):
+    out = tmp_path / "series.csv"
+    build_index(messy_export, out, num_workers=1)
+    rows = read_rows(out)
+    assert tuple(rows[0]) == INDEX_COLUMNS
+    assert tuple(rows[0])[:3] == SERIES_COLUMNS
+    assert len(read_series_table(out)) == len(rows)
+    assert not list(tmp_path.glob("*.tmp"))
+    again = tmp_path / "again.csv"
+    build_index(messy_export, again, num_workers=2)
+    assert out.read_text() == again.read_text()
+    tasks = study_tasks(out)
+    assert all(t.selection_rule == "description" for t in tasks)
+    assert all(t.series_description == "Sagittal T2/STIR" for t in tasks)
+
+
+def test_index_inside_the_export_never_overwrites_a_file_of_it(messy_export):
+    victim = next(messy_export.glob("PAT1/*/SER*/IM00000"))
+    before = victim.read_bytes()
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        build_index(messy_export, victim)
+    assert victim.read_bytes() == before
+    # An earlier index inside the export may be replaced, and is not read as an input.
+    inside = messy_export / "series.csv"
+    try:
+        build_index(messy_export, inside, num_workers=1)
+        result = build_index(messy_export, inside, num_workers=1)
+        assert result.skipped == {"not DICOM": 1, "no image": 1}
+    finally:
+        inside.unlink(missing_ok=True)
+
+
+def test_an_export_without_images_is_an_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing here")
+    with pytest.raises(ValueError, match="no DICOM images"):
+        build_index(tmp_path, tmp_path.parent / "out.csv")
+    with pytest.raises(FileNotFoundError):
+        build_index(tmp_path / "missing", tmp_path.parent / "out.csv")
+
+
+def test_dicomdir_lists_the_instances(tmp_path, phantom_dataset):
+    from pydicom.fileset import FileSet
+
+    study_id, series_id, _ = read_series_table(phantom_dataset.series_csv)[0]
+    files = sorted((phantom_dataset.images_dir / str(study_id) / str(series_id)).glob("*.dcm"))
+    fileset = FileSet()
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.PatientID = ds.get("PatientID") or "PHANTOM"
+        fileset.add(ds)
+    fileset.write(tmp_path / "cd")
+    # A file the DICOMDIR does not reference is not read.
+    shutil.copy(files[0], tmp_path / "cd" / "STRAY")
+    result = index_tree(tmp_path / "cd", num_workers=1)
+    assert [r["n_instances"] for r in result.rows] == [len(files)]
+    assert result.n_files == len(files)
+    assert np.all([r["orientation"] == "sagittal" for r in result.rows])
