@@ -34,7 +34,7 @@ def test_forward_shapes_and_softmax():
 
 
 def test_non_resnet_encoder_is_refused():
-    with pytest.raises(ValueError, match="not a timm ResNet"):
+    with pytest.raises(ValueError, match="unknown encoder 'mobilenetv3_small_050'"):
         PointNet("mobilenetv3_small_050")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,27 @@ from lstv.levels import DEFAULT_IMAGE_SIZE, NUM_CLASSES
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "resnet50d"
+# Encoders timm builds offline, without pretrained weights, as a stem and four stages. A
+# checkpoint names its encoder, and other timm names (``hf-hub:...``) open network connections.
+KNOWN_ENCODERS = (
+    "resnet10t",
+    "resnet14t",
+    "resnet18",
+    "resnet18d",
+    "resnet26",
+    "resnet26d",
+    "resnet26t",
+    "resnet34",
+    "resnet34d",
+    "resnet50",
+    "resnet50d",
+    "resnet50t",
+    "resnet101",
+    "resnet101d",
+    "resnet152",
+    "resnet152d",
+    "resnet200d",
+)
 DECODER_DIMS = (256, 128, 64, 32, 16)
 REAL_CHECKPOINT_HELP = (
     "The real localizer is hengck23's 00002484.pth from the Kaggle dataset "
@@ -81,6 +103,7 @@ class PointNet(nn.Module):
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, pretrained: bool = False):
         super().__init__()
+        check_encoder(encoder)
         self.encoder_name = encoder
         # Integer scalars, as in the original state dict: the input is plain x / 255.
         self.register_buffer("D", torch.tensor(0))
@@ -116,6 +139,16 @@ class PointNet(nn.Module):
             features.append(x)
         skips = [*features[:-1][::-1], None]
         return self.logit(self.decoder(features[-1], skips))
+
+
+def check_encoder(name) -> str:
+    """``name`` when it is one of :data:`KNOWN_ENCODERS`; a ValueError that lists them if not."""
+    if not isinstance(name, str) or name not in KNOWN_ENCODERS:
+        raise ValueError(
+            f"unknown encoder {name!r}: only these timm encoders are built (offline, no "
+            f"downloads): {', '.join(KNOWN_ENCODERS)}"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -176,6 +209,34 @@ def checkpoint_config(obj: dict) -> dict:
     return dict(config) if isinstance(config, dict) else {}
 
 
+def check_checkpoint_config(config: dict, path: str | Path) -> None:
+    """Refuse a checkpoint ``config`` this project cannot honour, naming the file: an encoder
+    outside :data:`KNOWN_ENCODERS`, an image size that is not a plausible whole number, or risk
+    bands that are not finite numbers in order."""
+    try:
+        check_encoder(config["encoder"])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path}: config names an {exc}") from exc
+    size = config["image_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 4096:
+        raise CheckpointError(
+            f"checkpoint {path}: config image_size {size!r} is not a whole number of pixels "
+            "from 32 to 4096"
+        )
+    bands = config.get("risk_thresholds")
+    if bands is not None:
+        from lstv.uncertainty import resolve_thresholds
+
+        try:
+            if not isinstance(bands, dict) or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in bands.values()
+            ):
+                raise ValueError(f"expected a dict of finite numbers, got {bands!r}")
+            resolve_thresholds(bands)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path}: config risk_thresholds: {exc}") from exc
+
+
 def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Strict loading with an error that lists the missing, unexpected and misshapen keys."""
     expected = model.state_dict()
@@ -221,9 +282,10 @@ def load_checkpoint(
     config = checkpoint_config(obj)
     config.setdefault("encoder", encoder or DEFAULT_ENCODER)
     config.setdefault("image_size", DEFAULT_IMAGE_SIZE)
+    check_checkpoint_config(config, path)
     if encoder and encoder != config["encoder"]:
         raise CheckpointError(
-            f"--encoder {encoder} disagrees with the checkpoint's encoder {config['encoder']}"
+            f"--encoder {encoder} disagrees with the encoder {config['encoder']} of {path}"
         )
     model = PointNet(encoder=config["encoder"])
     load_state_dict_strict(model, extract_state_dict(obj))
