@@ -8,6 +8,7 @@ file is a labels CSV for ``lstv evaluate --labels`` (unfilled rows are ignored t
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,24 @@ def write_audit_queue(
     queue = audit_queue(read_metrics_csv(csv_path), n=n, thresholds=thresholds)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    queue.to_csv(output_path, index=False)
+    queue.astype(str).map(spreadsheet_safe).to_csv(output_path, index=False)
     logger.info("audit queue of %d studies written to %s", len(queue), output_path)
     return output_path
+
+
+# Leading characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
+
+
+def spreadsheet_safe(value: str) -> str:
+    """``value`` with a ``'`` in front when a spreadsheet would run it as a formula.
+
+    Numbers (``-1.5``, ``2e-3``) are left as they are; text that starts with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return (a study ID or reviewer note from an untrusted CSV)
+    gets the apostrophe spreadsheets read as "this is text". Idempotent.
+    """
+    text = str(value)
+    if text.startswith(FORMULA_PREFIXES) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text

@@ -148,6 +148,19 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
     n_unreviewed = int((~reviewed).sum())
     labels = labels[reviewed].copy()
     labels["lstv"] = labels["lstv"].astype(int)
+    # Study IDs stay strings, but must be what int() would read the same way everywhere:
+    # "4773_9259" and full-width digits would silently match no study, or another one.
+    not_digits = [
+        (i, v)
+        for i, v in zip(labels.index, labels["study_id"], strict=True)
+        if not (v.isascii() and v.isdigit())
+    ]
+    if not_digits:
+        i, value = not_digits[0]
+        raise ValueError(
+            f"labels CSV {path} row {i + 2}: study_id {value!r} is not a whole number in digits "
+            f"0-9 ({len(not_digits)} such rows)"
+        )
 
     bad = labels[
         ((labels["lstv"] == 0) & ~labels["lstv_type"].isin(["", NORMAL_TYPE]))

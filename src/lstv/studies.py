@@ -59,36 +59,68 @@ def is_sagittal_t2(description: str) -> bool:
     return "sagittal" in text and "t2" in text
 
 
+def parse_id(text) -> int:
+    """A study or series ID written as ASCII digits, as an int.
+
+    Python's ``int`` also takes ``"4773_9259"`` (47739259), full-width digits (``"１２３"``) and
+    signs, each of which would name another study; those are refused here.
+
+    Raises:
+        ValueError: anything but ASCII digits (surrounding spaces allowed).
+    """
+    digits = text.strip() if isinstance(text, str) else ""
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(f"{text!r} is not a whole number written in digits 0-9")
+    return int(digits)
+
+
 def read_series_table(path: str | Path) -> list[tuple[int, int, str]]:
     """Rows of ``train_series_descriptions.csv`` as (study_id, series_id, description).
 
+    A UTF-8 byte-order mark (as spreadsheet programs write) is accepted.
+
     Raises:
         FileNotFoundError: the CSV is missing.
-        ValueError: a column is missing or an ID is not an integer (names the line).
+        ValueError: not UTF-8 text, a column is missing, an ID is not written in digits, or a
+            field is too long (names the file and line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"series CSV not found: {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in SERIES_COLUMNS if c not in header]
-        if missing:
-            raise ValueError(
-                f"{path}: missing column(s) {', '.join(missing)}; expected "
-                f"{', '.join(SERIES_COLUMNS)} (found {', '.join(header) or 'no header'})"
-            )
-        reader.fieldnames = header
-        rows = []
-        for line, row in enumerate(reader, start=2):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
             try:
-                rows.append(
-                    (int(row["study_id"]), int(row["series_id"]), row["series_description"] or "")
-                )
-            except (TypeError, ValueError) as exc:
+                return _series_rows(reader, path)
+            except csv.Error as exc:  # a field over csv.field_size_limit(), a NUL byte, ...
+                line = reader.reader.line_num
                 raise ValueError(
-                    f"{path} line {line}: study_id and series_id must be integers"
+                    f"{path} line {line}: not a readable CSV row ({exc}; a field may hold at "
+                    f"most {csv.field_size_limit() // 1024} KiB)"
                 ) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _series_rows(reader: csv.DictReader, path: Path) -> list[tuple[int, int, str]]:
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in SERIES_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected "
+            f"{', '.join(SERIES_COLUMNS)} (found {', '.join(header) or 'no header'})"
+        )
+    reader.fieldnames = header
+    rows = []
+    for row in reader:
+        try:
+            ids = parse_id(row["study_id"]), parse_id(row["series_id"])
+        except ValueError as exc:
+            raise ValueError(
+                f"{path} line {reader.line_num}: study_id and series_id must be whole numbers "
+                f"in digits 0-9 ({exc})"
+            ) from exc
+        rows.append((*ids, row["series_description"] or ""))
     return rows
 
 
@@ -348,8 +380,18 @@ def load_valid_ids(path: str | Path | None) -> set[int] | None:
     """The hold-out study IDs (``valid_id.npy``), or None when the file is absent."""
     if path is None or not Path(path).is_file():
         return None
-    ids = np.load(path, allow_pickle=False)
-    return {int(i) for i in np.asarray(ids).ravel()}
+    try:
+        ids = np.asarray(np.load(path, allow_pickle=False))
+    except Exception as exc:  # numpy raises several types for pickles, text and truncation
+        raise ValueError(f"{path}: not a numpy array of study IDs ({exc})") from exc
+    if ids.dtype.kind in "iu":
+        return {int(i) for i in ids.ravel()}
+    if ids.dtype == np.float64 and np.all(np.isfinite(ids) & (ids == np.round(ids))):
+        return {int(i) for i in ids.ravel()}
+    # float32 holds 24 bits: 10-digit study IDs lose their last digits and match other studies.
+    raise ValueError(
+        f"{path}: holds {ids.dtype} values, not whole-number study IDs (save them as int64)"
+    )
 
 
 def filter_valid(tasks: list[StudyTask], valid_ids: set[int] | None) -> list[StudyTask]:
