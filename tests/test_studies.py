@@ -227,3 +227,12 @@ def test_rsna_csv_has_no_header_fallback(tmp_path):
     assert no_series.note == f"study has no usable sagittal T2 series {had}"
     assert (pattern.series_id, pattern.selection_rule) == (5, "description_pattern")
     assert pattern.series_source(tmp_path) == tmp_path / "2" / "5"
+
+
+def test_an_original_image_is_preferred_to_a_derived_one():
+    from lstv.studies import choose_series
+
+    derived = index_record(1, "SAG T2", n_frames="30", image_type="DERIVED\\PRIMARY\\M")
+    original = index_record(2, "SAG T2", n_frames="15")
+    assert choose_series([derived, original]) == (original, "description_pattern")
+    assert choose_series([derived]) == (derived, "description_pattern")

@@ -446,7 +446,7 @@ def build_index(
     input_dir: str | Path,
     output: str | Path,
     num_workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool = True,
 ) -> IndexResult:
     """Index ``input_dir`` into the series CSV ``output`` (see :func:`index_tree`).
 
@@ -455,8 +455,8 @@ def build_index(
         ValueError: ``output`` would overwrite a file of the export, or no DICOM image found.
     """
     check_output(Path(output), Path(input_dir))
-    if progress is None:
-        progress = sys.stderr.isatty()
+    # A progress bar only for a person at a terminal, never in batch logs.
+    progress = progress and sys.stderr.isatty()
     result = index_tree(input_dir, num_workers, progress, exclude={Path(output)})
     if not result.rows:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))

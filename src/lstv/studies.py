@@ -244,7 +244,7 @@ def is_sagittal_t2_pattern(description: str) -> bool:
 def header_rejection(record: SeriesRecord) -> str | None:
     """Why an index's headers rule a series out for the header rule, or None when it is a
     sagittal T2-weighted primary series."""
-    image_type = {t.strip().upper() for t in record.header("image_type").split("\\")}
+    image_type = _image_type(record)
     modality = record.header("modality").upper()
     if modality and modality != "MR":
         return f"modality {modality}"
@@ -278,13 +278,15 @@ def header_rejection(record: SeriesRecord) -> str | None:
     return None
 
 
+def _image_type(record: SeriesRecord) -> set[str]:
+    return {t.strip().upper() for t in record.header("image_type").split("\\")}
+
+
 def _pattern_rejection(record: SeriesRecord) -> str | None:
-    """The headers that rule out a series a description pattern matched: only what is known."""
-    image_type = {t.strip().upper() for t in record.header("image_type").split("\\")}
-    if "LOCALIZER" in image_type:
+    """The headers that rule out a series a description pattern matched: only what is known
+    (a derived image, e.g. losslessly recompressed, stays; an original one is preferred)."""
+    if "LOCALIZER" in _image_type(record):
         return "localizer"
-    if image_type & {"DERIVED", "SECONDARY"}:
-        return "derived"
     if record.header("orientation") in ("axial", "coronal", "mixed"):
         return f"{record.header('orientation')} orientation"
     return None
@@ -295,7 +297,8 @@ def choose_series(records: list[SeriesRecord]) -> tuple[SeriesRecord | None, str
 
     The seed's rule first (exact "Sagittal T2/STIR", then the lowest series ID), so RSNA
     studies keep their selection; then description patterns; then, for an index, the headers.
-    Ties after the seed's rule go to the series with most slices, then the lowest ID.
+    Ties after the seed's rule go to an original rather than a derived image, then to the
+    series with most slices, then the lowest ID.
     """
     seed = [r for r in records if is_sagittal_t2(r.series_description)]
     if seed:
@@ -303,9 +306,14 @@ def choose_series(records: list[SeriesRecord]) -> tuple[SeriesRecord | None, str
         best = min(seed, key=lambda r: (r.series_description.strip().lower() != exact, r.series_id))
         return best, RULE_DESCRIPTION
     by_slices = sorted(records, key=lambda r: (-r.n_slices, r.series_id))
-    for r in by_slices:
-        if is_sagittal_t2_pattern(r.series_description) and _pattern_rejection(r) is None:
-            return r, RULE_PATTERN
+    patterns = [
+        r
+        for r in by_slices
+        if is_sagittal_t2_pattern(r.series_description) and _pattern_rejection(r) is None
+    ]
+    if patterns:
+        derived = {"DERIVED", "SECONDARY"}
+        return min(patterns, key=lambda r: bool(_image_type(r) & derived)), RULE_PATTERN
     for r in by_slices:
         if r.headers and header_rejection(r) is None:
             return r, RULE_HEADERS
@@ -392,6 +400,28 @@ def load_valid_ids(path: str | Path | None) -> set[int] | None:
     raise ValueError(
         f"{path}: holds {ids.dtype} values, not whole-number study IDs (save them as int64)"
     )
+
+
+def hold_out_ids(
+    path: str | Path | None, tasks: list[StudyTask], series_csv: str | Path
+) -> set[int] | None:
+    """The hold-out IDs to filter ``tasks`` by, or None for no filter: the file is absent, or
+    the series CSV is an index of an export none of whose studies the list names (the list is
+    of RSNA studies; an index of the RSNA tree keeps the RSNA IDs, and so the filter)."""
+    valid_ids = load_valid_ids(path)
+    if valid_ids is None or not is_index(series_csv):
+        return valid_ids
+    if any(t.study_id in valid_ids for t in tasks):
+        return valid_ids
+    log.warning(
+        "%s: none of its %d studies is among the %d RSNA hold-out IDs of %s, so it is not an "
+        "RSNA export: the hold-out filter does not apply",
+        series_csv,
+        len(tasks),
+        len(valid_ids),
+        path,
+    )
+    return None
 
 
 def filter_valid(tasks: list[StudyTask], valid_ids: set[int] | None) -> list[StudyTask]:
