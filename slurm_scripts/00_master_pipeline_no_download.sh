@@ -11,17 +11,10 @@
 #   bash slurm_scripts/00_master_pipeline_no_download.sh
 # Settings: slurm_scripts/README.md.
 set -euo pipefail
-
-# Find the project. Under sbatch this file runs as a copy in Slurm's spool folder, so its own
-# location says nothing: ask Slurm for the submitted path, then try the submit folder.
-submitted=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null |
-  sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
-for PROJECT_DIR in "${LSTV_PROJECT_DIR:-}" "$(dirname "${BASH_SOURCE[0]}")/.." \
-  "$(dirname "${submitted:-.}")/.." "${SLURM_SUBMIT_DIR:-}" ""; do
-  [[ -f $PROJECT_DIR/slurm_scripts/common.sh ]] && break
-done
-PROJECT_DIR=$(cd "${PROJECT_DIR:?cannot find the project folder; set LSTV_PROJECT_DIR}" && pwd)
-# shellcheck source=slurm_scripts/common.sh
-source "$PROJECT_DIR/slurm_scripts/common.sh"
-
-LSTV_SKIP_DOWNLOAD=1 exec bash "$PROJECT_DIR/slurm_scripts/00_master_pipeline.sh" "$@"
+# Find the project: LSTV_PROJECT_DIR, else this file's folder; under sbatch this file runs as a
+# copy in Slurm's spool folder, so then the path Slurm recorded, else the submit folder. Then
+# `lstv slurm master --skip_download` (src/lstv/slurm.py) does the work, in the plain python3 of LSTV_HOST_PYTHON.
+dir=${LSTV_PROJECT_DIR:-$(dirname "$0")/..}
+[[ -f $dir/src/lstv/slurm.py ]] || dir=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | sed -n 's|^ *Command=\(.*\)/slurm_scripts/.*|\1|p') || true
+[[ -f $dir/src/lstv/slurm.py ]] || dir=${SLURM_SUBMIT_DIR:-.}
+PYTHONPATH="$dir/src${PYTHONPATH:+:$PYTHONPATH}" exec "${LSTV_HOST_PYTHON:-python3}" -m lstv slurm master --skip_download "$@"

@@ -14,24 +14,10 @@
 #
 #   sbatch slurm_scripts/02_trial_inference.sh          (from the project folder)
 set -euo pipefail
-
-# Find the project. Under sbatch this file runs as a copy in Slurm's spool folder, so its own
-# location says nothing: ask Slurm for the submitted path, then try the submit folder.
-submitted=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null |
-  sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
-for PROJECT_DIR in "${LSTV_PROJECT_DIR:-}" "$(dirname "${BASH_SOURCE[0]}")/.." \
-  "$(dirname "${submitted:-.}")/.." "${SLURM_SUBMIT_DIR:-}" ""; do
-  [[ -f $PROJECT_DIR/slurm_scripts/common.sh ]] && break
-done
-PROJECT_DIR=$(cd "${PROJECT_DIR:?cannot find the project folder; set LSTV_PROJECT_DIR}" && pwd)
-# shellcheck source=slurm_scripts/common.sh
-source "$PROJECT_DIR/slurm_scripts/common.sh"
-
-lstv_banner "02 trial inference: $LSTV_N_TRIAL studies"
-lstv_require_inputs
-out="$LSTV_OUTPUT_DIR/trial"
-lstv_infer_args
-lstv_run infer "${LSTV_INFER_ARGS[@]}" --mode trial --n_trial "$LSTV_N_TRIAL" --output_dir "$out"
-lstv_run report --csv "$out/lstv_uncertainty_metrics.csv" --output "$out/report.html" \
-  --data_dir "$LSTV_INPUT_DIR"
-lstv_log "done: $out/lstv_uncertainty_metrics.csv and $out/report.html"
+# Find the project: LSTV_PROJECT_DIR, else this file's folder; under sbatch this file runs as a
+# copy in Slurm's spool folder, so then the path Slurm recorded, else the submit folder. Then
+# `lstv slurm trial` (src/lstv/slurm.py) does the work, in the plain python3 of LSTV_HOST_PYTHON.
+dir=${LSTV_PROJECT_DIR:-$(dirname "$0")/..}
+[[ -f $dir/src/lstv/slurm.py ]] || dir=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | sed -n 's|^ *Command=\(.*\)/slurm_scripts/.*|\1|p') || true
+[[ -f $dir/src/lstv/slurm.py ]] || dir=${SLURM_SUBMIT_DIR:-.}
+PYTHONPATH="$dir/src${PYTHONPATH:+:$PYTHONPATH}" exec "${LSTV_HOST_PYTHON:-python3}" -m lstv slurm trial "$@"

@@ -21,50 +21,10 @@
 #   sbatch --array=0-7 slurm_scripts/03_prod_inference.sh    the array alone (merge yourself)
 # Settings and resources: slurm_scripts/README.md.
 set -euo pipefail
-
-# Find the project. Under sbatch this file runs as a copy in Slurm's spool folder, so its own
-# location says nothing: ask Slurm for the submitted path, then try the submit folder.
-submitted=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null |
-  sed -n 's/^ *Command=\([^ ]*\).*/\1/p' | head -n 1) || true
-for PROJECT_DIR in "${LSTV_PROJECT_DIR:-}" "$(dirname "${BASH_SOURCE[0]}")/.." \
-  "$(dirname "${submitted:-.}")/.." "${SLURM_SUBMIT_DIR:-}" ""; do
-  [[ -f $PROJECT_DIR/slurm_scripts/common.sh ]] && break
-done
-PROJECT_DIR=$(cd "${PROJECT_DIR:?cannot find the project folder; set LSTV_PROJECT_DIR}" && pwd)
-# shellcheck source=slurm_scripts/common.sh
-source "$PROJECT_DIR/slurm_scripts/common.sh"
-
-if [[ -z "${SLURM_ARRAY_TASK_ID:-}" ]]; then
-  # Not an array task: act as the submitter of the array and of the merge job.
-  submitted=$(lstv_submit_prod "")
-  read -r array_id merge_id <<<"$submitted"
-  echo "submitted 03_prod_inference.sh array job $array_id" \
-    "(tasks ${LSTV_ARRAY_INDICES:-0-$((${LSTV_NUM_PARTS:-8} - 1))})" \
-    "and 03b_merge_report.sh job $merge_id"
-  echo "job ids: $array_id $merge_id"
-  exit 0
-fi
-
-part_id=$SLURM_ARRAY_TASK_ID
-if [[ -n "${LSTV_NUM_PARTS:-}" ]]; then
-  [[ "$LSTV_NUM_PARTS" =~ ^[1-9][0-9]*$ ]] ||
-    lstv_die "LSTV_NUM_PARTS must be a positive integer, not '$LSTV_NUM_PARTS'"
-  num_parts=$LSTV_NUM_PARTS
-else
-  # Without LSTV_NUM_PARTS the array itself is the split, so it must be exactly 0..N-1.
-  num_parts=$SLURM_ARRAY_TASK_COUNT
-  if [[ "${SLURM_ARRAY_TASK_MIN:-}" != 0 || "${SLURM_ARRAY_TASK_MAX:-}" != $((num_parts - 1)) ]]; then
-    lstv_die "array ${SLURM_ARRAY_TASK_MIN:-}-${SLURM_ARRAY_TASK_MAX:-} is not 0-$((num_parts - 1));" \
-      "to rerun some tasks of an N-part run, set LSTV_NUM_PARTS=N"
-  fi
-fi
-((part_id >= 0 && part_id < num_parts)) ||
-  lstv_die "array task $part_id is outside 0..$((num_parts - 1)) (LSTV_NUM_PARTS=$num_parts)"
-
-shard_dir=$(printf '%s/prod/shards/part_%03d' "$LSTV_OUTPUT_DIR" "$part_id")
-lstv_banner "03 production inference: shard $part_id of $num_parts"
-lstv_require_inputs
-lstv_infer_args
-lstv_run infer "${LSTV_INFER_ARGS[@]}" --mode prod --num_parts "$num_parts" --part_id "$part_id" \
-  --output_dir "$shard_dir"
-lstv_log "done: shard $part_id of $num_parts in $shard_dir"
+# Find the project: LSTV_PROJECT_DIR, else this file's folder; under sbatch this file runs as a
+# copy in Slurm's spool folder, so then the path Slurm recorded, else the submit folder. Then
+# `lstv slurm prod` (src/lstv/slurm.py) does the work, in the plain python3 of LSTV_HOST_PYTHON.
+dir=${LSTV_PROJECT_DIR:-$(dirname "$0")/..}
+[[ -f $dir/src/lstv/slurm.py ]] || dir=$(scontrol show job "${SLURM_JOB_ID:-0}" 2>/dev/null | sed -n 's|^ *Command=\(.*\)/slurm_scripts/.*|\1|p') || true
+[[ -f $dir/src/lstv/slurm.py ]] || dir=${SLURM_SUBMIT_DIR:-.}
+PYTHONPATH="$dir/src${PYTHONPATH:+:$PYTHONPATH}" exec "${LSTV_HOST_PYTHON:-python3}" -m lstv slurm prod "$@"

@@ -1,5 +1,7 @@
-"""Tests for slurm_scripts/ and docker/: lint, layout, the container helper, downloads without
-credentials, and that the Docker image installs the project's own requirements file."""
+"""Tests for slurm_scripts/ and docker/ as a user runs them: lint, layout, downloads without
+credentials, the scripts' hand-over to ``lstv slurm`` (on a bare Python, into a container), and
+that the Docker image and the Apptainer definition install the project's own requirements file.
+The Python behind the scripts is tested alone in tests/test_slurm_module.py."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "slurm_scripts"
-SBATCH_SCRIPTS = sorted(p for p in SCRIPTS.glob("*.sh") if p.name != "common.sh")
+SBATCH_SCRIPTS = sorted(SCRIPTS.glob("*.sh"))
 GPU_SCRIPTS = {"02_trial_inference.sh", "03_prod_inference.sh", "04_debug_single.sh"}
 SECRET = "0123456789abcdef-not-a-real-kaggle-key"
 
@@ -100,14 +102,35 @@ def test_sbatch_header_and_strict_mode(script: Path):
         assert "gres" not in options
 
 
+@pytest.mark.parametrize("script", SBATCH_SCRIPTS, ids=lambda p: p.name)
+def test_script_is_a_header_and_one_call(script: Path):
+    """The logic lives in src/lstv/slurm.py: a script finds the project and hands over."""
+    code = [line for line in script.read_text().splitlines() if not line.startswith("#")]
+    assert len(code) <= 6, code
+    step = {
+        "00_master_pipeline.sh": "master",
+        "00_master_pipeline_no_download.sh": "master --skip_download",
+        "01_download_data.sh": "download_data",
+        "01b_download_model.sh": "download_model",
+        "02_trial_inference.sh": "trial",
+        "03_prod_inference.sh": "prod",
+        "03b_merge_report.sh": "merge",
+        "04_debug_single.sh": "debug",
+    }[script.name]
+    assert code[-1].endswith(f' -m lstv slurm {step} "$@"'), code[-1]
+    from lstv.slurm import SCRIPTS as STEP_SCRIPTS
+
+    assert STEP_SCRIPTS.get(step, script.name) == script.name
+
+
 def test_readme_documents_every_setting():
     readme = (SCRIPTS / "README.md").read_text()
     used = set()
-    for path in SCRIPTS.glob("*.sh"):
+    readers = [*SCRIPTS.glob("*.sh"), REPO / "src/lstv/slurm.py", REPO / "src/lstv/download.py"]
+    for path in readers:
         used |= set(re.findall(r"\bLSTV_[A-Z_]+\b", path.read_text()))
-    # Internal names (helpers' arrays and state), not settings.
-    internal = {"LSTV_INFER_ARGS", "LSTV_RESOURCE_ARGS", "LSTV_RUNTIME", "LSTV_RUNTIME_WHY"}
-    missing = sorted(v for v in used - internal if v not in readme)
+    assert {"LSTV_NUM_PARTS", "LSTV_CONTAINER", "LSTV_KAGGLE", "LSTV_HOST_PYTHON"} <= used
+    missing = sorted(v for v in used if v not in readme)
     assert not missing, f"settings not documented in slurm_scripts/README.md: {missing}"
 
 
@@ -287,9 +310,9 @@ def test_download_data_unpacks_checks_and_resumes(phantom_dataset, tmp_path):
 
     result = run_script("01_download_data.sh", env, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert f"extracted {len(members) - 4} files, 4 already there" in result.stdout
+    assert f"extracted {len(members) - 4} files, 4 already there" in result.stderr
     n_series = len(read_series(phantom_dataset.series_csv))
-    assert f"{len(phantom_dataset.study_ids)} studies, {n_series} series: complete" in result.stdout
+    assert f"{len(phantom_dataset.study_ids)} studies, {n_series} series: complete" in result.stderr
     for p in members:
         assert (raw / p.relative_to(root)).read_bytes() == p.read_bytes()
     assert (raw / ".download_complete").is_file()
@@ -390,40 +413,36 @@ def test_debug_needs_a_study_id(tmp_path):
     assert "usage: sbatch slurm_scripts/04_debug_single.sh <study_id>" in result.stderr
 
 
-def test_prod_task_outside_the_split_is_refused(tmp_path):
+def test_prod_task_outside_the_split_is_refused_by_lstv(phantom_dataset, tiny_checkpoint, tmp_path):
+    # Task 3 of a 3-part split: the script passes it on, and lstv's own shard check refuses
+    # it before anything is written.
     env = clean_env(
         tmp_path,
         SLURM_JOB_ID="7",
         SLURM_ARRAY_TASK_ID="3",
-        LSTV_NUM_PARTS="3",
-        PATH=f"{tmp_path}:/usr/bin:/bin",
-    )
-    result = run_script("03_prod_inference.sh", env, timeout=30)
-    assert result.returncode != 0
-    assert "array task 3 is outside 0..2" in result.stderr
-
-
-def test_prod_array_that_is_not_the_split_is_refused(tmp_path):
-    # `sbatch --array=1-2` alone would run parts 1 and 0 of a 2-part split: refuse.
-    env = clean_env(
-        tmp_path,
-        SLURM_JOB_ID="7",
-        SLURM_ARRAY_TASK_ID="1",
         SLURM_ARRAY_TASK_COUNT="2",
-        SLURM_ARRAY_TASK_MIN="1",
-        SLURM_ARRAY_TASK_MAX="2",
-        PATH=f"{tmp_path}:/usr/bin:/bin",
+        LSTV_NUM_PARTS="3",
+        LSTV_PYTHON=sys.executable,
+        LSTV_USE_CONTAINER="0",
+        LSTV_INPUT_DIR=str(phantom_dataset.images_dir),
+        LSTV_SERIES_CSV=str(phantom_dataset.series_csv),
+        LSTV_VALID_IDS=str(phantom_dataset.valid_ids_path),
+        LSTV_CHECKPOINT=str(tiny_checkpoint),
+        LSTV_OUTPUT_DIR=str(tmp_path / "out"),
+        LSTV_DEVICE="cpu",
     )
-    result = run_script("03_prod_inference.sh", env, timeout=30)
+    result = run_script("03_prod_inference.sh", env, timeout=120)
     assert result.returncode != 0
-    assert "array 1-2 is not 0-1" in result.stderr
-    assert "LSTV_NUM_PARTS=N" in result.stderr
+    # lstv's message (the CLI's or studies.shard's), not one of the script's own.
+    assert re.search(r"^error: .*part.*\b3\b", result.stderr, re.M), result.stderr
+    assert "lstv infer failed" in result.stderr
+    assert not (tmp_path / "out" / "prod" / "shards" / "part_003" / "run_manifest.json").exists()
 
 
 def test_master_without_sbatch_says_so(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("bash", "dirname", "date", "cut", "mkdir", "sed", "head", "xargs", "stat"):
+    for tool in ("bash", "dirname"):  # what the script needs before Python; no sbatch
         (bin_dir / tool).symlink_to(shutil.which(tool))
     models = tmp_path / "models"
     models.mkdir()
@@ -434,6 +453,7 @@ def test_master_without_sbatch_says_so(tmp_path):
     env = clean_env(
         tmp_path,
         PATH=str(bin_dir),
+        LSTV_HOST_PYTHON=sys.executable,
         LSTV_DATA_DIR=str(data),
         LSTV_CHECKPOINT=str(models / "ckpt.pth"),
         LSTV_VALID_IDS="",
@@ -443,101 +463,60 @@ def test_master_without_sbatch_says_so(tmp_path):
     assert "sbatch not found" in result.stderr
 
 
-# ------------------------------------------------------------------------------ container helper
-def source_and_run(env: dict[str, str], code: str) -> subprocess.CompletedProcess:
-    """Source common.sh the way the scripts do and run ``code`` after it."""
-    script = f"set -euo pipefail\nPROJECT_DIR={REPO}\nsource {SCRIPTS / 'common.sh'}\n{code}\n"
-    return subprocess.run(
-        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60, cwd="/"
+# ------------------------------------------------------------------------------ hand-over to Python
+def test_scripts_need_only_a_plain_python(tmp_path):
+    """The login node's python3 runs `lstv slurm` from the project's src/ with the standard
+    library alone (-S: no site-packages; lstv's dependencies may live in the image only)."""
+    bin_dir = tmp_path / "bin"
+    calls = tmp_path / "sbatch_calls.txt"
+    # sbatch --parsable on a federated cluster prints ID;CLUSTER.
+    fake_tool(bin_dir, "sbatch", f'echo "$*" >>{calls}\necho "$((500 + $(wc -l <{calls})));c1"\n')
+    bare = fake_tool(bin_dir, "python-bare", f'exec {sys.executable} -S "$@"\n')
+    env = clean_env(
+        tmp_path,
+        PATH=f"{bin_dir}:{os.environ['PATH']}",
+        LSTV_HOST_PYTHON=str(bare),
+        LSTV_NUM_PARTS="3",
+        LSTV_LOG_DIR=str(tmp_path / "logs"),
+        RUN_CWD=str(tmp_path),  # submitted from outside the project
     )
-
-
-def test_defaults_are_not_exported_to_submitted_jobs(tmp_path):
-    # A job must choose its own defaults (CPUs of the job, container or host on its node), so
-    # the submitter may pass on only what the user set, and the project folder.
-    env = clean_env(tmp_path, LSTV_SEED="7", LSTV_OUTPUT_DIR="results")
-    result = source_and_run(
-        env,
-        "bash -c 'echo \"${LSTV_NUM_WORKERS-unset} ${LSTV_CONTAINER-unset} ${LSTV_SEED-unset}"
-        " ${LSTV_OUTPUT_DIR-unset} ${LSTV_PROJECT_DIR-unset}\"'",
-    )
+    result = run_script("03_prod_inference.sh", env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["unset", "unset", "7", f"{REPO}/results", str(REPO)]
+    assert "job ids: 501 502" in result.stdout
+    array, merge = calls.read_text().splitlines()
+    assert f"--chdir {REPO} " in array and "--array 0-2" in array
+    assert array.endswith(f"{SCRIPTS}/03_prod_inference.sh")
+    assert "--dependency afterok:501" in merge and merge.endswith("03b_merge_report.sh")
 
 
-def test_host_mode_runs_the_python_that_has_lstv(tmp_path):
-    env = clean_env(tmp_path, LSTV_PYTHON=sys.executable)
-    result = source_and_run(env, "lstv_run --version")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("lstv ")
-    assert f"on the host (no container image at {REPO}/lstv.sif)" in result.stderr
-    assert f"{sys.executable} -m lstv --version" in result.stderr
-
-
-def test_host_mode_without_lstv_says_what_to_do(tmp_path):
-    python = fake_tool(tmp_path / "bin", "python-no-lstv", "exit 1\n")
-    env = clean_env(tmp_path, LSTV_PYTHON=str(python))
-    result = source_and_run(env, "lstv_run --version")
-    assert result.returncode != 0
-    assert "cannot import lstv" in result.stderr
-    assert "LSTV_PYTHON" in result.stderr
-
-
-def test_container_mode_mounts_the_project_and_translates_paths(tmp_path):
+def test_trial_runs_lstv_in_the_container(tmp_path):
     image = tmp_path / "lstv.sif"
     image.write_bytes(b"not really an image")
     calls = tmp_path / "apptainer_calls.txt"
     bin_dir = tmp_path / "bin"
-    fake_tool(bin_dir, "apptainer", f'printf "%s\\n" "$@" >{calls}\n')
-    outside = tmp_path / "scratch" / "train_images"
-    outside.mkdir(parents=True)
+    fake_tool(bin_dir, "apptainer", f'printf "%s\\n" "$@" >>{calls}\necho ---- >>{calls}\n')
+    data = tmp_path / "scratch"  # data outside the project
+    (data / "train_images").mkdir(parents=True)
+    (data / "train_series_descriptions.csv").write_text("study_id,series_id,series_description\n")
+    (data / "ckpt.pth").write_bytes(b"x")
     env = clean_env(
         tmp_path,
         PATH=f"{bin_dir}:{os.environ['PATH']}",
         LSTV_CONTAINER=str(image),
-        LSTV_INPUT_DIR=str(outside),
+        LSTV_DATA_DIR=str(data),
+        LSTV_CHECKPOINT=str(data / "ckpt.pth"),
+        LSTV_VALID_IDS="",
     )
-    result = source_and_run(
-        env, f'lstv_run infer --output_dir "$LSTV_OUTPUT_DIR/trial" --input_dir "{outside}"'
-    )
+    result = run_script("02_trial_inference.sh", env)
     assert result.returncode == 0, result.stderr
-    assert f"in the container (apptainer, image {image})" in result.stderr
-    argv = calls.read_text().splitlines()
-    assert argv[:4] == ["exec", "--nv", "--bind", f"{REPO}:/work"]
-    assert ["--bind", f"{outside}:{outside}:ro"] == argv[4:6]
-    assert argv[argv.index("--pwd") + 1] == "/work"
-    tail = argv[argv.index(str(image)) :]
-    assert tail == [
-        str(image),
-        "python",
-        "-m",
-        "lstv",
-        "infer",
-        "--output_dir",
-        "/work/data/output/trial",
-        "--input_dir",
-        str(outside),
+    assert f"in the container (apptainer, image {image}): python -m lstv infer" in result.stderr
+    infer, report = (call.splitlines() for call in calls.read_text().split("----\n")[:2])
+    assert infer[:4] == ["exec", "--nv", "--bind", f"{REPO}:/work"]
+    assert ["--bind", f"{data}/train_images:{data}/train_images:ro"] == infer[4:6]
+    assert infer[infer.index("--pwd") + 1] == "/work"
+    assert infer[infer.index(str(image)) :][:5] == [str(image), "python", "-m", "lstv", "infer"]
+    assert infer[infer.index("--output_dir") + 1] == "/work/data/output/trial"
+    assert report[-7:] == [
+        *("report", "--csv", "/work/data/output/trial/lstv_uncertainty_metrics.csv"),
+        *("--output", "/work/data/output/trial/report.html", "--data_dir", f"{data}/train_images"),
     ]
-
-
-def test_container_mode_refuses_outputs_outside_the_project(tmp_path):
-    image = tmp_path / "lstv.sif"
-    image.write_bytes(b"x")
-    bin_dir = tmp_path / "bin"
-    fake_tool(bin_dir, "singularity", "exit 0\n")
-    env = clean_env(
-        tmp_path,
-        PATH=f"{bin_dir}:{os.environ['PATH']}",
-        LSTV_CONTAINER=str(image),
-        LSTV_OUTPUT_DIR=str(tmp_path / "out"),
-    )
-    result = source_and_run(env, "lstv_run --version")
-    assert result.returncode != 0
-    assert "outside" in result.stderr and "only folder" in result.stderr
-
-
-def test_chosen_image_that_is_missing_is_an_error(tmp_path):
-    env = clean_env(tmp_path, LSTV_CONTAINER=str(tmp_path / "missing.sif"))
-    result = source_and_run(env, "lstv_run --version")
-    assert result.returncode != 0
-    assert f"container image not found: {tmp_path}/missing.sif" in result.stderr

@@ -373,6 +373,37 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _add_slurm_flags(p: argparse.ArgumentParser) -> None:
+    from lstv.slurm import STEPS  # standard library only: --help stays quick
+
+    p.add_argument("step", choices=STEPS, help="what the sbatch script of that name does")
+    p.add_argument(
+        "operands",
+        nargs="*",
+        metavar="ARG",
+        help="debug: the study ID (else LSTV_DEBUG_STUDY_ID); check_model: CHECKPOINT VALID_IDS",
+    )
+    p.add_argument(
+        "--skip_download",
+        action="store_true",
+        help="master: submit without the downloads (as LSTV_SKIP_DOWNLOAD=1)",
+    )
+
+
+def cmd_slurm(args) -> int:
+    from lstv.download import DownloadError
+    from lstv.slurm import SlurmError, run_step
+
+    try:
+        lines = run_step(args.step, args.operands, skip_download=args.skip_download)
+    except (SlurmError, DownloadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 COMMANDS = {
     "infer": (_add_infer_flags, cmd_infer, "run the localizer over studies, write the CSV"),
     "report": (_add_report_flags, cmd_report, "HTML report and audit queue from a metrics CSV"),
@@ -382,6 +413,7 @@ COMMANDS = {
     "train": (_add_train_flags, cmd_train, "train a localizer on normal phantoms"),
     "demo": (_add_demo_flags, cmd_demo, "phantoms -> infer -> report -> evaluate, end to end"),
     "serve": (_add_serve_flags, cmd_serve, "web demo: upload one series, see its heatmaps"),
+    "slurm": (_add_slurm_flags, cmd_slurm, "the steps of the sbatch scripts in slurm_scripts/"),
 }
 
 
