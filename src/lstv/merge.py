@@ -299,10 +299,22 @@ def _write_rows_atomic(path: Path, header: Sequence[str], rows: list[list[str]])
 def _copy_heatmaps(shards: list[Path], dest: Path) -> int:
     sources = [p for shard in shards for p in sorted((shard / HEATMAP_DIR).glob("*.npz"))]
     # Half-written files of an interrupted task are named *.tmp.npz; they are not results.
-    sources = [p for p in sources if not p.name.endswith(".tmp.npz")]
+    sources = _plain_files([p for p in sources if not p.name.endswith(".tmp.npz")])
     if not sources:
         return 0
     dest.mkdir(parents=True, exist_ok=True)
     for src in sources:
         shutil.copy2(src, dest / src.name)
     return len(sources)
+
+
+def _plain_files(paths: list[Path]) -> list[Path]:
+    """``paths`` that are regular files, not symlinks: a shard's symlink could point anywhere
+    (another user's data, a device), and the merge copies only what the shard itself wrote."""
+    kept = []
+    for p in paths:
+        if p.is_symlink() or p.parent.is_symlink() or not p.is_file():
+            log.warning("not merging %s: a symlink or not a regular file", p)
+            continue
+        kept.append(p)
+    return kept
