@@ -7,3 +7,7 @@ class CheckpointError(ValueError):
 
 class CheckpointNotFoundError(FileNotFoundError):
     """The checkpoint file is missing; the message says how to get one."""
+
+
+class RunDirBusyError(RuntimeError):
+    """Another lstv run holds the output folder's lock."""

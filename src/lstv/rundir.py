@@ -1,0 +1,471 @@
+"""The output folder of a run: its file names, CSV columns, manifest, atomic writes and lock.
+
+Everything that reads or writes a run folder (``lstv infer``, ``merge``, ``report``, ``audit``,
+``evaluate``, ``score``, the demo, the benchmarks and the tests) goes through this module, so a
+file name, a column or a manifest field has one owner. Light on purpose: no numpy, no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from lstv.errors import RunDirBusyError
+
+log = logging.getLogger(__name__)
+
+METRICS_CSV = "lstv_uncertainty_metrics.csv"
+FAILURES_CSV = "failures.csv"
+MANIFEST_JSON = "run_manifest.json"
+HEATMAP_DIR = "heatmaps"
+VISUALIZATION_DIR = "visualizations"
+REPORT_HTML = "report.html"
+AUDIT_QUEUE_CSV = "audit_queue.csv"
+EVALUATION_DIR = "evaluation"
+LOCK_FILE = ".lstv.lock"
+
+FAILURE_COLUMNS = ["study_id", "series_id", "stage", "error"]
+
+# Run statuses: a run is "running" while it owns the folder, then one of the others.
+STATUSES = ("running", "complete", "interrupted", "failed")
+MODES = ("trial", "debug", "prod")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- atomic writes -------------------------------------------------------------------------
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
+    """Write a text file so that readers see the old file or the whole new one, never half.
+
+    ``write`` fills a temporary file in the same folder, which is flushed, synced and renamed
+    over ``path``; on any error the temporary file is removed and ``path`` is untouched.
+
+    Raises:
+        OSError: the folder is missing or read-only, ``path`` is a folder, or the disk is
+            full; the message names ``path``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name to write")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """JSON that is valid by the standard: NaN or infinity is an error, not ``NaN``."""
+    text = json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
+    return write_text_atomic(path, text)
+
+
+def write_csv_atomic(path: str | Path, columns: Iterable[str], rows: Iterable[dict | list]) -> Path:
+    """A CSV with a header and rows (dicts keyed by column, or lists in column order)."""
+    columns = list(columns)
+
+    def write(f: IO[str]) -> None:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row.get(c, "") for c in columns] if isinstance(row, dict) else row)
+
+    return atomic_write(path, write)
+
+
+def refuse_overwriting(output: str | Path, inputs: Iterable[str | Path | None], what: str) -> None:
+    """Refuse to write ``output`` when it is one of ``inputs`` (same file, any spelling)."""
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(f"{what} {output} is a folder; give a file name")
+    for given in inputs:
+        if given is None:
+            continue
+        given = Path(given)
+        if given.exists() and output.exists() and os.path.samefile(given, output):
+            raise ValueError(f"{what} {output} is the input {given}: it would be overwritten")
+
+
+# --- CSV reading and appending -------------------------------------------------------------
+
+
+def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSV (UTF-8, a BOM accepted), or ([], []) when it is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def drop_partial_last_row(path: Path) -> None:
+    """An interrupted append can leave half a row: cut the file back to its last whole row.
+
+    A row ends at a newline outside quotes (a quoted field may hold a newline), so the file is
+    scanned as CSV rather than cut at the last newline byte.
+    """
+    data = Path(path).read_bytes()
+    if not data or data.endswith(b"\n") and _quotes_balanced(data):
+        return
+    end = _last_complete_row_end(data)
+    with open(path, "rb+") as f:
+        f.truncate(end)
+    log.warning("%s ended in a partial row (interrupted run): dropped it", path)
+
+
+def _quotes_balanced(data: bytes) -> bool:
+    return data.count(b'"') % 2 == 0
+
+
+def _last_complete_row_end(data: bytes) -> int:
+    """Byte offset just past the last newline that ends a row (outside quotes)."""
+    in_quotes = False
+    end = 0
+    for i, byte in enumerate(data):
+        if byte == 0x22:  # '"'; a doubled quote inside quotes toggles twice, as it should
+            in_quotes = not in_quotes
+        elif byte == 0x0A and not in_quotes:
+            end = i + 1
+    return end
+
+
+class CsvAppender:
+    """Appends rows to a CSV with a fixed header, flushing each row to disk."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path = Path(path)
+        self.columns = list(columns)
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if exists:
+            check_header(self.path, self.columns)
+            drop_partial_last_row(self.path)
+        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
+        if not exists:
+            self._writer.writeheader()
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow(row)
+        self._flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> CsvAppender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_header(path: Path, columns: list[str]) -> None:
+    """Refuse to append to a CSV written by another version (other columns)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    if header != list(columns):
+        raise ValueError(
+            f"{path} has other columns than this version writes; "
+            "use a new --output_dir (or move the old file away)"
+        )
+
+
+# --- the manifest --------------------------------------------------------------------------
+
+MANIFEST_VERSION = 2
+
+# Settings that change what a row holds: a resumed run and the shards of one run must agree.
+RESULT_SETTINGS = (
+    "image_size",
+    "thresholds",
+    "mode",
+    "seed",
+    "n_trial",
+    "tta",
+    "validation_filter",
+    "score_reference_sha256",
+)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``run_manifest.json``: what a run was asked, what it used and how far it got.
+
+    One ``lstv infer`` (or one shard of it) writes one; ``lstv merge`` writes one that lists
+    its shards. Unknown keys in a file are kept in ``extra`` so nothing a newer version wrote
+    is lost on a round trip.
+    """
+
+    command: str = ""
+    lstv_version: str = ""
+    versions: dict = field(default_factory=dict)
+    device: str = ""
+    checkpoint: dict = field(default_factory=dict)  # path, sha256, config
+    image_size: int = 160
+    thresholds: dict = field(default_factory=dict)
+    thresholds_source: str = ""
+    mode: str = "trial"
+    seed: int = 42
+    n_trial: int = 10
+    num_parts: int = 1
+    part_id: int = 0
+    tta: bool = False
+    validation_filter: bool = False
+    valid_ids: str | None = None
+    input_dir: str = ""
+    series_csv: str = ""
+    score_reference: dict | None = None  # path, sha256, source; or None with score_note
+    score_reference_sha256: str | None = None
+    score_note: str = ""
+    selected_study_ids: list = field(default_factory=list)
+    n_selected: int = 0
+    n_completed: int = 0
+    n_failed: int = 0
+    status: str = "running"
+    started_at: str | None = None
+    finished_at: str | None = None
+    pid: int | None = None
+    shards: list | None = None  # merged runs: one entry per shard
+    n_heatmaps: int | None = None
+    merged_at: str | None = None
+    schema_version: int = MANIFEST_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"manifest mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"manifest status must be one of {STATUSES}, not {self.status!r}")
+        if self.num_parts < 1 or not 0 <= self.part_id < self.num_parts:
+            raise ValueError(f"manifest part {self.part_id} of {self.num_parts} is impossible")
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return (self.checkpoint or {}).get("sha256")
+
+    def settings(self) -> dict:
+        """The settings that change results, with the checkpoint's SHA-256."""
+        values = {key: getattr(self, key) for key in RESULT_SETTINGS}
+        values["checkpoint_sha256"] = self.checkpoint_sha256
+        return values
+
+    def differences(self, other: Manifest) -> list[str]:
+        """Human-readable differences in the settings that change results."""
+        mine, theirs = self.settings(), other.settings()
+        return [
+            f"{key}: {mine[key]!r} vs {theirs[key]!r}" for key in mine if mine[key] != theirs[key]
+        ]
+
+    def replace(self, **changes) -> Manifest:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        data = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"
+        }
+        if self.shards is None:
+            for key in ("shards", "n_heatmaps", "merged_at"):
+                data.pop(key)
+        return {**self.extra, **data}
+
+    def to_json(self, path: str | Path) -> Path:
+        try:
+            return write_json_atomic(path, self.to_dict())
+        except ValueError as exc:  # NaN or infinity in a setting
+            raise ValueError(f"{path}: the manifest holds a value JSON cannot: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "manifest") -> Manifest:
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} is not a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names}
+        for key in ("num_parts", "part_id", "n_selected", "n_completed", "n_failed"):
+            if key in known and not (isinstance(known[key], int) and known[key] >= 0):
+                raise ValueError(f"{source} has no integer {key!r} (found {known[key]!r})")
+        known.setdefault("schema_version", 1)
+        try:
+            return cls(**known, extra=extra)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Manifest:
+        """Read a manifest; a clear ValueError (naming the file) when it is missing or bad."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path} not found")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data, str(path))
+
+
+def finite_number(value: float, name: str) -> float:
+    """``value`` as a float, or a ValueError naming the setting when it is NaN or infinite."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+# --- the folder ----------------------------------------------------------------------------
+
+
+class RunDir:
+    """One run's output folder: where each file lives and how it is read and written."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    metrics_csv = property(lambda self: self.path / METRICS_CSV)
+    failures_csv = property(lambda self: self.path / FAILURES_CSV)
+    manifest_json = property(lambda self: self.path / MANIFEST_JSON)
+    heatmaps = property(lambda self: self.path / HEATMAP_DIR)
+    visualizations = property(lambda self: self.path / VISUALIZATION_DIR)
+    report_html = property(lambda self: self.path / REPORT_HTML)
+    audit_queue_csv = property(lambda self: self.path / AUDIT_QUEUE_CSV)
+    evaluation = property(lambda self: self.path / EVALUATION_DIR)
+    lock_file = property(lambda self: self.path / LOCK_FILE)
+
+    def heatmap(self, study_id: int | str) -> Path:
+        return self.heatmaps / f"{study_id}.npz"
+
+    def create(self) -> None:
+        """Make the folder, with a clear error when the path is a file or cannot be made."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--output_dir {self.path} is a file, not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create --output_dir {self.path}: {exc.strerror}") from exc
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise ValueError(f"--output_dir {self.path} is not writable")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for one run; a second run is refused with a clear message.
+
+        An advisory ``flock`` on ``.lstv.lock``: the kernel drops it when the process dies, so a
+        killed run never leaves the folder locked.
+        """
+        import fcntl
+
+        self.create()
+        handle = open(self.lock_file, "a+")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunDirBusyError(
+                f"{self.path} is in use by another lstv run ({holder}); wait for it to finish "
+                "or choose another --output_dir"
+            ) from exc
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} since {utc_now()}\n")
+            handle.flush()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                handle.truncate(0)
+            handle.close()
+
+    # -- manifest
+
+    def read_manifest(self) -> Manifest | None:
+        """The folder's manifest, or None when there is none (a ValueError when it is bad)."""
+        if not self.manifest_json.is_file():
+            return None
+        return Manifest.from_json(self.manifest_json)
+
+    def write_manifest(self, manifest: Manifest) -> Path:
+        return manifest.to_json(self.manifest_json)
+
+    def run_thresholds(self) -> dict | None:
+        """The risk bands the run recorded, or None without a readable manifest."""
+        try:
+            manifest = self.read_manifest()
+        except ValueError as exc:
+            log.warning("%s", exc)
+            return None
+        return manifest.thresholds or None if manifest else None
+
+    # -- metrics and failures
+
+    def completed_study_ids(self) -> set[str]:
+        """Studies with a whole row in the metrics CSV (a rerun skips them), as text."""
+        _, rows = read_csv_rows(self.metrics_csv) if self.metrics_csv.is_file() else ([], [])
+        whole = (r for r in rows if None not in r and None not in r.values())
+        return {r["study_id"] for r in whole if r.get("study_id")}
+
+    def read_metrics(self) -> tuple[list[str], list[dict[str, str]]]:
+        return read_csv_rows(self.metrics_csv)
+
+    def read_failures(self) -> list[dict[str, str]]:
+        header, rows = read_csv_rows(self.failures_csv)
+        if header and header != FAILURE_COLUMNS:
+            raise ValueError(f"{self.failures_csv} columns {header} != {FAILURE_COLUMNS}")
+        return rows
+
+    def keep_failures_except(self, retried: set[str]) -> None:
+        """Drop the failure rows of studies about to run again; keep all the others."""
+        if not self.failures_csv.is_file():
+            return
+        rows = self.read_failures()
+        kept = [r for r in rows if r["study_id"] not in retried]
+        if len(kept) != len(rows):
+            write_csv_atomic(self.failures_csv, FAILURE_COLUMNS, kept)
+
+    def metrics_appender(self, columns: list[str]) -> CsvAppender:
+        """Appends rows with ``columns`` (``lstv.results.METRIC_COLUMNS`` for ``lstv infer``)."""
+        return CsvAppender(self.metrics_csv, list(columns))
+
+    def failures_appender(self) -> CsvAppender:
+        return CsvAppender(self.failures_csv, FAILURE_COLUMNS)

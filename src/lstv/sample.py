@@ -1,0 +1,236 @@
+"""What a reader hands the model for one study, and the one model-pixel -> original mapping.
+
+``lstv infer``, training, the notebook API and the web demo all read a study the same way: the
+series becomes a sorted 8-bit volume, the centre slice ``D // 2`` becomes the model's input, and
+points found on the model's maps are mapped back to the original slice here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lstv.studies import StudyTask
+
+log = logging.getLogger(__name__)
+
+
+def model_to_original(
+    point: tuple[float, float], model_size: int, original_shape: tuple[int, int]
+) -> tuple[float, float]:
+    """(x, y) in a ``model_size`` square map -> (x, y) in pixels of the original slice.
+
+    The model's input is the whole slice resized to a square, so each axis scales on its own.
+    """
+    height, width = original_shape
+    return point[0] * width / model_size, point[1] * height / model_size
+
+
+def original_to_model(
+    point: tuple[float, float], model_size: int, original_shape: tuple[int, int]
+) -> tuple[float, float]:
+    """The inverse of :func:`model_to_original`."""
+    height, width = original_shape
+    return point[0] * model_size / width, point[1] * model_size / height
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What the reader hands the model for one study: the centre slice and its geometry."""
+
+    task: StudyTask
+    image: np.ndarray  # (S, S) uint8 model input
+    slice_pixels: np.ndarray  # (H, W) uint8 original centre slice
+    slice_index: int
+    n_slices: int
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: np.ndarray
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        return tuple(self.slice_pixels.shape)
+
+    @property
+    def model_size(self) -> int:
+        return int(self.image.shape[-1])
+
+    def to_original(self, point: tuple[float, float]) -> tuple[float, float]:
+        """A point on the model's maps in pixels of the original slice."""
+        return model_to_original(point, self.model_size, self.slice_shape)
+
+    def pixel_to_patient(self, x: float, y: float) -> list[float]:
+        from lstv.dicom import pixel_to_patient
+
+        mm = pixel_to_patient(self.position, self.orientation, self.pixel_spacing, x, y)
+        return [float(v) for v in mm]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A study that could not be analysed, and at which stage; one row of ``failures.csv``."""
+
+    task: StudyTask
+    stage: str
+    error: str
+
+
+def read_sample(task: StudyTask, images_dir: Path, image_size: int) -> Sample:
+    """Read one study's series and cut out the model's input. Raises on bad input."""
+    from lstv.dicom import read_series
+    from lstv.inference import model_input
+
+    series = read_series(task.series_source(images_dir))
+    index = series.centre_index
+    return Sample(
+        task=task,
+        image=model_input(series.volume[index], image_size),
+        slice_pixels=series.volume[index],
+        slice_index=index,
+        n_slices=series.volume.shape[0],
+        position=series.positions[index],
+        orientation=series.orientations[index],
+        pixel_spacing=series.pixel_spacings[index],
+    )
+
+
+class SampleReader:
+    """Map-style dataset for a DataLoader: a Sample, or a Failure instead of raising."""
+
+    def __init__(self, tasks: list[StudyTask], images_dir: Path, image_size: int):
+        self.tasks = tasks
+        self.images_dir = Path(images_dir)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int) -> Sample | Failure:
+        task = self.tasks[i]
+        if task.series_id is None:
+            return Failure(task, "select", task.note or "study has no sagittal T2 series")
+        try:
+            return read_sample(task, self.images_dir, self.image_size)
+        except Exception as exc:  # one bad study must not stop the run
+            return Failure(task, "read", f"{type(exc).__name__}: {exc}")
+
+
+# --- reading in worker processes ------------------------------------------------------------
+
+_WORKER_READER: SampleReader | None = None
+
+
+def _init_worker(reader: SampleReader, parent_pid: int) -> None:
+    """Runs once in each reader process."""
+    import signal
+    import threading
+
+    global _WORKER_READER
+    _WORKER_READER = reader
+    # Ctrl-C reaches the whole process group: the parent alone decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A reader whose parent died (SIGKILL, OOM killer) must not linger on the node."""
+    import os
+    import time
+
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _read_in_worker(i: int) -> Sample | Failure:
+    return _WORKER_READER[i]
+
+
+class _ReaderPool:
+    """A process pool that reads samples; it can be stopped at once, readers and all."""
+
+    def __init__(self, reader: SampleReader, workers: int):
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork" if os.name == "posix" else "spawn"),
+            initializer=_init_worker,
+            initargs=(reader, os.getpid()),
+        )
+
+    def submit(self, i: int):
+        return self.executor.submit(_read_in_worker, i)
+
+    def stop(self) -> None:
+        processes = list((getattr(self.executor, "_processes", None) or {}).values())
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for p in processes:  # a reader busy with a huge series would otherwise run on
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            p.join(timeout=5)
+
+
+def _read_alone(reader: SampleReader, i: int) -> Sample | Failure:
+    """Read one study in a process of its own: if the reader dies, only this study fails."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = _ReaderPool(reader, 1)
+    try:
+        return pool.submit(i).result()
+    except BrokenProcessPool:
+        return Failure(
+            reader.tasks[i],
+            "read",
+            "the reader process died while reading this study (killed, e.g. out of memory)",
+        )
+    finally:
+        pool.stop()
+
+
+def iter_samples(reader: SampleReader, num_workers: int) -> Iterator[Sample | Failure]:
+    """Samples in task order, read by ``num_workers`` processes (0 = in this process).
+
+    A reader process that dies (the OOM killer, a crash in a decoder) does not end the run:
+    the studies in flight are read again one at a time in fresh processes, so only the study
+    that kills its reader becomes a failure. Closing the generator stops the readers at once.
+    """
+    from collections import deque
+    from concurrent.futures.process import BrokenProcessPool
+
+    n = len(reader)
+    if num_workers <= 0 or n <= 1:
+        yield from (reader[i] for i in range(n))
+        return
+    workers = min(num_workers, n)
+    window = 4 * workers  # studies read ahead of the model
+    pool = _ReaderPool(reader, workers)
+    pending: deque = deque()
+    next_i = 0
+    try:
+        while next_i < n or pending:
+            while next_i < n and len(pending) < window:
+                pending.append((next_i, pool.submit(next_i)))
+                next_i += 1
+            i, future = pending.popleft()
+            try:
+                item = future.result()
+            except BrokenProcessPool:
+                pool.stop()
+                retry = [i] + [j for j, _ in pending]
+                pending.clear()
+                log.warning("a reader process died; reading %d studies one by one", len(retry))
+                for j in retry:
+                    yield _read_alone(reader, j)
+                pool = _ReaderPool(reader, workers)
+                continue
+            yield item
+    finally:
+        pool.stop()

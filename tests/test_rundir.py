@@ -1,0 +1,141 @@
+"""Tests for lstv.rundir: the run folder's files, manifest, atomic writes and lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+from lstv.errors import RunDirBusyError
+from lstv.rundir import (
+    FAILURE_COLUMNS,
+    CsvAppender,
+    Manifest,
+    RunDir,
+    drop_partial_last_row,
+    refuse_overwriting,
+    write_csv_atomic,
+    write_json_atomic,
+)
+
+
+def test_appender_refuses_a_file_with_other_columns(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="other columns"):
+        CsvAppender(path, ["a", "b", "c"])
+
+
+def test_partial_row_repair_respects_quoted_newlines(tmp_path):
+    path = tmp_path / "m.csv"
+    whole = 'id,description\n1,"Sag T2\nsecond line"\n'
+    path.write_text(whole + '2,"half a quoted\nrow')
+    drop_partial_last_row(path)
+    assert path.read_text() == whole
+    path.write_text(whole)
+    drop_partial_last_row(path)
+    assert path.read_text() == whole  # a whole file is left alone
+
+
+def test_manifest_round_trips_and_keeps_unknown_keys(tmp_path):
+    m = Manifest(mode="prod", num_parts=2, part_id=1, selected_study_ids=[3, 5], n_selected=2)
+    path = m.to_json(tmp_path / "run_manifest.json")
+    data = json.loads(path.read_text())
+    data["added_by_a_newer_version"] = {"x": 1}
+    path.write_text(json.dumps(data))
+    back = Manifest.from_json(path)
+    assert back.replace(extra={}) == m
+    assert back.to_dict()["added_by_a_newer_version"] == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mode": "valid"}, "mode must be one of"),
+        ({"status": "halfway"}, "status must be one of"),
+        ({"num_parts": 2, "part_id": 2}, "impossible"),
+        ({"n_completed": -1}, "no integer 'n_completed'"),
+    ],
+)
+def test_manifest_refuses_impossible_values_naming_the_file(tmp_path, change, message):
+    path = tmp_path / "run_manifest.json"
+    path.write_text(json.dumps({**Manifest().to_dict(), **change}))
+    with pytest.raises(ValueError, match=message) as err:
+        Manifest.from_json(path)
+    assert str(path) in str(err.value)
+
+
+def test_manifest_differences_name_the_settings():
+    a = Manifest(image_size=160, tta=False, checkpoint={"sha256": "a"})
+    b = a.replace(image_size=128, tta=True, checkpoint={"sha256": "b"})
+    text = "; ".join(a.differences(b))
+    assert "image_size: 160 vs 128" in text and "tta" in text and "checkpoint_sha256" in text
+    assert a.differences(a.replace(n_completed=7, status="complete")) == []
+
+
+def test_json_with_nan_is_refused_not_written(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text("{}")
+    with pytest.raises(ValueError):
+        write_json_atomic(path, {"flag_entropy": float("nan")})
+    assert path.read_text() == "{}"  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left
+
+
+def test_atomic_write_into_a_folder_or_a_missing_place_is_a_clear_error(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        write_csv_atomic(tmp_path, ["a"], [])
+    with pytest.raises(OSError, match="cannot write .*absent"):
+        write_csv_atomic(tmp_path / "absent" / "f.csv", ["a"], [])
+
+
+def test_output_may_not_be_an_input(tmp_path):
+    metrics = tmp_path / "m.csv"
+    metrics.write_text("a\n")
+    with pytest.raises(ValueError, match="would be overwritten"):
+        refuse_overwriting(tmp_path / "." / "m.csv", [None, metrics], "--output")
+    with pytest.raises(ValueError, match="is a folder"):
+        refuse_overwriting(tmp_path, [metrics], "--output")
+    refuse_overwriting(tmp_path / "report.html", [metrics], "--output")
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        RunDir(tmp_path / "f").create()
+
+
+def _try_lock(path, queue):
+    try:
+        with RunDir(path).lock():
+            queue.put("locked")
+    except RunDirBusyError as exc:
+        queue.put(str(exc))
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    run = RunDir(tmp_path / "out")
+    queue = multiprocessing.get_context("fork").Queue()
+    with run.lock():
+        other = multiprocessing.get_context("fork").Process(
+            target=_try_lock, args=(run.path, queue)
+        )
+        other.start()
+        other.join(30)
+        message = queue.get(timeout=5)
+    assert "in use by another lstv run" in message and f"pid {os.getpid()}" in message
+    with run.lock():  # released when the run ends
+        pass
+
+
+def test_failures_of_retried_studies_go_the_others_stay(tmp_path):
+    run = RunDir(tmp_path)
+    write_csv_atomic(
+        run.failures_csv,
+        FAILURE_COLUMNS,
+        [{"study_id": "1", "stage": "read"}, {"study_id": "2", "stage": "read"}],
+    )
+    run.keep_failures_except({"1"})
+    assert [r["study_id"] for r in run.read_failures()] == ["2"]
