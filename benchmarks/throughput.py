@@ -45,7 +45,7 @@ def read_time(tasks, images_dir: Path) -> float:
 def forward_time(checkpoint: Path, device: str, n: int, batch_size: int) -> float:
     import torch
 
-    from lstv.pipeline import load_predictor
+    from lstv.inference import load_predictor
 
     predictor, _ = load_predictor(checkpoint, device)
     images = np.random.default_rng(0).integers(0, 255, (batch_size, 160, 160), dtype=np.uint8)

@@ -11,7 +11,8 @@ import pytest
 
 from lstv.cli import main
 from lstv.merge import merge_shards
-from lstv.results import FAILURE_COLUMNS, METRIC_COLUMNS
+from lstv.results import METRIC_COLUMNS
+from lstv.rundir import FAILURE_COLUMNS, Manifest, RunDir
 
 SHA = "ab" * 32
 
@@ -58,30 +59,28 @@ def make_shard(
         for s in failed:
             writer.writerow([s, "", "read", "ValueError: no sagittal slices"])
     all_ids = sorted([*studies, *failed]) if selected is None else selected
-    manifest = {
-        "command": f"lstv infer --num_parts {num_parts} --part_id {part_id}",
-        "lstv_version": "0.1.0",
-        "versions": {"python": "3.11.7", "torch": "2.14.1"},
-        "device": "cpu",
-        "checkpoint": {"path": "models/x.pth", "sha256": sha, "config": {}},
-        "image_size": 160,
-        "thresholds": {"flag_entropy": 5.0, "high_entropy": 5.5, "medium_entropy": 4.0},
-        "mode": "prod",
-        "seed": 42,
-        "n_trial": 10,
-        "num_parts": num_parts,
-        "part_id": part_id,
-        "tta": False,
-        "validation_filter": True,
-        "selected_study_ids": all_ids,
-        "n_selected": len(all_ids),
-        "n_completed": len(studies),
-        "n_failed": len(failed),
-        "status": status,
-        "started_at": f"2026-01-01T00:0{part_id}:00+00:00",
-        "finished_at": None if status != "complete" else f"2026-01-01T01:0{part_id}:00+00:00",
-    }
-    (shard / "run_manifest.json").write_text(json.dumps(manifest))
+    RunDir(shard).write_manifest(
+        Manifest(
+            command=f"lstv infer --num_parts {num_parts} --part_id {part_id}",
+            lstv_version="0.1.0",
+            versions={"python": "3.11.7", "torch": "2.14.1"},
+            device="cpu",
+            checkpoint={"path": "models/x.pth", "sha256": sha, "config": {}},
+            image_size=160,
+            thresholds={"flag_entropy": 5.0, "high_entropy": 5.5, "medium_entropy": 4.0},
+            mode="prod",
+            num_parts=num_parts,
+            part_id=part_id,
+            validation_filter=True,
+            selected_study_ids=all_ids,
+            n_selected=len(all_ids),
+            n_completed=len(studies),
+            n_failed=len(failed),
+            status=status,
+            started_at=f"2026-01-01T00:0{part_id}:00+00:00",
+            finished_at=None if status != "complete" else f"2026-01-01T01:0{part_id}:00+00:00",
+        )
+    )
     if heatmaps and studies:
         (shard / "heatmaps").mkdir()
         for s in studies:

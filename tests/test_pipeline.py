@@ -89,7 +89,8 @@ def test_infer_writes_every_output_and_records_failures(
     with open(out / "lstv_uncertainty_metrics.csv") as f:
         header = next(csv.reader(f))
     assert header[: len(SEED_COLUMNS)] == SEED_COLUMNS
-    assert header[-2:] == ["lstv_flag", "risk_level"]
+    flag_at = header.index("lstv_flag")  # the round-1 columns in their order; more may follow
+    assert header[flag_at - 1 : flag_at + 2] == ["image_width", "lstv_flag", "risk_level"]
     assert {r["study_id"] for r in rows}.isdisjoint(bad)
     for r in rows:
         entropy = float(r["l5_s1_entropy"])

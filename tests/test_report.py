@@ -343,7 +343,7 @@ def test_seed_columns_alone_are_enough(tmp_path):
 
 
 def test_flat_maps_are_not_painted():
-    from lstv.report.figures import overlay_alpha
+    from lstv.plots import overlay_alpha
 
     rng = np.random.default_rng(0)
     flat = 1 / 6 + 0.02 * rng.random((S, S))  # what an untrained localizer gives
@@ -357,7 +357,7 @@ def test_thumbnail_points_land_where_the_csv_says(tmp_path):
     from matplotlib.image import imread
 
     from lstv.report import _thumbnail
-    from lstv.report.figures import LEVEL_OVERLAY
+    from lstv.plots import LEVEL_OVERLAY
 
     (tmp_path / "heatmaps").mkdir()
     probs = np.zeros((6, S, S), np.float32)
@@ -480,3 +480,41 @@ def test_fmt_helpers():
     assert _fmt(math.nan) == "—" and _fmt(None) == "—" and _fmt(1.23456, 3) == "1.235"
     assert _fmt_p(1e-5) == "< 0.001" and _fmt_p(0.0412) == "0.041"
     assert _score_label("l5_s1_one_minus_confidence") == "L5/S1 one minus confidence"
+
+
+def test_candidates_rank_by_the_calibrated_score_with_its_reason(tmp_path):
+    csv_path = make_run(tmp_path / "scored", n=12)
+    metrics = pd.read_csv(csv_path, dtype={"study_id": str})
+    # the score reverses the entropy order: the lowest-entropy study ranks first
+    score = metrics["l5_s1_entropy"].rank(ascending=True).to_numpy() * 1.5
+    metrics["lstv_score"] = score
+    metrics["lstv_score_driver"] = "l5_s1_peak2"
+    metrics["lstv_score_flag"] = score > 15
+    metrics["lstv_score_reason"] = [
+        f"L5/S1 map has a second peak {20 + i} mm below the first" for i in range(len(metrics))
+    ]
+    metrics.to_csv(csv_path, index=False)
+    manifest = json.loads((csv_path.parent / "run_manifest.json").read_text())
+    manifest["score_reference"] = {
+        "n": 140,
+        "reference_studies": "140 studies labelled normal in labels.csv",
+        "threshold": 15.0,
+        "threshold_rule": "leave-one-out maximum of the reference studies' scores",
+    }
+    (csv_path.parent / "run_manifest.json").write_text(json.dumps(manifest))
+    out = build_report(csv_path, tmp_path / "r.html", top_n=5)
+    html = out.read_text()
+    expected = list(metrics.sort_values("lstv_score", ascending=False)["study_id"][:5])
+    assert re.findall(r'id="study-(\d+)"', html) == expected
+    first = metrics.set_index("study_id").loc[expected[0]]
+    assert first["lstv_score_reason"] in html
+    assert "highest calibrated LSTV score" in html and "<th>Why</th>" in html
+    assert 'id="thr-score">15.000' in html and "140 reference studies" in html
+    assert "Flagged by LSTV score" in html
+    assert "L5/S1 entropy" in html  # the seed's rule stays beside the score
+
+
+def test_without_a_score_the_report_says_how_to_get_one(report_html):
+    html = report_html.read_text()
+    assert "highest L5/S1 entropy" in html and "<th>Why</th>" not in html
+    assert "lstv calibrate" in html

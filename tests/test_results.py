@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lstv.pipeline import Sample
-from lstv.results import METRIC_COLUMNS, SEED_COLUMNS, CsvAppender, metrics_row
+from lstv.results import METRIC_COLUMNS, SEED_COLUMNS, metrics_row
+from lstv.sample import Sample
 from lstv.studies import StudyTask
 from lstv.uncertainty import RiskThresholds, study_metrics
 
@@ -49,8 +49,3 @@ def test_row_maps_points_to_original_pixels_and_patient_mm():
     assert set(row) == set(METRIC_COLUMNS)
 
 
-def test_appender_refuses_a_file_with_other_columns(tmp_path):
-    path = tmp_path / "m.csv"
-    path.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="other columns"):
-        CsvAppender(path, ["a", "b", "c"])

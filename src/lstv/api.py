@@ -21,7 +21,7 @@ __all__ = ["analyse_volume", "load_model", "read_series", "Series"]
 
 def load_model(checkpoint: str | Path, device: str = "auto"):
     """A :class:`lstv.inference.Predictor` for a checkpoint (its provenance in ``.info``)."""
-    from lstv.pipeline import load_predictor
+    from lstv.inference import load_predictor
 
     predictor, info = load_predictor(Path(checkpoint), device)
     predictor.info = info

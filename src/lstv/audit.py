@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lstv.evaluate import read_metrics_csv
-from lstv.results import run_thresholds
+from lstv.rundir import RunDir, read_csv_rows, refuse_overwriting, write_csv_atomic
 from lstv.uncertainty import RiskThresholds, resolve_thresholds, risk_level
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ AUDIT_COLUMNS = (
     "l5_s1_confidence",
     "risk_level",
     "lstv_flag",
+    "lstv_score",
+    "lstv_score_flag",
+    "lstv_score_reason",
     "lstv",
     "lstv_type",
     "reviewer",
@@ -41,17 +44,26 @@ REVIEW_COLUMNS = ("lstv", "lstv_type", "reviewer", "notes")
 def audit_queue(
     metrics: pd.DataFrame, n: int = 60, thresholds: RiskThresholds | None = None
 ) -> pd.DataFrame:
-    """The ``n`` studies with the highest flag score, ranked, with empty review columns.
+    """The ``n`` studies with the highest score, ranked, with empty review columns.
 
+    The score is the calibrated ``lstv_score`` when the run has one (see :mod:`lstv.calibrate`),
+    else the seed's L5/S1 entropy; the seed's risk level and flag stay beside it either way.
     Risk level and flag are recomputed with ``thresholds`` (default ``RiskThresholds()``), so the
     queue agrees with the report built with the same thresholds. A study listed twice (merged
     shards) appears once; ties are broken by study ID so the queue is reproducible.
     """
+    from lstv.calibrate import ranking_score, score_fields
+
     if n < 0:
         raise ValueError(f"audit queue size must be >= 0, got {n}")
     thresholds = thresholds or RiskThresholds()
+    by = ranking_score(metrics)
+    metrics = metrics.assign(_rank_by=pd.to_numeric(metrics[by], errors="coerce"))
     ranked = metrics.sort_values(
-        [FLAG_SCORE, "study_id"], ascending=[False, True], na_position="last", kind="stable"
+        ["_rank_by", FLAG_SCORE, "study_id"],
+        ascending=[False, False, True],
+        na_position="last",
+        kind="stable",
     ).drop_duplicates("study_id")
     top = ranked.head(n).reset_index(drop=True)
     entropy = top[FLAG_SCORE].to_numpy(dtype=float)
@@ -69,6 +81,14 @@ def audit_queue(
             "lstv_flag": [bool(e > thresholds.flag_entropy) for e in entropy],
         }
     )
+    scores = [score_fields(row) for _, row in top.iterrows()]
+    queue["lstv_score"] = [
+        "" if np.isnan(s["lstv_score"]) else round(s["lstv_score"], 2) for s in scores
+    ]
+    queue["lstv_score_flag"] = [
+        "" if np.isnan(s["lstv_score"]) else s["lstv_score_flag"] for s in scores
+    ]
+    queue["lstv_score_reason"] = [s["lstv_score_reason"] for s in scores]
     for col in REVIEW_COLUMNS:
         queue[col] = ""
     return queue[list(AUDIT_COLUMNS)]
@@ -95,13 +115,43 @@ def write_audit_queue(
     Raises:
         ValueError: The metrics CSV is empty or malformed, or ``n`` is negative.
     """
-    thresholds = thresholds or resolve_thresholds(run_thresholds(Path(csv_path).parent))
-    queue = audit_queue(read_metrics_csv(csv_path), n=n, thresholds=thresholds)
+    thresholds = thresholds or resolve_thresholds(RunDir(Path(csv_path).parent).run_thresholds())
     output_path = Path(output_path)
+    refuse_overwriting(output_path, [csv_path], "audit queue")
+    queue = audit_queue(read_metrics_csv(csv_path), n=n, thresholds=thresholds)
+    queue = keep_reviews(queue, output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    queue.astype(str).map(spreadsheet_safe).to_csv(output_path, index=False)
+    rows = queue.astype(str).map(spreadsheet_safe).to_dict("records")
+    write_csv_atomic(output_path, list(queue.columns), rows)
     logger.info("audit queue of %d studies written to %s", len(queue), output_path)
     return output_path
+
+
+def keep_reviews(queue: pd.DataFrame, previous_path: Path) -> pd.DataFrame:
+    """``queue`` with the review entries of an earlier queue at ``previous_path`` carried over.
+
+    A radiologist's entries are never lost: reviewed studies keep their ``lstv``,
+    ``lstv_type``, ``reviewer`` and ``notes``, and a reviewed study that no longer ranks in
+    the queue stays in it, after the others.
+    """
+    _, previous = read_csv_rows(previous_path)
+    reviewed = {
+        r["study_id"]: r
+        for r in previous
+        if r.get("study_id") and any((r.get(c) or "").strip() for c in REVIEW_COLUMNS)
+    }
+    if not reviewed:
+        return queue
+    queue = queue.copy()
+    for col in REVIEW_COLUMNS:
+        queue[col] = [(reviewed.get(s) or {}).get(col) or "" for s in queue["study_id"]]
+    dropped = [r for s, r in reviewed.items() if s not in set(queue["study_id"])]
+    if dropped:
+        extra = pd.DataFrame([{c: r.get(c) or "" for c in queue.columns} for r in dropped])
+        extra["rank"] = np.arange(len(queue) + 1, len(queue) + len(extra) + 1)
+        queue = pd.concat([queue, extra[queue.columns]], ignore_index=True)
+    logger.info("kept the review entries of %d studies from %s", len(reviewed), previous_path)
+    return queue
 
 
 # Leading characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).

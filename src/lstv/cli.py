@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_IO = 1
 
 log = logging.getLogger("lstv")
 
@@ -38,15 +40,22 @@ def _add_threshold_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _threshold_overrides(args) -> dict:
-    return {
-        "flag_entropy": args.flag_threshold,
-        "high_entropy": args.high_threshold,
-        "medium_entropy": args.medium_threshold,
-    }
+def _threshold_overrides(args):
+    from lstv.config import ThresholdOverrides
+
+    return ThresholdOverrides(
+        flag_entropy=args.flag_threshold,
+        high_entropy=args.high_threshold,
+        medium_entropy=args.medium_threshold,
+    )
 
 
 def _add_infer_flags(p: argparse.ArgumentParser) -> None:
+    from lstv.config import DEVICES, MODES, InferenceConfig, default
+
+    def d(name):
+        return default(InferenceConfig, name)
+
     p.add_argument(
         "--input_dir",
         type=Path,
@@ -63,30 +72,38 @@ def _add_infer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         type=Path,
-        default=Path("models/point_net_checkpoint.pth"),
-        help="point-net checkpoint (default: the real hengck23 model)",
+        default=d("checkpoint"),
+        help=f"point-net checkpoint (default {d('checkpoint')}: the real hengck23 model)",
     )
     p.add_argument(
         "--valid_ids",
         type=Path,
-        default=Path("models/valid_id.npy"),
+        default=d("valid_ids"),
         help="hold-out study IDs; without the file every study runs (with a warning)",
     )
-    p.add_argument("--mode", choices=("trial", "debug", "prod"), default="trial")
-    p.add_argument("--n_trial", type=int, default=10, help="studies in trial mode (default 10)")
-    p.add_argument("--seed", type=int, default=42, help="trial sampling seed (default 42)")
+    p.add_argument("--mode", choices=MODES, default=d("mode"))
+    p.add_argument(
+        "--n_trial", type=int, default=d("n_trial"), help=f"studies in trial mode ({d('n_trial')})"
+    )
+    p.add_argument("--seed", type=int, default=d("seed"), help=f"trial sampling seed ({d('seed')})")
     p.add_argument(
         "--debug_study_id",
         type=int,
-        default=None,
+        default=d("debug_study_id"),
         help="study for debug mode (default: the first selected)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--num_workers", type=int, default=2, help="DICOM reader processes")
-    p.add_argument("--num_parts", type=int, default=1, help="split the studies into N shards")
-    p.add_argument("--part_id", type=int, default=0, help="which shard to run (0-based)")
-    p.add_argument("--image_size", type=int, default=160)
+    p.add_argument("--device", choices=DEVICES, default=d("device"))
+    p.add_argument("--batch_size", type=int, default=d("batch_size"))
+    p.add_argument(
+        "--num_workers", type=int, default=d("num_workers"), help="DICOM reader processes"
+    )
+    p.add_argument(
+        "--num_parts", type=int, default=d("num_parts"), help="split the studies into N shards"
+    )
+    p.add_argument(
+        "--part_id", type=int, default=d("part_id"), help="which shard to run (0-based)"
+    )
+    p.add_argument("--image_size", type=int, default=d("image_size"))
     p.add_argument(
         "--save_heatmaps",
         action="store_true",
@@ -101,30 +118,15 @@ def _add_infer_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_infer(args) -> int:
-    from lstv.pipeline import InferenceConfig, run_inference
+    from lstv.config import InferenceConfig, from_namespace
+    from lstv.pipeline import run_inference
 
-    config = InferenceConfig(
-        input_dir=args.input_dir,
-        series_csv=args.series_csv,
-        output_dir=args.output_dir,
-        checkpoint=args.checkpoint,
-        valid_ids=args.valid_ids,
-        mode=args.mode,
-        n_trial=args.n_trial,
-        seed=args.seed,
-        debug_study_id=args.debug_study_id,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        num_parts=args.num_parts,
-        part_id=args.part_id,
-        image_size=args.image_size,
-        save_heatmaps=args.save_heatmaps,
-        tta=args.tta,
+    config = from_namespace(
+        InferenceConfig,
+        args,
         visualize=args.mode == "debug",
         threshold_overrides=_threshold_overrides(args),
-        quiet=args.quiet,
-        command=shlex.join(["lstv", *sys.argv[1:]]),
+        command=args.command_line,
     )
     s = run_inference(config)
     print(
@@ -161,13 +163,8 @@ def _add_report_flags(p: argparse.ArgumentParser) -> None:
 def cmd_report(args) -> int:
     from lstv.audit import write_audit_queue
     from lstv.report import build_report
-    from lstv.results import run_thresholds
-    from lstv.uncertainty import resolve_thresholds
 
-    # The bands the run used (its manifest), unless the command line says otherwise.
-    thresholds = resolve_thresholds(
-        run_thresholds(Path(args.csv).parent), **_threshold_overrides(args)
-    )
+    thresholds = _run_bands(args)
     path = build_report(
         args.csv,
         args.output,
@@ -186,6 +183,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _run_bands(args):
+    """The bands the run used (its manifest), unless the command line says otherwise."""
+    from lstv.rundir import RunDir
+    from lstv.uncertainty import resolve_thresholds
+
+    recorded = RunDir(Path(args.csv).parent).run_thresholds()
+    return resolve_thresholds(recorded, **_threshold_overrides(args).given())
+
+
 def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", type=Path, required=True)
     p.add_argument(
@@ -197,7 +203,13 @@ def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--n_bootstrap", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fixed_threshold", type=float, default=5.0)
+    p.add_argument(
+        "--fixed_threshold",
+        type=float,
+        default=None,
+        help="L5/S1 entropy cut for sensitivity/specificity (default: the run's flag "
+        "threshold from its manifest, else 5.0)",
+    )
 
 
 def cmd_evaluate(args) -> int:
@@ -254,6 +266,19 @@ def _add_phantom_flags(p: argparse.ArgumentParser) -> None:
         default=0.25,
         help="share of studies held out in valid_id.npy (default 0.25)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes writing studies in parallel; the files are the same for any count",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("rsna", "hospital"),
+        default="rsna",
+        help="hospital: also copy the studies into hospital_export/ (nested folders, no "
+        "extensions, DICOMDIR, vendor descriptions, one Enhanced MR) for lstv index",
+    )
 
 
 def cmd_phantom(args) -> int:
@@ -266,110 +291,111 @@ def cmd_phantom(args) -> int:
         seed=args.seed,
         valid_fraction=args.valid_fraction,
         progress=not args.quiet,
+        workers=args.workers,
     )
     print(f"{len(ds.study_ids)} phantom studies ({len(ds.valid_ids)} held out) in {ds.root}")
+    if args.layout == "hospital":
+        from lstv.phantom.hospital import write_hospital_export
+
+        export = write_hospital_export(ds.root, args.output_dir)
+        print(f"hospital-style export: {export.root} (labels: {export.labels_csv})")
     return 0
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    from lstv.config import DEVICES, TrainConfig, default
+
+    def d(name):
+        return default(TrainConfig, name)
+
     p.add_argument(
         "--data_dir", type=Path, required=True, help="RSNA-layout folder (e.g. from lstv phantom)"
     )
     p.add_argument("--output", type=Path, required=True, help="checkpoint to write")
-    p.add_argument("--encoder", default="resnet10t")
-    p.add_argument("--image_size", type=int, default=160)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--batch_size", type=int, default=12)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle schedule")
+    p.add_argument("--encoder", default=d("encoder"))
+    p.add_argument("--image_size", type=int, default=d("image_size"))
+    p.add_argument("--steps", type=int, default=d("steps"))
+    p.add_argument("--batch_size", type=int, default=d("batch_size"))
+    p.add_argument("--lr", type=float, default=d("lr"), help="peak of the one-cycle schedule")
     p.add_argument(
         "--background_weight",
         type=float,
-        default=0.05,
+        default=d("background_weight"),
         help="cross-entropy weight of the background class (discs weigh 1)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d("seed"))
     p.add_argument(
         "--disc_radius_mm",
         type=float,
-        default=5.0,
+        default=d("disc_radius_mm"),
         help="radius of the disc-shaped class mask around each label (default 5 mm)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--device", choices=DEVICES, default=d("device"))
+    p.add_argument("--num_workers", type=int, default=d("num_workers"))
 
 
 def cmd_train(args) -> int:
-    from lstv.train import TrainConfig, train
+    from lstv.config import TrainConfig, from_namespace
+    from lstv.train import train
 
-    result = train(
-        TrainConfig(
-            data_dir=args.data_dir,
-            output=args.output,
-            encoder=args.encoder,
-            image_size=args.image_size,
-            steps=args.steps,
-            background_weight=args.background_weight,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            disc_radius_mm=args.disc_radius_mm,
-            device=args.device,
-            num_workers=args.num_workers,
-            quiet=args.quiet,
-        )
-    )
+    result = train(from_namespace(TrainConfig, args))
     print(f"checkpoint: {result.checkpoint}")
     print(result.summary())
     return 0
 
 
 def _add_demo_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output_dir", type=Path, default=Path("data/output/demo"))
-    p.add_argument("--n_studies", type=int, default=40)
-    p.add_argument("--lstv_fraction", type=float, default=0.3)
-    p.add_argument("--seed", type=int, default=2024)
+    from lstv.config import DEVICES, DemoConfig, default
+
+    def d(name):
+        return default(DemoConfig, name)
+
+    p.add_argument("--output_dir", type=Path, default=d("output_dir"))
+    p.add_argument("--n_studies", type=int, default=d("n_studies"))
+    p.add_argument("--lstv_fraction", type=float, default=d("lstv_fraction"))
+    p.add_argument("--seed", type=int, default=d("seed"))
     p.add_argument(
         "--checkpoint",
         type=Path,
-        default=None,
+        default=d("checkpoint"),
         help="default: models/phantom_point_net.pth shipped with the project",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default=d("device"))
 
 
 def cmd_demo(args) -> int:
+    from lstv.config import DemoConfig, from_namespace
     from lstv.demo import run_demo
 
-    result = run_demo(
-        args.output_dir,
-        n_studies=args.n_studies,
-        lstv_fraction=args.lstv_fraction,
-        seed=args.seed,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        quiet=args.quiet,
-    )
+    result = run_demo(from_namespace(DemoConfig, args))
     print(result.summary())
     return 0
 
 
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, default=Path("models/phantom_point_net.pth"))
+    from lstv.config import DEVICES, ServeConfig, default
+
+    def d(name):
+        return default(ServeConfig, name)
+
+    p.add_argument("--checkpoint", type=Path, default=d("checkpoint"))
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+        "--host", default=d("host"), help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--max_upload_mb", type=int, default=200)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--port", type=int, default=d("port"))
+    p.add_argument("--max_upload_mb", type=int, default=d("max_upload_mb"))
+    p.add_argument("--device", choices=DEVICES, default=d("device"))
 
 
 def cmd_serve(args) -> int:
     from lstv.api import load_model
+    from lstv.config import ServeConfig, from_namespace
     from lstv.web import create_app
 
-    app = create_app(load_model(args.checkpoint, args.device), args.max_upload_mb)
-    print(f"serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
-    app.run(host=args.host, port=args.port)
+    config = from_namespace(ServeConfig, args)
+    app = create_app(load_model(config.checkpoint, config.device), config.max_upload_mb)
+    print(f"serving on http://{config.host}:{config.port}/ (Ctrl-C to stop)")
+    app.run(host=config.host, port=config.port)
     return 0
 
 
@@ -404,10 +430,106 @@ def cmd_slurm(args) -> int:
     return 0
 
 
+def _add_index_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input_dir",
+        type=Path,
+        required=True,
+        help="a DICOM export: any folders, any file names (a DICOMDIR is used when present)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="series CSV to write (for lstv infer --series_csv); never a file of the export",
+    )
+    p.add_argument(
+        "--num_workers",
+        type=int,
+        default=None,
+        help="header-reading processes (default: the CPU count, at most 8)",
+    )
+
+
+def cmd_index(args) -> int:
+    from lstv.index import build_index
+
+    result = build_index(
+        args.input_dir, args.output, num_workers=args.num_workers, progress=not args.quiet
+    )
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
+    print(
+        f"{len(result.rows)} series of {result.n_studies} studies ({result.n_instances} "
+        f"instances of {result.n_files} files{'; skipped ' + skipped if skipped else ''}) "
+        f"in {args.output}"
+    )
+    return 0
+
+
+def _add_calibrate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", type=Path, required=True, help="a run's lstv_uncertainty_metrics.csv")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="study_id, lstv[, lstv_type] (a filled-in audit_queue.csv works): the reference "
+        "is the studies labelled normal; without it, all studies (with a warning)",
+    )
+    p.add_argument(
+        "--target_specificity",
+        type=float,
+        default=None,
+        help="flag threshold at this quantile of the reference's leave-one-out scores "
+        "(default: their maximum)",
+    )
+    p.add_argument("--output", type=Path, required=True, help="reference JSON to write")
+
+
+def cmd_calibrate(args) -> int:
+    from lstv.calibrate import calibrate
+
+    ref = calibrate(args.csv, args.output, args.labels, args.target_specificity)
+    print(
+        f"reference of {ref.n} studies ({ref.reference_studies}) written to {args.output}; "
+        f"flag above {ref.threshold:.3f} ({ref.threshold_rule})"
+    )
+    return 0
+
+
+def _add_score_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--csv",
+        type=Path,
+        required=True,
+        help="a finished run's lstv_uncertainty_metrics.csv: its score columns are rewritten",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="reference JSON from lstv calibrate (or a checkpoint that carries one), fitted "
+        "on the same checkpoint as the run",
+    )
+
+
+def cmd_score(args) -> int:
+    from lstv.calibrate import rescore_run
+
+    r = rescore_run(args.csv, args.reference)
+    print(
+        f"{r['n_scored']} of {r['n_rows']} studies scored, {r['n_flagged']} flagged "
+        f"(lstv_score > {r['threshold']:.3f}); {args.csv} updated"
+    )
+    return 0
+
+
 COMMANDS = {
+    "index": (_add_index_flags, cmd_index, "index any DICOM export into a series CSV"),
     "infer": (_add_infer_flags, cmd_infer, "run the localizer over studies, write the CSV"),
     "report": (_add_report_flags, cmd_report, "HTML report and audit queue from a metrics CSV"),
     "evaluate": (_add_evaluate_flags, cmd_evaluate, "ROC analysis against expert labels"),
+    "calibrate": (_add_calibrate_flags, cmd_calibrate, "fit the LSTV score on normal studies"),
+    "score": (_add_score_flags, cmd_score, "(re)write a finished run's LSTV score columns"),
     "merge": (_add_merge_flags, cmd_merge, "join the outputs of sharded runs"),
     "phantom": (_add_phantom_flags, cmd_phantom, "write synthetic RSNA-layout DICOM studies"),
     "train": (_add_train_flags, cmd_train, "train a localizer on normal phantoms"),
@@ -441,16 +563,25 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; ``argv`` (default ``sys.argv[1:]``) is what the manifest records."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["lstv", *argv])
     configure_logging(args.quiet, args.verbose)
+    from lstv.errors import RunDirBusyError
+
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:  # includes checkpoint and series errors
+    except (FileNotFoundError, ValueError, RunDirBusyError) as exc:  # incl. checkpoint errors
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except OSError as exc:  # disk full, read-only folder: what was written before is whole
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_IO
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
         print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 128 + int(signum)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lstv.config import DemoConfig
+from lstv.rundir import RunDir
+
 log = logging.getLogger(__name__)
 
 # The seed's score, then the scores the phantom benchmark found to carry the signal.
@@ -55,21 +58,20 @@ class DemoResult:
         return "\n".join(lines)
 
 
-def run_demo(
-    output_dir: str | Path = "data/output/demo",
-    n_studies: int = 40,
-    lstv_fraction: float = 0.3,
-    seed: int = 2024,
-    checkpoint: str | Path | None = None,
-    device: str = "auto",
-    quiet: bool = False,
-) -> DemoResult:
-    from lstv.phantom import write_phantom_dataset
-    from lstv.pipeline import InferenceConfig, run_inference
+def run_demo(config: DemoConfig | None = None, **settings) -> DemoResult:
+    """Phantoms -> infer -> report, audit queue and evaluation, in ``config.output_dir``.
 
+    Args:
+        config: the demo's settings; or give them as keywords (``output_dir=...``).
+    """
+    from lstv.config import InferenceConfig
+    from lstv.phantom import write_phantom_dataset
+    from lstv.pipeline import run_inference
+
+    config = config or DemoConfig(**settings)
     started = time.perf_counter()
-    out = Path(output_dir)
-    checkpoint = Path(checkpoint) if checkpoint else shipped_checkpoint()
+    run_dir = RunDir(config.output_dir)
+    checkpoint = Path(config.checkpoint) if config.checkpoint else shipped_checkpoint()
     if not checkpoint.is_file():
         from lstv.errors import CheckpointNotFoundError
 
@@ -78,52 +80,57 @@ def run_demo(
             "(models/phantom_point_net.pth); models/README.md has the command that trains it."
         )
     data = write_phantom_dataset(
-        out / "phantoms",
-        n_studies=n_studies,
-        lstv_fraction=lstv_fraction,
-        seed=seed,
+        run_dir.path / "phantoms",
+        n_studies=config.n_studies,
+        lstv_fraction=config.lstv_fraction,
+        seed=config.seed,
         valid_fraction=1.0,
-        progress=not quiet,
+        progress=not config.quiet,
     )
     run = run_inference(
         InferenceConfig(
             input_dir=data.images_dir,
             series_csv=data.series_csv,
-            output_dir=out,
+            output_dir=run_dir.path,
             checkpoint=checkpoint,
             valid_ids=data.valid_ids_path,
             mode="prod",
-            device=device,
+            device=config.device,
             save_heatmaps=True,
             tta=True,
-            quiet=quiet,
-            command=f"lstv demo --output_dir {out}",
+            quiet=config.quiet,
+            command=f"lstv demo --output_dir {run_dir.path}",
         )
     )
     result = DemoResult(
-        out, out / "lstv_uncertainty_metrics.csv", run.n_selected, run.n_completed, run.n_failed
+        run_dir.path, run_dir.metrics_csv, run.n_selected, run.n_completed, run.n_failed
     )
-    _report_and_evaluate(result, data)
+    _report_and_evaluate(result, run_dir, data)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _report_and_evaluate(result: DemoResult, data) -> None:
+def _report_and_evaluate(result: DemoResult, run_dir: RunDir, data) -> None:
     from lstv.audit import write_audit_queue
     from lstv.evaluate import evaluate
     from lstv.report import build_report
+    from lstv.uncertainty import resolve_thresholds
 
-    out = result.output_dir
-    evaluation = evaluate(result.metrics_csv, data.lstv_labels_csv, out / "evaluation")
-    result.outputs["evaluation"] = out / "evaluation" / "evaluation.json"
+    # The run's own bands (the checkpoint's), as lstv report and lstv evaluate use them.
+    thresholds = resolve_thresholds(run_dir.run_thresholds())
+    evaluation = evaluate(run_dir.metrics_csv, data.lstv_labels_csv, run_dir.evaluation)
+    result.outputs["evaluation"] = run_dir.evaluation / "evaluation.json"
     result.aucs = {score: _aucs(evaluation, score) for score in DEMO_SCORES}
     result.outputs["report"] = build_report(
-        result.metrics_csv,
-        out / "report.html",
+        run_dir.metrics_csv,
+        run_dir.report_html,
         labels_path=data.lstv_labels_csv,
         data_dir=data.images_dir,
+        thresholds=thresholds,
     )
-    result.outputs["audit queue"] = write_audit_queue(result.metrics_csv, out / "audit_queue.csv")
+    result.outputs["audit queue"] = write_audit_queue(
+        run_dir.metrics_csv, run_dir.audit_queue_csv, thresholds=thresholds
+    )
 
 
 def _aucs(evaluation: dict, score: str) -> dict[str, float | None]:

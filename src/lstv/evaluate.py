@@ -13,7 +13,6 @@ The statistics are small pure functions over arrays, so the HTML report calls th
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable
@@ -188,12 +187,13 @@ def score_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
     Returns:
         Ordered mapping name -> float array: per level ``entropy``, ``normalized_entropy``,
         ``spatial_entropy``, ``one_minus_confidence``; then any other ``*_entropy`` column, the
-        test-time mutual information ``*_tta_mi`` where it was measured, and every numeric
-        ``*_score`` column.
+        shape features ``*_peak2`` and ``*_mass_out``, the test-time mutual information
+        ``*_tta_mi`` where it was measured, and every numeric ``*_score`` column, the calibrated
+        ``lstv_score`` first of all.
     """
     scores: dict[str, np.ndarray] = {}
     for col in metrics.columns:
-        if col.endswith(("_entropy", "_tta_mi")) or (
+        if col.endswith(("_entropy", "_tta_mi", "_peak2", "_mass_out")) or (
             col.endswith("_score") and pd.api.types.is_numeric_dtype(metrics[col])
         ):
             values = pd.to_numeric(metrics[col], errors="coerce")
@@ -204,6 +204,8 @@ def score_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
             scores[f"{col[: -len('_confidence')]}_one_minus_confidence"] = 1.0 - conf
 
     def sort_key(name: str) -> tuple[int, int, str]:
+        if name == "lstv_score":
+            return (-1, 0, name)
         for li, key in enumerate(LEVEL_KEYS):
             if name.startswith(key + "_"):
                 metric = name[len(key) + 1 :]
@@ -217,7 +219,7 @@ def score_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
 def is_fixed_threshold_score(name: str) -> bool:
     """True for the raw per-level entropies, the scale the seed's fixed threshold is set on."""
     return name.endswith("_entropy") and not name.endswith(
-        ("_normalized_entropy", "_spatial_entropy")
+        ("_normalized_entropy", "_spatial_entropy", "_top100_entropy")
     )
 
 
@@ -593,7 +595,7 @@ def evaluate(
     *,
     n_bootstrap: int = 2000,
     seed: int = 0,
-    fixed_threshold: float = 5.0,
+    fixed_threshold: float | None = None,
 ) -> dict:
     """Evaluate every score of a metrics CSV against radiologist labels.
 
@@ -608,7 +610,9 @@ def evaluate(
         output_dir: Folder for the outputs, created if needed.
         n_bootstrap: Bootstrap resamples for the 95% AUC interval.
         seed: Seed of the bootstrap.
-        fixed_threshold: The seed's flag rule, ``entropy > fixed_threshold``.
+        fixed_threshold: The seed's flag rule, ``entropy > fixed_threshold``; default: the
+            flag threshold the run recorded in its manifest (next to the CSV), else 5.0, so
+            the evaluation cuts where the run flagged.
 
     Returns:
         Dict with ``join`` (counts and the study IDs missing on either side) and ``groups``:
@@ -617,6 +621,13 @@ def evaluate(
         ``youden_specificity``, ``fixed_sensitivity``, ``fixed_specificity``, ``cohens_d``,
         ``mann_whitney_u``, ``mann_whitney_p``, means and counts.
     """
+    from lstv.rundir import RunDir, write_json_atomic
+    from lstv.uncertainty import resolve_thresholds
+
+    thresholds = resolve_thresholds(
+        RunDir(Path(csv_path).parent).run_thresholds(), flag_entropy=fixed_threshold
+    )
+    fixed_threshold = thresholds.flag_entropy
     metrics = read_metrics_csv(csv_path)
     labels, n_unreviewed = read_labels(labels_path)
     result = evaluate_frames(
@@ -630,10 +641,10 @@ def evaluate(
     result = _json_safe({"csv": str(csv_path), "labels": str(labels_path), **result})
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out / "evaluation.json", result)
     evaluation_table(result).to_csv(out / "evaluation.csv", index=False)
 
-    from lstv.report.figures import roc_figure, save_png
+    from lstv.plots import roc_figure, save_png
 
     joined, scores, groups = roc_inputs(metrics, labels)
     save_png(

@@ -74,3 +74,19 @@ class Predictor:
             else:
                 views.append(np.stack([shift_image(p, -dx, -dy) for p in next(probs)]))
         return np.stack(views)
+
+
+def load_predictor(checkpoint, device: str = "auto"):
+    """The checkpoint's model wrapped in a :class:`Predictor`, and its provenance.
+
+    Raises:
+        lstv.errors.CheckpointNotFoundError: the file is missing (the message says how to get
+            the real one).
+        lstv.errors.CheckpointError: the file is not a point-net checkpoint.
+    """
+    from lstv.model import load_checkpoint
+
+    torch.manual_seed(0)
+    dev = resolve_device(device)
+    model, info = load_checkpoint(checkpoint, device=dev)
+    return Predictor(model, dev), info

@@ -10,47 +10,35 @@ merged numbers are byte for byte those the shards wrote.
 from __future__ import annotations
 
 import csv
-import datetime as dt
-import json
 import logging
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from lstv import __version__
-from lstv.results import (
+from lstv.rundir import (
     FAILURE_COLUMNS,
-    FAILURES_CSV,
-    HEATMAP_DIR,
     MANIFEST_JSON,
     METRICS_CSV,
-    write_json_atomic,
+    Manifest,
+    RunDir,
+    utc_now,
+    write_csv_atomic,
 )
 
 log = logging.getLogger(__name__)
 
-# Settings that must be equal in every shard: rows made under different ones do not belong in
-# one table (another model, other risk thresholds, another study selection).
-_SHARED_KEYS = ("image_size", "thresholds", "mode", "seed", "n_trial", "tta", "validation_filter")
-
 _PART_DIR = re.compile(r"part_(\d+)$")
 
 
-def _read_manifest(shard: Path) -> dict:
-    path = shard / MANIFEST_JSON
-    if not path.is_file():
+def _read_manifest(shard: Path) -> Manifest:
+    run = RunDir(shard)
+    if not run.manifest_json.is_file():
         raise ValueError(
             f"shard {shard} has no {MANIFEST_JSON}: its task never started or wrote elsewhere"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    for key in ("num_parts", "part_id"):
-        if not isinstance(manifest.get(key), int):
-            raise ValueError(f"{path} has no integer {key!r}")
-    return manifest
+    return Manifest.from_json(run.manifest_json)
 
 
 def _read_rows(path: Path, what: str) -> tuple[list[str] | None, list[list[str]]]:
@@ -77,16 +65,16 @@ def _study_sort_key(study_id: str) -> tuple[int, int, str]:
 
 
 def _check_parts(manifests: list[tuple[Path, dict]], expected_parts: int | None) -> int:
-    nums = {m["num_parts"] for _, m in manifests}
+    nums = {m.num_parts for _, m in manifests}
     if len(nums) != 1:
-        detail = ", ".join(f"{p.name}: {m['num_parts']}" for p, m in manifests)
+        detail = ", ".join(f"{p.name}: {m.num_parts}" for p, m in manifests)
         raise ValueError(f"shards come from different splits (num_parts {detail})")
     num_parts = nums.pop()
     if expected_parts is not None and num_parts != expected_parts:
         raise ValueError(f"expected {expected_parts} parts, the shards say num_parts={num_parts}")
     seen: dict[int, Path] = {}
     for path, m in manifests:
-        part = m["part_id"]
+        part = m.part_id
         if not 0 <= part < num_parts:
             raise ValueError(f"shard {path} has part_id {part}, outside 0..{num_parts - 1}")
         if part in seen:
@@ -103,31 +91,25 @@ def _check_parts(manifests: list[tuple[Path, dict]], expected_parts: int | None)
     return num_parts
 
 
-def _check_finished(path: Path, m: dict) -> None:
-    status = m.get("status")
-    if status is not None and status != "complete":
-        raise ValueError(f"shard {path} is not complete (status {status!r}): rerun it to resume")
-    if "finished_at" in m and not m["finished_at"]:
+def _check_finished(path: Path, m: Manifest) -> None:
+    if m.status != "complete":
+        raise ValueError(f"shard {path} is not complete (status {m.status!r}): rerun it to resume")
+    if not m.finished_at:
         raise ValueError(f"shard {path} has not finished (no finished_at): rerun it to resume")
 
 
-def _check_same_settings(manifests: list[tuple[Path, dict]]) -> None:
+def _check_same_settings(manifests: list[tuple[Path, Manifest]]) -> None:
     first_path, first = manifests[0]
     for path, m in manifests[1:]:
-        for key in _SHARED_KEYS:
-            if m.get(key) != first.get(key):
-                raise ValueError(
-                    f"shards disagree on {key}: {first_path.name} has {first.get(key)!r}, "
-                    f"{path.name} has {m.get(key)!r}"
-                )
-        sha, first_sha = (
-            m.get("checkpoint", {}).get("sha256"),
-            first.get("checkpoint", {}).get("sha256"),
-        )
-        if sha != first_sha:
+        if m.checkpoint_sha256 != first.checkpoint_sha256:
             raise ValueError(
-                f"shards ran different checkpoints: {first_path.name} sha256 {first_sha}, "
-                f"{path.name} sha256 {sha}"
+                f"shards ran different checkpoints: {first_path.name} sha256 "
+                f"{first.checkpoint_sha256}, {path.name} sha256 {m.checkpoint_sha256}"
+            )
+        differences = first.differences(m)
+        if differences:
+            raise ValueError(
+                f"shards disagree on {'; '.join(differences)} ({first_path.name} vs {path.name})"
             )
 
 
@@ -177,7 +159,7 @@ def merge_shards(
     for path, m in manifests:
         _check_finished(path, m)
     _check_same_settings(manifests)
-    manifests.sort(key=lambda item: item[1]["part_id"])
+    manifests.sort(key=lambda item: item[1].part_id)
 
     header: list[str] | None = None
     header_from: Path | None = None
@@ -186,16 +168,19 @@ def merge_shards(
     failures: list[dict] = []
     shard_entries = []
     for path, m in manifests:
-        shard_header, shard_rows = _read_rows(path / METRICS_CSV, "metrics CSV")
+        shard_header, shard_rows = _read_rows(RunDir(path).metrics_csv, "metrics CSV")
         if shard_header is not None:
             if header is None:
                 header, header_from = shard_header, path
             elif shard_header != header:
                 raise ValueError(
-                    f"{path / METRICS_CSV} has other columns than {header_from / METRICS_CSV}"
+                    f"{RunDir(path).metrics_csv} has other columns than "
+                    f"{RunDir(header_from).metrics_csv}"
                 )
             if shard_header[0] != "study_id":
-                raise ValueError(f"{path / METRICS_CSV} does not start with a study_id column")
+                raise ValueError(
+                    f"{RunDir(path).metrics_csv} does not start with a study_id column"
+                )
         shard_ids = set()
         for row in shard_rows:
             study = row[0]
@@ -206,9 +191,10 @@ def merge_shards(
             shard_ids.add(study)
         rows.extend(shard_rows)
 
-        fail_header, fail_rows = _read_rows(path / FAILURES_CSV, "failures CSV")
+        failures_csv = RunDir(path).failures_csv
+        fail_header, fail_rows = _read_rows(failures_csv, "failures CSV")
         if fail_header is not None and fail_header != FAILURE_COLUMNS:
-            raise ValueError(f"{path / FAILURES_CSV} columns {fail_header} != {FAILURE_COLUMNS}")
+            raise ValueError(f"{failures_csv} columns {fail_header} != {FAILURE_COLUMNS}")
         failed_ids = {r[0] for r in fail_rows}
         for study in failed_ids:
             other = owner.get(study)
@@ -218,8 +204,8 @@ def merge_shards(
             owner[study] = path
         failures.extend(dict(zip(FAILURE_COLUMNS, r, strict=True)) for r in fail_rows)
 
-        selected = m.get("selected_study_ids")
-        if selected is not None:
+        selected = m.selected_study_ids
+        if selected or m.n_selected == 0:
             # Every selected study must end as a row or a failure, and nothing else may appear.
             expected = {str(s) for s in selected}
             accounted = shard_ids | failed_ids
@@ -233,14 +219,14 @@ def merge_shards(
         shard_entries.append(
             {
                 "path": str(path.resolve()),
-                "part_id": m["part_id"],
-                "n_selected": m.get("n_selected"),
+                "part_id": m.part_id,
+                "n_selected": m.n_selected,
                 "n_completed": len(shard_rows),
                 "n_failed": len(fail_rows),
-                "device": m.get("device"),
-                "versions": m.get("versions"),
-                "started_at": m.get("started_at"),
-                "finished_at": m.get("finished_at"),
+                "device": m.device,
+                "versions": m.versions,
+                "started_at": m.started_at,
+                "finished_at": m.finished_at,
             }
         )
 
@@ -250,32 +236,38 @@ def merge_shards(
     failures.sort(key=lambda r: _study_sort_key(r["study_id"]))
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_rows_atomic(out / METRICS_CSV, header, rows)
-    _write_rows_atomic(
-        out / FAILURES_CSV, FAILURE_COLUMNS, [[r[c] for c in FAILURE_COLUMNS] for r in failures]
+    merged_dir = RunDir(out)
+    write_csv_atomic(merged_dir.metrics_csv, header, rows)
+    write_csv_atomic(
+        merged_dir.failures_csv,
+        FAILURE_COLUMNS,
+        [[r[c] for c in FAILURE_COLUMNS] for r in failures],
     )
-    n_heatmaps = _copy_heatmaps([p for p, _ in manifests], out / HEATMAP_DIR)
+    n_heatmaps = _copy_heatmaps([p for p, _ in manifests], merged_dir.heatmaps)
 
     first = manifests[0][1]
-    starts = [m.get("started_at") for _, m in manifests if m.get("started_at")]
-    ends = [m.get("finished_at") for _, m in manifests if m.get("finished_at")]
-    merged = {
-        "command": "lstv merge",
-        "lstv_version": __version__,
-        "merged_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": first.get("checkpoint"),
-        **{key: first.get(key) for key in _SHARED_KEYS},
-        "num_parts": num_parts,
-        "n_selected": sum(m.get("n_selected") or 0 for _, m in manifests),
-        "n_completed": len(rows),
-        "n_failed": len(failures),
-        "n_heatmaps": n_heatmaps,
-        "status": "complete",
-        "started_at": min(starts) if starts else None,
-        "finished_at": max(ends) if ends else None,
-        "shards": shard_entries,
-    }
-    write_json_atomic(out / MANIFEST_JSON, merged)
+    starts = [m.started_at for _, m in manifests if m.started_at]
+    ends = [m.finished_at for _, m in manifests if m.finished_at]
+    merged = first.replace(
+        command="lstv merge",
+        lstv_version=__version__,
+        merged_at=utc_now(),
+        num_parts=num_parts,
+        part_id=0,
+        selected_study_ids=sorted(
+            (s for _, m in manifests for s in m.selected_study_ids), key=lambda s: int(s)
+        ),
+        n_selected=sum(m.n_selected for _, m in manifests),
+        n_completed=len(rows),
+        n_failed=len(failures),
+        n_heatmaps=n_heatmaps,
+        status="complete",
+        started_at=min(starts) if starts else None,
+        finished_at=max(ends) if ends else None,
+        shards=shard_entries,
+        pid=None,
+    )
+    merged_dir.write_manifest(merged)
     log.info(
         "merged %d shards: %d studies, %d failures, %d heatmaps -> %s",
         num_parts,
@@ -284,20 +276,11 @@ def merge_shards(
         n_heatmaps,
         out,
     )
-    return merged
-
-
-def _write_rows_atomic(path: Path, header: Sequence[str], rows: list[list[str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
+    return merged.to_dict()
 
 
 def _copy_heatmaps(shards: list[Path], dest: Path) -> int:
-    sources = [p for shard in shards for p in sorted((shard / HEATMAP_DIR).glob("*.npz"))]
+    sources = [p for shard in shards for p in sorted(RunDir(shard).heatmaps.glob("*.npz"))]
     # Half-written files of an interrupted task are named *.tmp.npz; they are not results.
     sources = _plain_files([p for p in sources if not p.name.endswith(".tmp.npz")])
     if not sources:

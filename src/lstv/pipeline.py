@@ -1,43 +1,37 @@
 """``lstv infer``: selected studies -> read -> model input -> point net -> metrics -> outputs.
 
-Reading runs in DataLoader workers (CPU), the forward pass in batches across studies (GPU or
+Reading runs in reader processes (CPU), the forward pass in batches across studies (GPU or
 CPU), and each study's row is appended as soon as it is done, so an interrupted run resumes.
+The output folder is held by one run at a time (:meth:`lstv.rundir.RunDir.lock`); a resumed run
+must use the settings the folder's rows were made with.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import logging
 import platform
+import signal
 import sys
-from dataclasses import asdict, dataclass, field
+import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lstv import __version__
+from lstv.config import InferenceConfig
 from lstv.levels import DEFAULT_IMAGE_SIZE
-from lstv.results import (
-    FAILURE_COLUMNS,
-    FAILURES_CSV,
-    MANIFEST_JSON,
-    METRIC_COLUMNS,
-    METRICS_CSV,
-    CsvAppender,
-    completed_study_ids,
-    metrics_row,
-    prune_failures,
-    save_heatmaps,
-    write_json_atomic,
-)
+from lstv.results import METRIC_COLUMNS, metrics_row, save_heatmaps
+from lstv.rundir import Manifest, RunDir, utc_now
+from lstv.sample import Failure, Sample, SampleReader, iter_samples
 from lstv.studies import (
     StudyTask,
     filter_valid,
-    load_valid_ids,
-    read_series_table,
-    sagittal_t2_tasks,
+    hold_out_ids,
     select_mode,
     shard,
+    study_tasks,
 )
 from lstv.uncertainty import (
     model_pixel_mm,
@@ -48,141 +42,43 @@ from lstv.uncertainty import (
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """Everything ``lstv infer`` needs; the CLI fills it from its flags."""
-
-    input_dir: Path
-    series_csv: Path
-    output_dir: Path
-    checkpoint: Path
-    valid_ids: Path | None = None
-    mode: str = "trial"
-    n_trial: int = 10
-    seed: int = 42
-    debug_study_id: int | None = None
-    device: str = "auto"
-    batch_size: int = 16
-    num_workers: int = 2
-    num_parts: int = 1
-    part_id: int = 0
-    image_size: int = DEFAULT_IMAGE_SIZE
-    save_heatmaps: bool = False
-    tta: bool = False
-    visualize: bool = False
-    # Flag and band thresholds given on the command line (None: the checkpoint's, else the seed's).
-    threshold_overrides: dict = field(default_factory=dict)
-    quiet: bool = False
-    command: str = ""
+__all__ = ["InferenceConfig", "RunInterrupted", "RunSummary", "run_inference"]
 
 
-@dataclass(frozen=True)
-class Sample:
-    """What the reader hands the model for one study: the centre slice and its geometry."""
+class RunInterrupted(KeyboardInterrupt):
+    """The run was stopped by a signal; what it wrote is whole and a rerun resumes."""
 
-    task: StudyTask
-    image: np.ndarray  # (S, S) uint8 model input
-    slice_pixels: np.ndarray  # (H, W) uint8 original centre slice
-    slice_index: int
-    n_slices: int
-    position: np.ndarray
-    orientation: np.ndarray
-    pixel_spacing: np.ndarray
-
-    @property
-    def slice_shape(self) -> tuple[int, int]:
-        return tuple(self.slice_pixels.shape)
-
-    def pixel_to_patient(self, x: float, y: float) -> list[float]:
-        from lstv.dicom import pixel_to_patient
-
-        mm = pixel_to_patient(self.position, self.orientation, self.pixel_spacing, x, y)
-        return [float(v) for v in mm]
-
-
-@dataclass(frozen=True)
-class Failure:
-    task: StudyTask
-    stage: str
-    error: str
-
-
-def read_sample(task: StudyTask, images_dir: Path, image_size: int) -> Sample:
-    """Read one study's series and cut out the model's input. Raises on bad input."""
-    from lstv.dicom import read_series
-    from lstv.inference import model_input
-
-    series = read_series(task.series_dir(images_dir))
-    index = series.centre_index
-    return Sample(
-        task=task,
-        image=model_input(series.volume[index], image_size),
-        slice_pixels=series.volume[index],
-        slice_index=index,
-        n_slices=series.volume.shape[0],
-        position=series.positions[index],
-        orientation=series.orientations[index],
-        pixel_spacing=series.pixel_spacings[index],
-    )
-
-
-class SampleReader:
-    """Map-style dataset for a DataLoader: a Sample, or a Failure instead of raising."""
-
-    def __init__(self, tasks: list[StudyTask], images_dir: Path, image_size: int):
-        self.tasks = tasks
-        self.images_dir = Path(images_dir)
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __getitem__(self, i: int) -> Sample | Failure:
-        task = self.tasks[i]
-        if task.series_id is None:
-            return Failure(task, "select", "study has no sagittal T2 series")
-        try:
-            return read_sample(task, self.images_dir, self.image_size)
-        except Exception as exc:  # one bad study must not stop the run
-            return Failure(task, "read", f"{type(exc).__name__}: {exc}")
-
-
-def _as_is(item):
-    return item
-
-
-def iter_samples(reader: SampleReader, num_workers: int):
-    """Samples in task order, read by ``num_workers`` processes (0 = in this process)."""
-    if num_workers <= 0 or len(reader) <= 1:
-        yield from (reader[i] for i in range(len(reader)))
-        return
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(
-        reader,
-        batch_size=None,
-        shuffle=False,
-        num_workers=min(num_workers, len(reader)),
-        collate_fn=_as_is,
-        prefetch_factor=4,
-    )
-    yield from loader
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 def select_tasks(config: InferenceConfig) -> tuple[list[StudyTask], bool]:
-    """The studies this run (shard) is responsible for, and whether the valid-ID filter applied."""
-    tasks = sagittal_t2_tasks(read_series_table(config.series_csv))
-    valid_ids = load_valid_ids(config.valid_ids)
+    """The studies this run (shard) is responsible for, and whether the valid-ID filter applied.
+
+    Raises:
+        ValueError: the selection is empty before sharding (an empty series CSV, or a
+            ``valid_id.npy`` that matches none of its studies): a run of nothing is a mistake.
+    """
+    tasks = study_tasks(config.series_csv)
+    if not tasks:
+        raise ValueError(f"{config.series_csv} lists no studies")
+    valid_ids = hold_out_ids(config.valid_ids, tasks, config.series_csv)
     if valid_ids is None:
         log.warning(
-            "VALIDATION FILTER OFF: %s not found, so every study runs, including any the "
+            "VALIDATION FILTER OFF: %s not found (or not for this index's studies), so every "
+            "study runs, including any the "
             "localizer was trained on. Results on training studies are optimistic.",
             config.valid_ids,
         )
-    tasks = filter_valid(tasks, valid_ids)
-    tasks = select_mode(tasks, config.mode, config.n_trial, config.seed, config.debug_study_id)
-    return shard(tasks, config.num_parts, config.part_id), valid_ids is not None
+    kept = filter_valid(tasks, valid_ids)
+    if not kept:
+        raise ValueError(
+            f"none of the {len(tasks)} studies in {config.series_csv} is among the "
+            f"{len(valid_ids)} IDs of {config.valid_ids}: is it the right file for this data?"
+        )
+    kept = select_mode(kept, config.mode, config.n_trial, config.seed, config.debug_study_id)
+    return shard(kept, config.num_parts, config.part_id), valid_ids is not None
 
 
 def library_versions() -> dict[str, str]:
@@ -205,58 +101,95 @@ def library_versions() -> dict[str, str]:
 def threshold_source(checkpoint_bands: dict | None, overrides: dict) -> str:
     """Where the run's bands came from, for the manifest."""
     base = "checkpoint config" if checkpoint_bands else "defaults (real checkpoint's scale)"
-    given = sorted(k for k, v in overrides.items() if v is not None)
+    given = sorted(overrides)
     return base + (f", overridden on the command line: {', '.join(given)}" if given else "")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+def new_manifest(config: InferenceConfig, checkpoint_info, device, tasks, validated) -> Manifest:
+    """The manifest of a run that is about to start."""
+    checkpoint_bands = (checkpoint_info.config or {}).get("risk_thresholds")
+    overrides = config.threshold_overrides.given()
+    thresholds = resolve_thresholds(checkpoint_bands, **overrides)
+    return Manifest(
+        command=config.command or "lstv infer",
+        lstv_version=__version__,
+        versions=library_versions(),
+        device=device.type,
+        checkpoint={
+            "path": checkpoint_info.path,
+            "sha256": checkpoint_info.sha256,
+            "config": checkpoint_info.config,
+        },
+        image_size=config.image_size,
+        thresholds=asdict(thresholds),
+        thresholds_source=threshold_source(checkpoint_bands, overrides),
+        mode=config.mode,
+        seed=config.seed,
+        n_trial=config.n_trial,
+        num_parts=config.num_parts,
+        part_id=config.part_id,
+        tta=config.tta,
+        validation_filter=validated,
+        valid_ids=str(config.valid_ids) if config.valid_ids else None,
+        input_dir=str(config.input_dir),
+        series_csv=str(config.series_csv),
+        selected_study_ids=[t.study_id for t in tasks],
+        n_selected=len(tasks),
+        status="running",
+        started_at=utc_now(),
+        pid=None,
+    )
+
+
+def check_resumable(run_dir: RunDir, manifest: Manifest) -> None:
+    """Refuse to add rows to a folder whose rows were made another way; change nothing.
+
+    Raises:
+        ValueError: the folder holds results of other settings, of another version's columns,
+            or results whose manifest is missing or unreadable.
+    """
+    has_results = any(
+        p.is_file() and p.stat().st_size > 0 for p in (run_dir.metrics_csv, run_dir.failures_csv)
+    )
+    if not has_results:
+        return
+    from lstv.rundir import check_header
+
+    if run_dir.metrics_csv.is_file() and run_dir.metrics_csv.stat().st_size > 0:
+        check_header(run_dir.metrics_csv, METRIC_COLUMNS)
+    try:
+        previous = run_dir.read_manifest()
+    except ValueError as exc:
+        raise ValueError(
+            f"{run_dir.path} holds results but its manifest cannot be read ({exc}); "
+            "use a new --output_dir"
+        ) from exc
+    if previous is None:
+        raise ValueError(
+            f"{run_dir.path} holds results but no {run_dir.manifest_json.name}, so how they were "
+            "made is unknown; use a new --output_dir"
+        )
+    differences = previous.differences(manifest)
+    if differences:
+        raise ValueError(
+            f"{run_dir.path} holds results made with other settings ({'; '.join(differences)}); "
+            "rerun with the same settings to resume, or use a new --output_dir"
+        )
 
 
 class _Run:
     """State of one inference run: writers, counters and the manifest."""
 
-    def __init__(self, config: InferenceConfig, predictor, checkpoint_info, tasks, validated):
+    def __init__(self, config: InferenceConfig, predictor, run_dir: RunDir, manifest: Manifest):
         self.config = config
-        checkpoint_bands = (checkpoint_info.config or {}).get("risk_thresholds")
-        self.thresholds = resolve_thresholds(checkpoint_bands, **config.threshold_overrides)
         self.predictor = predictor
-        self.out = Path(config.output_dir)
-        self.metrics = CsvAppender(self.out / METRICS_CSV, METRIC_COLUMNS)
-        self.failures = CsvAppender(self.out / FAILURES_CSV, FAILURE_COLUMNS)
+        self.run_dir = run_dir
+        self.manifest = manifest
+        self.thresholds = resolve_thresholds(manifest.thresholds)
+        self.metrics = run_dir.metrics_appender(METRIC_COLUMNS)
+        self.failures = run_dir.failures_appender()
         self.n_completed = 0
         self.n_failed = 0
-        self.manifest = {
-            "command": config.command or " ".join(sys.argv),
-            "lstv_version": __version__,
-            "versions": library_versions(),
-            "device": predictor.device.type,
-            "checkpoint": {
-                "path": checkpoint_info.path,
-                "sha256": checkpoint_info.sha256,
-                "config": checkpoint_info.config,
-            },
-            "image_size": config.image_size,
-            "thresholds": asdict(self.thresholds),
-            "thresholds_source": threshold_source(checkpoint_bands, config.threshold_overrides),
-            "mode": config.mode,
-            "seed": config.seed,
-            "n_trial": config.n_trial,
-            "num_parts": config.num_parts,
-            "part_id": config.part_id,
-            "tta": config.tta,
-            "validation_filter": validated,
-            "valid_ids": str(config.valid_ids) if config.valid_ids else None,
-            "input_dir": str(config.input_dir),
-            "series_csv": str(config.series_csv),
-            "selected_study_ids": [t.study_id for t in tasks],
-            "n_selected": len(tasks),
-            "n_completed": 0,
-            "n_failed": 0,
-            "status": "running",
-            "started_at": _now(),
-            "finished_at": None,
-        }
 
     def fail(self, failure: Failure) -> None:
         t = failure.task
@@ -303,21 +236,24 @@ class _Run:
             tta_mi,
         )
         if self.config.save_heatmaps or self.config.visualize:
-            save_heatmaps(self.out, task.study_id, task.series_id, probs, sample)
+            save_heatmaps(self.run_dir, task.study_id, task.series_id, probs, sample)
         if self.config.visualize:
             from lstv.visualize import save_study_figures
 
             save_study_figures(
-                self.out / "visualizations", sample, probs, metrics, row["risk_level"]
+                self.run_dir.visualizations, sample, probs, metrics, row["risk_level"]
             )
         self.metrics.write(row)
         self.n_completed += 1
 
     def write_manifest(self, status: str) -> None:
-        self.manifest.update(n_completed=self.n_completed, n_failed=self.n_failed, status=status)
-        if status != "running":
-            self.manifest["finished_at"] = _now()
-        write_json_atomic(self.out / MANIFEST_JSON, self.manifest)
+        self.manifest = self.manifest.replace(
+            n_completed=self.n_completed,
+            n_failed=self.n_failed,
+            status=status,
+            finished_at=None if status == "running" else utc_now(),
+        )
+        self.run_dir.write_manifest(self.manifest)
 
     def close(self) -> None:
         self.metrics.close()
@@ -334,6 +270,31 @@ class RunSummary:
     validation_filter: bool
 
 
+class _StopSignals:
+    """Turns SIGTERM (a batch job's time limit, ``scancel``) into a request to stop cleanly.
+
+    The main loop checks ``requested`` after each study, so what is written stays whole; only
+    the main thread may install handlers, so elsewhere (a web server's thread) this is inert.
+    """
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous = None
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("received %s: stopping after the study in flight", signal.Signals(signum).name)
+        self.requested = signum
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None) -> RunSummary:
     """Run the localizer over the selected studies and write the outputs.
 
@@ -344,44 +305,70 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
 
     Raises:
         FileNotFoundError: ``input_dir``, the series CSV or the checkpoint is missing.
-        ValueError: a malformed series CSV or impossible settings.
+        ValueError: a malformed series CSV, impossible settings, or an output folder that holds
+            results made another way; nothing is changed then.
+        lstv.rundir.RunDirBusyError: another run holds the output folder.
+        RunInterrupted: SIGTERM stopped the run; the manifest says ``interrupted``.
     """
-    from tqdm import tqdm
-
     if not Path(config.input_dir).is_dir():
         raise FileNotFoundError(f"--input_dir not found: {config.input_dir}")
     tasks, validated = select_tasks(config)
     if predictor is None:
+        from lstv.inference import load_predictor
+
         predictor, checkpoint_info = load_predictor(config.checkpoint, config.device)
     check_image_size(checkpoint_info, config.image_size)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    done = completed_study_ids(out)
-    todo = [t for t in tasks if t.study_id not in done]
-    prune_failures(out, {t.study_id for t in todo})
-    log.info(
-        "%d studies selected (part %d of %d), %d already done, %d to run on %s",
-        len(tasks),
-        config.part_id,
-        config.num_parts,
-        len(tasks) - len(todo),
-        len(todo),
-        predictor.device,
-    )
-    run = _Run(config, predictor, checkpoint_info, tasks, validated)
-    run.n_completed = len(tasks) - len(todo)
-    run.write_manifest("running")
-    status = "interrupted"
-    try:
-        reader = SampleReader(todo, config.input_dir, config.image_size)
-        pending: list[Sample] = []
-        bar = tqdm(
-            total=len(todo),
-            unit="study",
-            desc="infer",
-            disable=config.quiet or not sys.stderr.isatty(),
+    run_dir = RunDir(config.output_dir)
+    manifest = new_manifest(config, checkpoint_info, predictor.device, tasks, validated)
+    with run_dir.lock():
+        check_resumable(run_dir, manifest)
+        done = run_dir.completed_study_ids()
+        todo = [t for t in tasks if str(t.study_id) not in done]
+        # Accepted: only now may earlier failure rows of the studies to retry go.
+        run_dir.keep_failures_except({str(t.study_id) for t in todo})
+        log.info(
+            "%d studies selected (part %d of %d), %d already done, %d to run on %s",
+            len(tasks),
+            config.part_id,
+            config.num_parts,
+            len(tasks) - len(todo),
+            len(todo),
+            predictor.device,
         )
-        for item in iter_samples(reader, config.num_workers):
+        run = _Run(config, predictor, run_dir, manifest)
+        run.n_completed = len(tasks) - len(todo)
+        run.write_manifest("running")
+        status = "failed"
+        try:
+            with _StopSignals() as stop:
+                _run_batches(run, todo, config, stop)
+            status = "complete" if stop.requested is None else "interrupted"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            run.close()
+            run.write_manifest(status)
+        if stop.requested is not None:
+            raise RunInterrupted(stop.requested)
+    return RunSummary(
+        run_dir.path, len(tasks), len(tasks) - len(todo), run.n_completed, run.n_failed, validated
+    )
+
+
+def _run_batches(run: _Run, todo: list[StudyTask], config: InferenceConfig, stop) -> None:
+    from tqdm import tqdm
+
+    reader = SampleReader(todo, config.input_dir, config.image_size)
+    pending: list[Sample] = []
+    disable = config.quiet or not sys.stderr.isatty()
+    with (
+        tqdm(total=len(todo), unit="study", desc="infer", disable=disable) as bar,
+        contextlib.closing(iter_samples(reader, config.num_workers)) as samples,
+    ):
+        for item in samples:
+            if stop.requested is not None:
+                return  # the batch in hand is dropped: a rerun redoes it
             if isinstance(item, Failure):
                 run.fail(item)
                 bar.update(1)
@@ -394,27 +381,6 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         if pending:
             run.finish_batch(pending)
             bar.update(len(pending))
-        bar.close()
-        status = "complete"
-    finally:
-        run.write_manifest(status)
-        run.close()
-    return RunSummary(
-        out, len(tasks), len(tasks) - len(todo), run.n_completed, run.n_failed, validated
-    )
-
-
-def load_predictor(checkpoint: Path, device: str = "auto"):
-    """The checkpoint's model wrapped in a :class:`lstv.inference.Predictor`, and its info."""
-    import torch
-
-    from lstv.inference import Predictor, resolve_device
-    from lstv.model import load_checkpoint
-
-    torch.manual_seed(0)
-    dev = resolve_device(device)
-    model, info = load_checkpoint(checkpoint, device=dev)
-    return Predictor(model, dev), info
 
 
 def check_image_size(checkpoint_info, image_size: int) -> None:

@@ -1,24 +1,18 @@
-"""The run's outputs: metrics CSV, failures, manifest and heatmaps; appended, resumable, atomic."""
+"""What one row of ``lstv_uncertainty_metrics.csv`` holds: its columns and how a study becomes one.
+
+Where rows are stored (file names, appending, the manifest) is :mod:`lstv.rundir`'s business.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from lstv.calibrate import SCORE_COLUMNS
 from lstv.levels import LEVEL_KEYS
-from lstv.uncertainty import RiskThresholds, risk_level
-
-log = logging.getLogger(__name__)
-
-METRICS_CSV = "lstv_uncertainty_metrics.csv"
-FAILURES_CSV = "failures.csv"
-MANIFEST_JSON = "run_manifest.json"
-HEATMAP_DIR = "heatmaps"
+from lstv.rundir import RunDir
+from lstv.uncertainty import SHAPE_FEATURES, RiskThresholds
 
 SEED_COLUMNS = ["study_id", "series_id"] + [
     f"{k}_{m}" for k in LEVEL_KEYS for m in ("confidence", "entropy", "spatial_entropy")
@@ -36,8 +30,13 @@ METRIC_COLUMNS = (
         "lstv_flag",
         "risk_level",
     ]
+    # Shape features of every level map and the calibrated score (lstv.calibrate); appended
+    # after the round-1 columns so readers of those keep working.
+    + [f"{k}_{m}" for k in LEVEL_KEYS for m in SHAPE_FEATURES]
+    + list(SCORE_COLUMNS)
+    # Why this series was run (lstv.studies: description, description_pattern or headers).
+    + ["selection_rule"]
 )
-FAILURE_COLUMNS = ["study_id", "series_id", "stage", "error"]
 
 
 def metrics_row(
@@ -51,11 +50,10 @@ def metrics_row(
 ) -> dict:
     """One CSV row from per-level metrics (model-pixel points) and the slice's geometry.
 
-    ``sample`` is a :class:`lstv.pipeline.Sample`: it gives the original slice size and the
+    ``sample`` is a :class:`lstv.sample.Sample`: it gives the original slice size and the
     pixel-to-patient mapping of the slice the model read.
     """
     height, width = sample.slice_shape
-    size = sample.image.shape[-1]
     row: dict = {"study_id": study_id, "series_id": series_id}
     for i, key in enumerate(LEVEL_KEYS):
         m = metrics[key]
@@ -67,11 +65,14 @@ def metrics_row(
         if point is None:
             coords = [""] * 5
         else:
-            x, y = point[0] * width / size, point[1] * height / size
+            x, y = sample.to_original(point)
             coords = [x, y, *sample.pixel_to_patient(x, y)]
         for name, value in zip(("x", "y", "x_mm", "y_mm", "z_mm"), coords, strict=True):
             row[f"{key}_{name}"] = value
         row[f"{key}_tta_mi"] = "" if tta_mi is None else float(tta_mi[i])
+        for name in SHAPE_FEATURES:  # measured only when the caller gave the pixel size
+            value = m.get(name)
+            row[f"{key}_{name}"] = "" if value is None or not np.isfinite(value) else value
     l5_s1_entropy = metrics["l5_s1"]["entropy"]
     row.update(
         series_description=series_description,
@@ -79,129 +80,21 @@ def metrics_row(
         slice_index=sample.slice_index,
         image_height=height,
         image_width=width,
-        lstv_flag=bool(l5_s1_entropy > thresholds.flag_entropy),
-        risk_level=risk_level(l5_s1_entropy, thresholds),
+        lstv_flag=thresholds.flag(l5_s1_entropy),
+        risk_level=thresholds.risk(l5_s1_entropy),
     )
+    row.update(dict.fromkeys(SCORE_COLUMNS, ""))  # filled by lstv.calibrate with a reference
+    row["selection_rule"] = getattr(sample.task, "selection_rule", "")
     return row
 
 
-def _drop_partial_last_line(path: Path) -> None:
-    """An interrupted append can leave half a line: cut the file back to its last newline."""
-    with open(path, "rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size == 0:
-            return
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        data_end = path.read_bytes().rfind(b"\n") + 1
-        f.truncate(data_end)
-        log.warning("%s ended in a partial row (interrupted run): dropped it", path)
-
-
-class CsvAppender:
-    """Appends rows to a CSV with a fixed header, flushing each row to disk."""
-
-    def __init__(self, path: Path, columns: list[str]):
-        self.path = Path(path)
-        self.columns = list(columns)
-        exists = self.path.is_file() and self.path.stat().st_size > 0
-        if exists:
-            _drop_partial_last_line(self.path)
-            with open(self.path, newline="") as f:
-                header = next(csv.reader(f), [])
-            if header != self.columns:
-                raise ValueError(
-                    f"{self.path} has other columns than this version writes; "
-                    "use a new --output_dir (or move the old file away)"
-                )
-        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - held for the run
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
-        if not exists:
-            self._writer.writeheader()
-            self._flush()
-
-    def _flush(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def write(self, row: dict) -> None:
-        self._writer.writerow(row)
-        self._flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def completed_study_ids(output_dir: Path) -> set[int]:
-    """Studies with a complete row in the metrics CSV (a rerun skips them)."""
-    path = Path(output_dir) / METRICS_CSV
-    if not path.is_file():
-        return set()
-    done = set()
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        for row in reader:
-            if header and len(row) == len(header):
-                done.add(int(row[0]))
-    return done
-
-
-def read_failures(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_csv_atomic(path: Path, columns: list[str], rows: list[dict]) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-def prune_failures(output_dir: Path, retried: set[int]) -> None:
-    """Keep failures of studies not run again; the retried ones get a fresh verdict."""
-    path = Path(output_dir) / FAILURES_CSV
-    kept = [r for r in read_failures(path) if int(r["study_id"]) not in retried]
-    write_csv_atomic(path, FAILURE_COLUMNS, kept)
-
-
-def run_thresholds(output_dir: Path) -> dict | None:
-    """The risk bands recorded in a run's manifest, or None without a readable one."""
-    path = Path(output_dir) / MANIFEST_JSON
-    try:
-        bands = json.loads(path.read_text()).get("thresholds")
-    except (OSError, ValueError):
-        return None
-    return bands if isinstance(bands, dict) else None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
-
-
 def save_heatmaps(
-    output_dir: Path, study_id: int, series_id: int, probs: np.ndarray, sample
+    run_dir: RunDir, study_id: int, series_id: int, probs: np.ndarray, sample
 ) -> Path:
     """``heatmaps/{study_id}.npz``: the maps, the model input and where it came from."""
-    folder = Path(output_dir) / HEATMAP_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{study_id}.npz"
-    tmp = folder / f"{study_id}.tmp.npz"
+    path = run_dir.heatmap(study_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{study_id}.tmp.npz")
     np.savez_compressed(
         tmp,
         probs=probs.astype(np.float32),

@@ -136,7 +136,7 @@ def load_labelled_slices(
 ) -> list[LabelledSlice]:
     from tqdm import tqdm
 
-    from lstv.pipeline import Failure, SampleReader, iter_samples
+    from lstv.sample import Failure, SampleReader, iter_samples
 
     out = []
     reader = SampleReader(tasks, images_dir, image_size)

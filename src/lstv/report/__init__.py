@@ -8,6 +8,7 @@ Every value read from a file goes through Jinja2's autoescaping.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lstv import __version__, rsna
+from lstv.calibrate import ranking_score, score_fields
 from lstv.evaluate import (
     evaluate_frames,
     read_labels,
@@ -29,7 +31,14 @@ from lstv.evaluate import (
     roc_inputs,
 )
 from lstv.levels import LEVEL_KEYS, LEVELS
-from lstv.results import run_thresholds
+from lstv.rundir import (
+    FAILURE_COLUMNS,
+    Manifest,
+    RunDir,
+    read_csv_rows,
+    refuse_overwriting,
+    write_text_atomic,
+)
 from lstv.uncertainty import RiskThresholds, level_point, resolve_thresholds, risk_level
 
 logger = logging.getLogger(__name__)
@@ -95,21 +104,26 @@ def build_report(
         ValueError: The CSV is empty or malformed, or ``top_n`` is negative.
     """
     start = time.perf_counter()
-    from lstv.report import figures
+    from lstv import plots as figures
 
     if top_n < 0:
         raise ValueError(f"top_n must be >= 0, got {top_n}")
     csv_path = Path(csv_path)
     output_path = Path(output_path)
     run_dir = csv_path.parent
-    thresholds = thresholds or resolve_thresholds(run_thresholds(run_dir))
-    manifest_path = Path(manifest_path) if manifest_path else run_dir / "run_manifest.json"
-    failures_path = Path(failures_path) if failures_path else run_dir / "failures.csv"
-    heatmap_dir = Path(heatmap_dir) if heatmap_dir else run_dir / "heatmaps"
+    run = RunDir(run_dir)
+    thresholds = thresholds or resolve_thresholds(run.run_thresholds())
+    manifest_path = Path(manifest_path) if manifest_path else run.manifest_json
+    failures_path = Path(failures_path) if failures_path else run.failures_csv
+    heatmap_dir = Path(heatmap_dir) if heatmap_dir else run.heatmaps
+    refuse_overwriting(
+        output_path, [csv_path, manifest_path, failures_path, labels_path], "--output"
+    )
 
     df = read_metrics_csv(csv_path)
     df["risk"] = [_risk(e, thresholds) for e in df["l5_s1_entropy"]]
     df["flag"] = df["l5_s1_entropy"] > thresholds.flag_entropy
+    rank_by = ranking_score(df)
     manifest, manifest_note = _read_manifest(manifest_path)
     failures, failures_note = _read_failures(failures_path)
 
@@ -137,7 +151,7 @@ def build_report(
         "levels": figures.png_data_uri(figures.level_boxplot(df, thresholds)),
     }
 
-    candidates = _candidates(df, top_n, heatmap_dir, data_dir)
+    candidates = _candidates(df, top_n, heatmap_dir, data_dir, rank_by)
     context = {
         "title": "LSTV uncertainty screening report",
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -162,6 +176,8 @@ def build_report(
         "strata": _strata(df, thresholds),
         "levels": _level_table(df),
         "candidates": candidates,
+        "rank_by": rank_by,
+        "score": _score_summary(df, manifest),
         "top_n": top_n,
         "heatmap_dir": str(heatmap_dir),
         "data_dir": str(data_dir) if data_dir else None,
@@ -196,28 +212,19 @@ def _read_manifest(path: Path) -> tuple[dict | None, str | None]:
     if not path.is_file():
         return None, f"run_manifest.json not found ({path})"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return None, f"run_manifest.json could not be read ({path}: {exc})"
-    if not isinstance(data, dict):
-        return None, f"run_manifest.json is not a JSON object ({path})"
-    return data, None
+        return Manifest.from_json(path).to_dict(), None
+    except ValueError as exc:
+        return None, f"run_manifest.json could not be read ({exc})"
 
 
 def _read_failures(path: Path) -> tuple[list[dict] | None, str | None]:
     if not path.is_file():
         return None, f"failures.csv not found ({path})"
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        return [], None
-    except (OSError, pd.errors.ParserError) as exc:
+        header, rows = read_csv_rows(path)
+    except (OSError, ValueError, csv.Error) as exc:
         return None, f"failures.csv could not be read ({path}: {exc})"
-    cols = ["study_id", "series_id", "stage", "error"]
-    for col in cols:
-        if col not in table.columns:
-            table[col] = ""
-    return table[cols].to_dict("records"), None
+    return [{c: r.get(c) or "" for c in FAILURE_COLUMNS} for r in rows], None
 
 
 def _run_thresholds(manifest: dict | None) -> dict | None:
@@ -276,7 +283,7 @@ def _plain(value: object) -> str:
 
 
 def _strata(df: pd.DataFrame, thresholds: RiskThresholds) -> list[dict]:
-    from lstv.report.figures import RISK_COLORS, RISK_ORDER
+    from lstv.plots import RISK_COLORS, RISK_ORDER
 
     rules = {
         "High": f"L5/S1 entropy > {thresholds.high_entropy:g}",
@@ -351,14 +358,41 @@ def _value(row: pd.Series, col: str) -> float:
         return math.nan
 
 
-def _candidates(
-    df: pd.DataFrame, top_n: int, heatmap_dir: Path, data_dir: str | Path | None
-) -> list[dict]:
-    """The ``top_n`` studies with the highest L5/S1 entropy, with their thumbnails."""
-    from lstv.report.figures import RISK_COLORS
+def _score_summary(df: pd.DataFrame, manifest: dict | None) -> dict:
+    """How many studies the calibrated score flagged, and the reference it used (or why none)."""
+    values = pd.to_numeric(df.get("lstv_score"), errors="coerce") if "lstv_score" in df else None
+    n_scored = int(values.notna().sum()) if values is not None else 0
+    flags = df.get("lstv_score_flag", pd.Series(dtype=str)).astype(str).str.lower() == "true"
+    reference = (manifest or {}).get("score_reference")
+    note = (manifest or {}).get("score_note") or (
+        "This run has no calibrated score: fit a reference with lstv calibrate on normal "
+        "studies of the same checkpoint, then run lstv score."
+    )
+    return {
+        "n_scored": n_scored,
+        "n_flagged": int(flags.sum()),
+        "pct_flagged": 100.0 * flags.sum() / n_scored if n_scored else math.nan,
+        "reference": reference if isinstance(reference, dict) else None,
+        "note": note,
+    }
 
-    order = df.sort_values(
-        ["l5_s1_entropy", "study_id"], ascending=[False, True], na_position="last", kind="stable"
+
+def _candidates(
+    df: pd.DataFrame,
+    top_n: int,
+    heatmap_dir: Path,
+    data_dir: str | Path | None,
+    rank_by: str = "l5_s1_entropy",
+) -> list[dict]:
+    """The ``top_n`` studies with the highest ``rank_by`` (the calibrated score when the run
+    has one, else L5/S1 entropy), with their thumbnails."""
+    from lstv.plots import RISK_COLORS
+
+    order = df.assign(_rank_by=pd.to_numeric(df[rank_by], errors="coerce")).sort_values(
+        ["_rank_by", "l5_s1_entropy", "study_id"],
+        ascending=[False, False, True],
+        na_position="last",
+        kind="stable",
     )
     order = order.drop_duplicates("study_id").head(top_n)
     rows = []
@@ -380,6 +414,7 @@ def _candidates(
                 "risk": row["risk"],
                 "risk_color": RISK_COLORS.get(row["risk"], "#607d8b"),
                 "flag": bool(row["flag"]),
+                **score_fields(row),
                 "thumbnail": uri,
                 "thumbnail_note": note,
             }
@@ -396,7 +431,7 @@ def _thumbnail(
     row: pd.Series, heatmap_dir: Path, data_dir: str | Path | None
 ) -> tuple[str | None, str]:
     """Data URI of the study's thumbnail and a short note on what it shows (or why none)."""
-    from lstv.report.figures import candidate_thumbnail, overlay_alpha, png_data_uri
+    from lstv.plots import candidate_thumbnail, overlay_alpha, png_data_uri
 
     study_id, series_id = str(row["study_id"]), str(row["series_id"])
     npz_path = heatmap_dir / f"{study_id}.npz"
@@ -480,7 +515,7 @@ def _dicom_slice(
 
 def _roc_section(df: pd.DataFrame, labels_path: str | Path, thresholds: RiskThresholds) -> dict:
     """Evaluation against labels, through the same functions as ``lstv evaluate``."""
-    from lstv.report.figures import png_data_uri, roc_figure
+    from lstv.plots import png_data_uri, roc_figure
 
     labels, n_unreviewed = read_labels(labels_path)
     metrics = df.drop(columns=["risk", "flag"])
@@ -565,14 +600,5 @@ def _render(context: dict) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file so that a reader never sees half a report."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
