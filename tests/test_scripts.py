@@ -167,6 +167,57 @@ def test_docker_context_keeps_data_and_secrets_out():
     assert {p for group in copied for p in group.split()} == allowed
 
 
+def definition_sections(text: str) -> dict[str, list[str]]:
+    """The ``%section`` bodies of an Apptainer definition file, without blanks and comments."""
+    sections: dict[str, list[str]] = {}
+    name = "header"
+    for line in text.splitlines():
+        if line.startswith("%"):
+            name = line[1:].split()[0]
+            sections.setdefault(name, [])
+        elif line.strip() and not line.lstrip().startswith("#"):
+            sections.setdefault(name, []).append(line.strip())
+    return sections
+
+
+def test_apptainer_definition_builds_the_dockerfile_image():
+    """Apptainer cannot run here: the definition is checked against the Dockerfile and the tree."""
+    sections = definition_sections((REPO / "docker" / "lstv.def").read_text())
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    header = dict(line.split(":", 1) for line in sections["header"])
+    assert header["Bootstrap"].strip() == "docker"
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.M).group(1)
+    assert header["From"].strip() == base
+    # The same files as the Dockerfile copies, all of them there.
+    files = dict(line.split() for line in sections["files"])
+    copied = re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile, re.M)
+    assert set(files) == {p for group in copied for p in group.split()}
+    assert all((REPO / source).exists() for source in files)
+    # The project's requirements file, then the package without further dependencies.
+    post = sections["post"]
+    assert files["requirements.txt"] == "/opt/lstv/requirements.txt"
+    assert "python -m pip install -r /opt/lstv/requirements.txt" in post
+    assert post.index("python -m pip install --no-deps /opt/lstv") > post.index(
+        "python -m pip install -r /opt/lstv/requirements.txt"
+    )
+    assert any("torch==" in line for line in post)  # the pinned torch must be the base's
+    assert sections["runscript"] == ['exec lstv "$@"']
+    assert sections["test"] == ["lstv --version"]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_apptainer_definition_scripts_pass_shellcheck(tmp_path):
+    sections = definition_sections((REPO / "docker" / "lstv.def").read_text())
+    for name in ("post", "runscript", "test", "environment"):
+        script = tmp_path / f"{name}.sh"
+        script.write_text("#!/bin/sh\n" + "\n".join(sections[name]) + "\n")
+        # SC1091: the sourced file exists only inside the image being built.
+        result = subprocess.run(
+            ["shellcheck", "-s", "sh", "-e", "SC1091", str(script)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"%{name}:\n{result.stdout}"
+
+
 # ------------------------------------------------------------------------------ downloads
 @pytest.mark.parametrize("script", ["01_download_data.sh", "01b_download_model.sh"])
 def test_download_without_credentials_stops_with_instructions(script, tmp_path):
