@@ -70,16 +70,20 @@ def pixel_to_patient(position, orientation, pixel_spacing, x: float, y: float) -
 
 
 def normalise_to_uint8(
-    volume: np.ndarray, lower: float = LOWER_PERCENTILE, upper: float = UPPER_PERCENTILE
+    volume: np.ndarray | Sequence[np.ndarray],
+    lower: float = LOWER_PERCENTILE,
+    upper: float = UPPER_PERCENTILE,
 ) -> np.ndarray:
     """Clip at the ``lower``/``upper`` percentiles of the whole volume, then min-max to 0..255:
-    the original demo's numbers bit for bit (see :mod:`lstv.intensity`)."""
-    from lstv.intensity import percentiles, window_to_uint8
+    the original demo's numbers bit for bit (see :mod:`lstv.intensity`). ``volume`` may be the
+    list of its slices, which then need not be stacked first."""
+    from lstv.intensity import NoContrastError
+    from lstv.intensity import normalise_to_uint8 as normalise
 
-    lo, hi = percentiles(volume, (lower, upper))
-    if not hi > lo:
-        raise SeriesReadError(f"series has no contrast (all pixels within {lo:g}..{hi:g})")
-    return window_to_uint8(volume, lo, hi)
+    try:
+        return normalise(volume, lower, upper)
+    except NoContrastError as exc:
+        raise SeriesReadError(str(exc)) from exc
 
 
 @dataclass
@@ -237,7 +241,7 @@ def read_series(
         np.stack([s.orientation for s in slices]), np.stack([s.position for s in slices])
     )
     slices = [slices[i] for i in order]
-    volume = normalise_to_uint8(np.stack([s.pixels for s in slices]))
+    volume = normalise_to_uint8([s.pixels for s in slices])
     return Series(
         volume=volume,
         positions=np.stack([s.position for s in slices]),
