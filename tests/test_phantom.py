@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from lstv.phantom import (
+    CASTELLVI_TYPES,
     JPEG_LOSSLESS_SV1,
+    LSTV_SUBTYPES,
     LSTV_TYPES,
     RLE_LOSSLESS,
     _plan_studies,
@@ -21,6 +23,7 @@ from lstv.phantom import (
     study_rng,
     write_phantom_dataset,
 )
+from lstv.phantom.render import _render_t2
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -43,6 +46,14 @@ def dataset(tmp_path_factory):
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def _grades(ds) -> dict[int, dict[str, int]]:
+    keys = dict(zip(LEVELS, ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"), strict=True))
+    return {
+        int(r["study_id"]): {lv: int(r[f"pfirrmann_{k}"]) for lv, k in keys.items()}
+        for r in _rows(ds.lstv_labels_csv)
+    }
 
 
 def _kinds(ds) -> dict[int, str]:
@@ -132,11 +143,20 @@ def test_layout_and_tables(dataset):
         assert ys == sorted(ys), "levels go down the image"
 
     kinds = _rows(ds.lstv_labels_csv)
-    assert list(kinds[0]) == ["study_id", "lstv", "lstv_type"]
+    assert list(kinds[0])[:3] == ["study_id", "lstv", "lstv_type"]
+    assert list(kinds[0])[3:] == ["lstv_subtype", "castellvi"] + [
+        f"pfirrmann_{k}" for k in ("l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1")
+    ]
     assert {int(r["study_id"]) for r in kinds} == set(ds.study_ids)
     for r in kinds:
         assert r["lstv_type"] in LSTV_TYPES
         assert r["lstv"] == ("0" if r["lstv_type"] == "normal" else "1")
+        assert r["lstv_subtype"] in LSTV_SUBTYPES[r["lstv_type"]]
+        assert r["castellvi"] in CASTELLVI_TYPES
+        assert (r["castellvi"] == "") or r["lstv_type"] != "normal"
+        assert {r[f"pfirrmann_{k}"] for k in ("l1_l2", "l4_l5", "l5_s1")} <= set("12345")
+        if r["lstv_subtype"] == "sacralization_complete":
+            assert r["pfirrmann_l5_s1"] == "5"
 
     valid = np.load(ds.valid_ids_path)
     assert valid.dtype == np.int64
@@ -233,6 +253,7 @@ def test_t2_series_geometry(dataset):
 def test_labels_land_on_bright_disc_of_the_mid_slice(dataset):
     labels = _rows(dataset.labels_csv)
     kinds = _kinds(dataset)
+    grades = _grades(dataset)
     checked = 0
     for sid, series_dir in _t2_series(dataset).items():
         files = _read_sorted(series_dir)
@@ -246,16 +267,28 @@ def test_labels_land_on_bright_disc_of_the_mid_slice(dataset):
         for r in rows:
             x, y = float(r["x"]), float(r["y"])
             assert 0 <= x < mid.Columns and 0 <= y < mid.Rows
+            if grades[sid][r["level"]] > 2:  # a degenerated disc is dark (tested below)
+                continue
             disc = _median3(img, x, y)
             above, below = _median3(img, x, y - mm), _median3(img, x, y + mm)
             assert disc > 1.15 * max(above, below), (sid, r["level"], disc, above, below)
             checked += 1
-    assert checked == 15  # three normal studies x five levels
+    assert checked >= 6  # three normal studies, their hydrated (grade 1-2) discs
 
 
-def _disc_runs(kind: str, index: int) -> tuple[float, float]:
+def _hydrated_study(kind: str, subtype: str, discs: tuple[str, ...]):
+    """The first study of ``kind``/``subtype`` whose ``discs`` are all grade 1: the
+    transitional shapes are compared without degeneration in the way."""
+    for index in range(40):
+        study, anatomy, _ = _render_t2(np.random.default_rng([2024, index]), kind, subtype)
+        if all(anatomy.disc(name).grade == 1 for name in discs):
+            return study
+    raise AssertionError(f"no {subtype} study with hydrated {discs} in 40 draws")
+
+
+def _disc_runs(kind: str, subtype: str, discs=("L3/L4",)) -> tuple[float, float]:
     """(bright run through L5/S1, bright run through S1/S2) in mm, on the mid slice."""
-    study = render_study(np.random.default_rng([2024, index]), kind)
+    study = _hydrated_study(kind, subtype, discs)
     img = study.volume[study.mid_index].astype(float)
     spacing = study.geometry.pixel_spacing
     l45, l5s1 = (np.array(study.disc_centres[k]) for k in ("L4/L5", "L5/S1"))
@@ -270,15 +303,22 @@ def _disc_runs(kind: str, index: int) -> tuple[float, float]:
     )
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_transitional_anatomy(index):
-    normal_l5s1, normal_s1s2 = _disc_runs("normal", index)
-    sacral_l5s1, _ = _disc_runs("sacralization", index)
-    lumbar_l5s1, lumbar_s1s2 = _disc_runs("lumbarization", index)
+def test_transitional_anatomy():
+    normal_l5s1, normal_s1s2 = _disc_runs("normal", "normal", ("L3/L4", "L5/S1"))
+    sacral_l5s1, _ = _disc_runs("sacralization", "sacralization_complete")
+    partial_l5s1, _ = _disc_runs("sacralization", "sacralization_partial")
+    lumbar_l5s1, lumbar_s1s2 = _disc_runs(
+        "lumbarization", "lumbarization_full", ("L3/L4", "L5/S1", "S1/S2")
+    )
+    _, rudimentary_s1s2 = _disc_runs(
+        "lumbarization", "lumbarization_rudimentary", ("L3/L4", "L5/S1")
+    )
     assert normal_l5s1 >= 5.0 and lumbar_l5s1 >= 5.0  # a hydrated L5/S1 disc
     assert sacral_l5s1 <= 3.5  # thin or absent rudimentary disc
+    assert partial_l5s1 <= 5.0  # narrowed and dim
     assert normal_s1s2 <= 3.0  # vestigial S1/S2 remnant only
     assert lumbar_s1s2 >= 5.0  # the extra, well-formed S1/S2 disc
+    assert rudimentary_s1s2 <= 4.0  # ... or a thin, dim, partly bridged one
 
 
 def test_render_study_contract():
@@ -289,12 +329,11 @@ def test_render_study_contract():
     assert list(study.disc_centres) == list(LEVELS)
     assert study.disc_centres["L5/S1"] == study.all_discs["L5/S1"]
     assert study.all_discs["S1/S2"][1] > study.disc_centres["L5/S1"][1]
-    assert (
-        8.0
-        <= min(study.disc_heights[k] for k in LEVELS)
-        <= max(study.disc_heights[k] for k in LEVELS)
-        <= 12.0
-    )
+    hydrated = [study.disc_heights[k] for k in LEVELS if study.grades[k] == 1]
+    assert all(8.0 <= h <= 12.0 for h in hydrated)
+    assert set(study.grades.values()) <= {1, 2, 3, 4, 5}
+    assert study.subtype in ("lumbarization_rudimentary", "lumbarization_full")
+    assert study.fov_top in ("T10", "T11", "T12", "L1")
     with pytest.raises(ValueError, match="kind"):
         render_study(np.random.default_rng(0), "hemivertebra")
 
@@ -360,3 +399,195 @@ def test_files_pass_dciodvfy(dataset):
 def test_bad_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         write_phantom_dataset(tmp_path, **kwargs)
+
+
+def _anatomies(kind: str, n: int, seed: int = 77):
+    from lstv.phantom import sample_anatomy
+
+    return [sample_anatomy(np.random.default_rng([seed, i]), kind) for i in range(n)]
+
+
+def test_default_degeneration_mix():
+    anatomies = _anatomies("normal", 300) + _anatomies("lumbarization", 100)
+    lower = [max(a.disc("L4/L5").grade, a.disc("L5/S1").grade) for a in anatomies]
+    assert np.mean(np.array(lower) >= 4) >= 0.4  # the issue's default mix
+    assert 0.05 <= np.mean(np.array(lower) == 5) <= 0.35  # some collapsed, black discs
+    mean_grade = {lv: np.mean([a.disc(lv).grade for a in anatomies]) for lv in LEVELS}
+    assert mean_grade["L1/L2"] < mean_grade["L3/L4"] < mean_grade["L4/L5"]
+    assert mean_grade["L1/L2"] < mean_grade["L5/S1"] - 1.0  # worst at the bottom
+    slips = [d for a in anatomies for d in a.discs if d.slip > 0]
+    assert 0.02 <= len(slips) / len(anatomies) <= 0.15  # occasional
+    assert {d.name for d in slips} <= {"L4/L5", "L5/S1"}
+    assert all(3.0 <= d.slip <= 8.0 for d in slips)  # grade 1: under a quarter of the depth
+    # What each grade draws: lower and darker with the grade, signs of age from grade 3.
+    by_grade = {g: [d for a in anatomies for d in a.discs[:-1] if d.grade == g] for g in (1, 5)}
+    assert max(d.signal for d in by_grade[5]) < min(
+        d.signal for d in by_grade[1] if d.kind == "normal"
+    )
+    assert all(d.degeneration.blur == 1.0 for d in by_grade[5])
+    assert any(d.degeneration.modic for d in by_grade[5])
+    assert any(d.degeneration.osteophyte for d in by_grade[5])
+
+
+def test_transitional_subtypes_and_castellvi():
+    for kind in ("sacralization", "lumbarization"):
+        anatomies = _anatomies(kind, 120)
+        subtypes = Counter(a.subtype for a in anatomies)
+        assert set(subtypes) == set(LSTV_SUBTYPES[kind])
+        assert min(subtypes.values()) >= 40  # about half each
+        for a in anatomies:
+            assert a.castellvi in CASTELLVI_TYPES
+            states = set(a.transverse)
+            if a.subtype == "sacralization_complete":
+                assert a.castellvi == "III" and a.transverse == ("fused", "fused")
+                assert a.disc("L5/S1").kind == "rudimentary" and a.disc("L5/S1").grade == 5
+            if a.subtype == "sacralization_partial":  # one side fused, a narrowed real disc
+                assert a.castellvi in ("III", "IV") and "fused" in states
+                assert a.transverse.count("fused") == 1
+                assert a.disc("L5/S1").kind == "normal" and a.disc("L5/S1").height < 7.0
+            if a.subtype == "lumbarization_rudimentary":
+                assert a.disc("S1/S2").kind == "rudimentary" and a.disc("S1/S2").height <= 4.0
+            if a.subtype == "lumbarization_full":
+                assert a.disc("S1/S2").kind == "normal"
+            expected = (
+                "IV"
+                if {"fused", "articulating"} <= states
+                else "III"
+                if "fused" in states
+                else "II"
+                if "articulating" in states
+                else "I"
+                if "enlarged" in states
+                else ""
+            )
+            assert a.castellvi == expected
+    assert all(a.castellvi == "" for a in _anatomies("normal", 50))
+
+
+def test_thoracolumbar_junction_overlaps_the_lumbar_range():
+    anatomies = _anatomies("normal", 300)
+
+    def heights(name):  # hydrated discs only: degeneration lowers any disc
+        return np.array([a.disc(name).height for a in anatomies if a.disc(name).grade == 1])
+
+    names = ("T9/T10", "T10/T11", "T11/T12", "T12/L1", "L1/L2")
+    medians = [np.median(heights(n)) for n in names]
+    assert medians == sorted(medians) and len(set(medians)) == len(medians)  # grows downwards
+    lumbar_low = np.percentile(heights("L1/L2"), 10)
+    assert np.mean(heights("T11/T12") > lumbar_low) > 0.1
+    assert np.mean(heights("T12/L1") > lumbar_low) > 0.3
+    assert all(a.disc(n).kind == "normal" for a in anatomies for n in ("T11/T12", "T12/L1"))
+
+
+def test_field_of_view_top_varies_from_t10_to_l1():
+    from lstv.phantom.geometry import FOV_TOPS, _place
+    from lstv.phantom.render import _sample_matrix
+
+    tops = Counter()
+    for i in range(200):
+        rng = np.random.default_rng([91, i])
+        kind = LSTV_TYPES[i % 3]
+        from lstv.phantom import sample_anatomy
+
+        a = sample_anatomy(rng, kind)
+        rows, cols, spacing = _sample_matrix(rng)
+        placement = _place(rng, a, rows, cols, spacing)
+        tops[placement.top] += 1
+        body = a.bodies[a.index(placement.top)]
+        l1_l2 = (a.bodies[a.index("L1")].inf_centre + a.bodies[a.index("L2")].sup_centre) / 2
+        sacrum = a.bodies[a.index("S2" if kind == "lumbarization" else "S1")]
+        row = {
+            name: placement.to_pixels(p)[1]
+            for name, p in (
+                ("top", body.sup_centre),
+                ("bottom", body.inf_centre),
+                ("l1_l2", l1_l2),
+                ("sacrum", sacrum.sup_centre),
+            )
+        }
+        # The first row cuts the body named: its top above, its bottom below the image top.
+        assert row["top"] < 0 < row["bottom"]
+        # The labelled discs from L1/L2 down and the top of the sacrum are in view.
+        assert row["l1_l2"] > 0 and row["sacrum"] < rows
+    assert set(tops) == set(FOV_TOPS), tops  # every top occurs, no other
+    assert min(tops.values()) >= 10
+
+
+def _profile(img: np.ndarray, point, direction, spacing: float, half_mm: float = 14.0):
+    """3x3 medians along ``direction`` through ``point``, every half pixel, and their offsets."""
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    ts = np.arange(-half_mm, half_mm + 1e-6, spacing / 2)
+    return ts, np.array([_median3(img, *(np.asarray(point) + d * t / spacing)) for t in ts])
+
+
+def _disc_space_mm(img, point, direction, spacing, marrow: float) -> float:
+    """Distance between the vertebral marrow above and below a disc: from the label, outward,
+    to the first 1.5 mm of marrow-like signal (0.6-1.45 x the bodies' median) on each side."""
+    ts, values = _profile(img, point, direction, spacing)
+    like = (values > 0.6 * marrow) & (values < 1.45 * marrow)
+    run = int(np.ceil(1.5 / (spacing / 2)))
+    centre = len(ts) // 2
+    ends = []
+    for step in (-1, 1):
+        i = centre
+        while (
+            0 <= i + step * run < len(ts)
+            and not like[min(i, i + step * run) : max(i, i + step * run) + 1].all()
+        ):
+            i += step
+        ends.append(abs(ts[i]))
+    return sum(ends)
+
+
+def test_grade_5_disc_is_thinner_and_darker_than_grade_1_in_the_written_pixels(dataset):
+    """Labels agree with what is drawn, measured on the DICOM files at the labelled points."""
+    labels = _rows(dataset.labels_csv)
+    grades = _grades(dataset)
+    series = _t2_series(dataset)
+    pairs = 0
+    for sid, graded in grades.items():
+        if not ({1, 5} <= set(graded.values())):
+            continue
+        files = _read_sorted(series[sid])
+        mid = files[len(files) // 2]
+        img = mid.pixel_array.astype(float)
+        spacing = float(mid.PixelSpacing[0])
+        points = {
+            r["level"]: np.array([float(r["x"]), float(r["y"])])
+            for r in labels
+            if int(r["study_id"]) == sid
+        }
+        # Marrow: the middle of the bodies between the labelled discs.
+        marrow = float(
+            np.median(
+                [
+                    _median3(img, *((points[a] + points[b]) / 2))
+                    for a, b in zip(LEVELS[:-1], LEVELS[1:], strict=True)
+                ]
+            )
+        )
+        measured = {}
+        for level in graded:
+            i = LEVELS.index(level)
+            axis = points[LEVELS[min(i + 1, 4)]] - points[LEVELS[max(i - 1, 0)]]
+            measured[level] = (
+                _median3(img, *points[level]),
+                _disc_space_mm(img, points[level], axis, spacing, marrow),
+            )
+        for one in (lv for lv, g in graded.items() if g == 1):
+            for five in (lv for lv, g in graded.items() if g == 5):
+                (bright, tall), (dark, thin) = measured[one], measured[five]
+                assert dark < 0.5 * bright, (sid, one, five, measured)
+                assert thin < 0.7 * tall, (sid, one, five, measured)
+                pairs += 1
+    assert pairs >= 1  # the seed-3 set has one (a normal study: L1/L2 grade 1, L5/S1 grade 5)
+
+
+def test_workers_write_the_same_bytes(tmp_path):
+    one = write_phantom_dataset(tmp_path / "one", n_studies=3, seed=21, workers=1)
+    two = write_phantom_dataset(tmp_path / "two", n_studies=3, seed=21, workers=2)
+    files = sorted(p.relative_to(one.root) for p in one.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two.root) for p in two.root.rglob("*") if p.is_file())
+    assert len(files) > 3 * 15
+    for rel in files:
+        assert (one.root / rel).read_bytes() == (two.root / rel).read_bytes(), rel

@@ -10,15 +10,28 @@ receive-coil bias field and Rician noise. Parasagittal slices are the same anato
 lateral half-width of each structure (bodies and discs shrink, the canal gives way to pedicles and
 foramina, the spinous process to muscle), which is what a 3-4 mm slab sees.
 
-Three kinds of study (:data:`LSTV_TYPES`):
+Three kinds of study (:data:`LSTV_TYPES`), each with a subtype (:data:`LSTV_SUBTYPES`):
 
-* ``normal``: T8..T12 (those within the field of view), five lumbar vertebrae, a sacrum of five
-  fused, tapering segments with thin vestigial S1/S2 and S2/S3 remnant discs, and a coccyx.
-* ``sacralization``: L5 is partly fused to the sacrum. It is trapezoid (shorter posteriorly,
-  narrower below), aligned with the sacrum, and the L5/S1 disc is a thin (1-3 mm), dim, partly
-  bridged rudimentary disc or absent. Only four mobile lumbar discs look normal.
-* ``lumbarization``: S1 is separated from S2 by a well-formed disc and is squared off like a
-  lumbar body: six lumbar-type segments above a four-segment sacrum.
+* ``normal``: T8..T12, five lumbar vertebrae, a sacrum of five fused, tapering segments with thin
+  vestigial S1/S2 and S2/S3 remnant discs, and a coccyx.
+* ``sacralization``: L5 is fused to the sacrum, trapezoid (shorter posteriorly, narrower below)
+  and aligned with it. ``sacralization_complete``: the L5/S1 disc is a thin (1-3 mm), dim, partly
+  bridged rudimentary disc or absent, both transverse processes fused with the ala (Castellvi
+  III). ``sacralization_partial``: a narrowed (3-7 mm), darker disc, one transverse process fused
+  and the other free, enlarged or articulating (Castellvi III or IV).
+* ``lumbarization``: S1 is squared off like a lumbar body, six lumbar-type segments above a
+  four-segment sacrum; its S1/S2 disc is fully formed (``lumbarization_full``) or thin, dim and
+  partly bridged (``lumbarization_rudimentary``), about half each; Castellvi none to III.
+
+What makes them hard where real spines are hard: every disc carries a Pfirrmann grade (1-5:
+height loss, a dark and blurred nucleus, bulge, Modic-like endplate bands, small osteophytes),
+more often and worse at L4/L5 and L5/S1 (about half the studies have a grade >= 4 disc there, so
+a narrow dark L5/S1 is no sign of a transitional spine); an occasional grade-1
+spondylolisthesis at L4/L5 or L5/S1; disc height grows gradually from T10 down, T11/T12 and
+T12/L1 within the lumbar range; and the top of the field of view cuts a vertebra from T10 to L1
+(:data:`FOV_TOPS`), so the count from the top is not always visible. ``lstv_labels.csv`` carries
+``study_id, lstv, lstv_type``, then ``lstv_subtype``, ``castellvi`` and ``pfirrmann_l1_l2`` ..
+``pfirrmann_l5_s1`` (a completely sacralized L5/S1 is graded 5 for what it looks like).
 
 Label convention for transitional studies (``train_label_coordinates.csv``): levels are counted
 from the top, as a radiologist reading a whole-spine localiser would, with L1 the first vertebra
@@ -36,18 +49,29 @@ T1`` and/or ``Axial T2`` series so that series selection is exercised. About a t
 T2 series are RLE Lossless, a sixth JPEG Lossless SV1 (encoded with python-gdcm: pydicom has no
 encoder for it), the rest explicit VR little endian; about a quarter have instance numbers
 shuffled against geometry. UIDs and every random draw derive from the seed, so the same seed
-writes byte-identical files.
+writes byte-identical files, whatever the number of ``workers``.
 
 The package, along the steps of drawing a study: :mod:`~lstv.phantom.anatomy` (the column),
 :mod:`~lstv.phantom.geometry` (curves and placement in the image), :mod:`~lstv.phantom.draw`
-(one slice as a label map), :mod:`~lstv.phantom.tissues` and :mod:`~lstv.phantom.render` (signal,
-noise, a series), :mod:`~lstv.phantom.dicom_writer` and :mod:`~lstv.phantom.dataset` (files).
+(one slice as a label map), :mod:`~lstv.phantom.tissues` and :mod:`~lstv.phantom.render`
+(signal, noise, a series), :mod:`~lstv.phantom.dicom_writer` and :mod:`~lstv.phantom.dataset`
+(files). Other export layouts belong next to them, as modules of this package.
 """
 
-from lstv.phantom.anatomy import LSTV_TYPES, Anatomy, Disc, Vertebra, sample_anatomy
+from lstv.phantom.anatomy import (
+    CASTELLVI_TYPES,
+    LSTV_SUBTYPES,
+    LSTV_TYPES,
+    Anatomy,
+    Degeneration,
+    Disc,
+    Vertebra,
+    sample_anatomy,
+)
 from lstv.phantom.dataset import (
     AXIAL_DESCRIPTION,
     CONDITION,
+    LSTV_LABEL_COLUMNS,
     T1_DESCRIPTION,
     T2_DESCRIPTION,
     PhantomDataset,
@@ -63,15 +87,24 @@ from lstv.phantom.dicom_writer import (
     series_id_for,
     study_id_for,
 )
-from lstv.phantom.geometry import AXIAL_ORIENTATION, SAGITTAL_ORIENTATION, SeriesGeometry
+from lstv.phantom.geometry import (
+    AXIAL_ORIENTATION,
+    FOV_TOPS,
+    SAGITTAL_ORIENTATION,
+    SeriesGeometry,
+)
 from lstv.phantom.render import MAX_PIXEL, RenderedStudy, render_study, study_rng
 
 __all__ = [
     "AXIAL_DESCRIPTION",
     "AXIAL_ORIENTATION",
+    "CASTELLVI_TYPES",
     "CONDITION",
     "EXPLICIT_VR_LITTLE_ENDIAN",
+    "FOV_TOPS",
     "JPEG_LOSSLESS_SV1",
+    "LSTV_LABEL_COLUMNS",
+    "LSTV_SUBTYPES",
     "LSTV_TYPES",
     "MAX_PIXEL",
     "MR_IMAGE_STORAGE",
@@ -80,6 +113,7 @@ __all__ = [
     "T1_DESCRIPTION",
     "T2_DESCRIPTION",
     "Anatomy",
+    "Degeneration",
     "Disc",
     "PhantomDataset",
     "RenderedStudy",

@@ -1,15 +1,63 @@
-"""A patient's spinal column: vertebrae, discs and soft-tissue parameters, in millimetres."""
+"""A patient's spinal column: vertebrae, discs and soft-tissue parameters, in millimetres.
+
+Besides the three kinds of :data:`LSTV_TYPES`, a column carries what makes real spines hard to
+count and to read: disc degeneration graded per disc on the Pfirrmann scale (in normal and
+transitional studies alike, more often and worse at L4/L5 and L5/S1), an occasional grade-1
+spondylolisthesis at L4/L5 or L5/S1, a thoracolumbar junction whose discs grow gradually from T10
+down (T11/T12 and T12/L1 overlap the lumbar range), and the transitional spectrum of
+:data:`LSTV_SUBTYPES` with the Castellvi type of the transverse processes.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from lstv.phantom.geometry import _direction
 
 LSTV_TYPES = ("normal", "sacralization", "lumbarization")
+# Sacralization: partial (a narrowed disc, one transverse process fused) or complete (a bony
+# bridge with a rudimentary remnant or none). Lumbarization: the S1/S2 disc rudimentary (thin,
+# dim, partly bridged) or fully formed.
+LSTV_SUBTYPES = {
+    "normal": ("normal",),
+    "sacralization": ("sacralization_partial", "sacralization_complete"),
+    "lumbarization": ("lumbarization_rudimentary", "lumbarization_full"),
+}
+CASTELLVI_TYPES = ("", "I", "II", "III", "IV")
+# Transverse process of the transitional vertebra, per side: its Castellvi building block.
+TRANSVERSE_STATES = ("normal", "enlarged", "articulating", "fused")
+
+
+@dataclass(frozen=True)
+class Degeneration:
+    """How a disc has aged (Pfirrmann grade) and what is drawn for it.
+
+    Attributes:
+        grade: 1 (bright, homogeneous, full height) .. 5 (collapsed, black).
+        blur: 0..1, how much of the nucleus/annulus border is lost (grade 3 and above).
+        cleft: a dark horizontal intranuclear band (grade 2 to 4).
+        bulge: posterior and anterior bulge of the annulus beyond a normal disc's, mm.
+        osteophyte: length of the spurs at the anterior endplate corners, mm (0: none).
+        modic: endplate signal change in both bodies: 0 none, 1 oedema (T2 bright, T1 dark),
+            2 fatty (bright on both), 3 sclerosis (dark on both).
+        modic_depth: how deep the band reaches into each body, mm.
+        vacuum: gas in a collapsed disc, a black cleft (grade 5).
+    """
+
+    grade: int = 1
+    blur: float = 0.0
+    cleft: bool = False
+    bulge: float = 0.0
+    osteophyte: float = 0.0
+    modic: int = 0
+    modic_depth: float = 0.0
+    vacuum: bool = False
+
+
+NO_DEGENERATION = Degeneration()
 
 
 @dataclass(frozen=True)
@@ -49,6 +97,8 @@ class Disc:
         height: central height, mm.
         signal: nucleus signal relative to CSF (T2).
         extent: fraction of the endplate depth the (remnant) disc spans.
+        degeneration: Pfirrmann grade and its signs (grade 1: none).
+        slip: anterior slip of the upper vertebra over the lower one, mm (spondylolisthesis).
     """
 
     name: str
@@ -56,6 +106,12 @@ class Disc:
     height: float
     signal: float
     extent: float = 1.0
+    degeneration: Degeneration = NO_DEGENERATION
+    slip: float = 0.0
+
+    @property
+    def grade(self) -> int:
+        return self.degeneration.grade
 
 
 @dataclass
@@ -82,6 +138,9 @@ class Anatomy:
     distances in mm; ``bowel`` holds one (position along the spine 0..1, depth 0..1, lateral
     centre, radii u, v, x, angle) per loop; ``extra`` keeps the patient factors drawn (size,
     lordosis) for inspection; ``cache`` holds reference lines shared by the slices.
+    ``subtype`` is one of :data:`LSTV_SUBTYPES` of ``kind``; ``castellvi`` the Castellvi type
+    ("" for none) drawn by ``transverse``, the state of the transitional vertebra's right (-x)
+    and left (+x) transverse process (:data:`TRANSVERSE_STATES`).
     """
 
     kind: str
@@ -99,8 +158,22 @@ class Anatomy:
     conus_level: float
     root_offsets: tuple[float, ...]
     cord_half_width: float
+    subtype: str = "normal"
+    castellvi: str = ""
+    transverse: tuple[str, str] = ("normal", "normal")
     extra: dict[str, float] = field(default_factory=dict)
     cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    @property
+    def transitional_vertebra(self) -> str | None:
+        """The vertebra whose transverse processes meet the sacrum in a transitional column."""
+        return {"sacralization": "L5", "lumbarization": "S1"}.get(self.kind)
+
+    def disc(self, name: str) -> Disc:
+        for d in self.discs:
+            if d.name == name:
+                return d
+        raise KeyError(name)
 
     def index(self, name: str) -> int:
         for i, body in enumerate(self.bodies):
@@ -132,17 +205,54 @@ _NORMAL_COLUMN = (
     ("Co3", "coccygeal", 6.5, 9.0, 0.8, 6.0, -28.0),
 )
 _LUMBAR_DISC_HEIGHT = {"L1/L2": 8.8, "L2/L3": 9.5, "L3/L4": 10.0, "L4/L5": 10.5, "L5/S1": 10.0}
+# Thoracic disc height range (mm) growing towards the junction: T11/T12 and T12/L1 overlap the
+# lumbar range and are drawn as lumbar-type discs, so "the first thick disc" is not L1/L2.
+_UPPER_DISC_HEIGHT = {
+    "T8/T9": (4.5, 6.0),
+    "T9/T10": (5.0, 6.5),
+    "T10/T11": (5.5, 7.5),
+    "T11/T12": (6.5, 9.0),
+    "T12/L1": (7.2, 9.6),
+}
+# How strongly each disc follows the patient's degeneration load; L4/L5 and L5/S1 (and the
+# lowest mobile disc of a lumbarized column) carry most of it, and may degenerate alone.
+_DEGENERATION_WEIGHT = {
+    "T10/T11": 0.25,
+    "T11/T12": 0.3,
+    "T12/L1": 0.32,
+    "L1/L2": 0.35,
+    "L2/L3": 0.45,
+    "L3/L4": 0.65,
+    "L4/L5": 1.0,
+    "L5/S1": 1.0,
+    "S1/S2": 1.0,
+}
+_FOCAL_DEGENERATION = {"L4/L5": 0.2, "L5/S1": 0.2}  # chance of an isolated extra +0.35
+_GRADE_CUTS = (0.22, 0.42, 0.62, 0.9)
+# Per grade: height factor range, nucleus T2 signal range (grade 1 keeps its hydrated signal).
+_GRADE_HEIGHT = {2: (0.92, 1.0), 3: (0.78, 0.92), 4: (0.55, 0.78), 5: (0.25, 0.45)}
+_GRADE_SIGNAL = {2: (0.66, 0.84), 3: (0.45, 0.62), 4: (0.26, 0.42), 5: (0.10, 0.20)}
+_SPONDYLOLISTHESIS_RATE = 0.08
 
 
-def _column_rows(kind: str) -> list[list]:
+def _column_rows(kind: str, subtype: str = "") -> list[list]:
     """The column table of :data:`_NORMAL_COLUMN`, changed for a transitional kind."""
     rows = [list(r) for r in _NORMAL_COLUMN]
     by_name = {r[0]: r for r in rows}
     if kind == "sacralization":
-        # L5 joins the sacrum: shorter, narrower below, tilted towards S1, wider laterally.
+        # L5 joins the sacrum: shorter, narrower below, tilted towards S1, wider laterally;
+        # a partly sacralized L5 is less so.
+        partial = subtype == "sacralization_partial"
         l4_angle, s1_angle = by_name["L4"][6], by_name["S1"][6]
-        l5_angle = l4_angle + 0.62 * (s1_angle - l4_angle)
-        by_name["L5"][1:7] = ["transitional", 24.5, 40.0, 0.84, 32.0, l5_angle]
+        l5_angle = l4_angle + (0.45 if partial else 0.62) * (s1_angle - l4_angle)
+        by_name["L5"][1:7] = [
+            "transitional",
+            25.5 if partial else 24.5,
+            40.0,
+            0.9 if partial else 0.84,
+            30.0 if partial else 32.0,
+            l5_angle,
+        ]
         by_name["S1"][6] = s1_angle + 2.0
     elif kind == "lumbarization":
         # S1 becomes a sixth lumbar-type body; the lumbosacral angle moves down to S1/S2.
@@ -154,10 +264,10 @@ def _column_rows(kind: str) -> list[list]:
 
 
 def _sample_vertebrae(
-    rng: np.random.Generator, kind: str, size: float, lordosis: float
+    rng: np.random.Generator, kind: str, subtype: str, size: float, lordosis: float
 ) -> list[Vertebra]:
     vertebrae = []
-    for name, shape, height, depth, taper, half_width, angle in _column_rows(kind):
+    for name, shape, height, depth, taper, half_width, angle in _column_rows(kind, subtype):
         vertebrae.append(
             Vertebra(
                 name=name,
@@ -182,20 +292,79 @@ def _sample_vertebrae(
     return vertebrae
 
 
-def _sample_disc(rng: np.random.Generator, upper: Vertebra, lower: Vertebra) -> Disc:
+def _sample_grade(rng: np.random.Generator, load: float, name: str) -> int:
+    """Pfirrmann grade of one disc for a patient's degeneration ``load`` (0..1)."""
+    weight = _DEGENERATION_WEIGHT.get(name)
+    if weight is None:
+        return 1
+    score = load * weight + rng.normal(0.0, 0.12)
+    if rng.random() < _FOCAL_DEGENERATION.get(name, 0.0):
+        score += 0.35
+    return 1 + int(np.searchsorted(_GRADE_CUTS, score))
+
+
+def _degenerate(rng: np.random.Generator, disc: Disc, grade: int) -> Disc:
+    """The disc aged to Pfirrmann ``grade``: lower, darker, blurred, bulging, with spurs."""
+    if grade == 1:
+        return disc
+    chance = {2: 0.0, 3: 0.3, 4: 0.6, 5: 0.8}[grade]
+    osteophyte = rng.uniform(1.5, 2.0 + 0.8 * grade) if rng.random() < chance else 0.0
+    modic = 0
+    if rng.random() < {2: 0.0, 3: 0.05, 4: 0.35, 5: 0.6}[grade]:
+        modic = int(rng.choice([1, 2, 3], p=[0.3, 0.5, 0.2]))
+    degeneration = Degeneration(
+        grade=grade,
+        blur={2: 0.0, 3: rng.uniform(0.4, 0.7), 4: rng.uniform(0.7, 1.0), 5: 1.0}[grade],
+        cleft=grade < 5 and rng.random() < 0.7,
+        bulge={
+            2: 0.0,
+            3: rng.uniform(0.3, 1.0),
+            4: rng.uniform(0.8, 2.0),
+            5: rng.uniform(1.0, 2.5),
+        }[grade],
+        osteophyte=osteophyte,
+        modic=modic,
+        modic_depth=rng.uniform(3.0, 8.0) if modic else 0.0,
+        vacuum=grade == 5 and rng.random() < 0.35,
+    )
+    return replace(
+        disc,
+        height=disc.height * rng.uniform(*_GRADE_HEIGHT[grade]),
+        signal=min(disc.signal, rng.uniform(*_GRADE_SIGNAL[grade])),
+        degeneration=degeneration,
+    )
+
+
+def _sample_disc(
+    rng: np.random.Generator, upper: Vertebra, lower: Vertebra, subtype: str, load: float
+) -> Disc:
     name = f"{upper.name}/{lower.name}"
     if upper.shape == "coccygeal" or upper.name == "S5":
         return Disc(name, "gap", rng.uniform(1.5, 2.5), 0.0)
+    if upper.shape == "transitional" and subtype == "sacralization_partial":
+        # A narrowed, degenerated-looking but real disc between a partly fused L5 and S1.
+        disc = Disc(name, "normal", rng.uniform(5.0, 7.0), rng.uniform(0.7, 0.9))
+        return _degenerate(rng, disc, int(rng.choice([3, 4])))
     if upper.shape == "transitional":
-        # Sacralized L5/S1: a thin, dim remnant spanning part of the depth, or none at all.
+        # Completely sacralized L5/S1: a thin, dim remnant spanning part of the depth, or none
+        # at all; graded 5 (collapsed) for what it looks like.
+        collapsed = Degeneration(grade=5, blur=1.0)
         if rng.random() < 0.3:
-            return Disc(name, "rudimentary", rng.uniform(1.0, 1.8), rng.uniform(0.30, 0.42), 0.0)
+            return Disc(
+                name,
+                "rudimentary",
+                rng.uniform(1.0, 1.8),
+                rng.uniform(0.30, 0.42),
+                0.0,
+                collapsed,
+            )
         return Disc(
             name,
             "rudimentary",
             rng.uniform(1.5, 3.0),
             rng.uniform(0.40, 0.55),
             rng.uniform(0.45, 0.8),
+            collapsed,
         )
     if upper.shape == "sacral" and lower.shape == "sacral":
         # Fused sacral levels keep a thin remnant, fainter further down.
@@ -208,14 +377,77 @@ def _sample_disc(rng: np.random.Generator, upper: Vertebra, lower: Vertebra) -> 
             signal * rng.uniform(0.9, 1.05),
             rng.uniform(0.35, 0.6),
         )
-    if upper.name == "S1":  # lumbarized S1: a well-formed S1/S2 disc
-        return Disc(name, "normal", rng.uniform(8.0, 10.5), rng.uniform(0.75, 0.98))
-    if upper.shape == "thoracic":
-        # Thoracic discs are thinner; T12/L1 is between thoracic and lumbar.
-        height = rng.uniform(6.5, 8.5) if upper.name == "T12" else rng.uniform(4.5, 6.5)
-        return Disc(name, "thoracic", height, rng.uniform(0.62, 0.85))
-    height = float(np.clip(_LUMBAR_DISC_HEIGHT[name] + rng.normal(0.0, 0.8), 8.0, 12.0))
-    return Disc(name, "normal", height, rng.uniform(0.78, 1.0))
+    if upper.name == "S1" and subtype == "lumbarization_rudimentary":
+        # A lumbarized S1 only partly separated from S2: a thin, dim, partly bridged disc.
+        return Disc(
+            name,
+            "rudimentary",
+            rng.uniform(2.0, 4.0),
+            rng.uniform(0.42, 0.6),
+            rng.uniform(0.5, 0.85),
+        )
+    if upper.name == "S1":  # a fully lumbarized S1: a well-formed S1/S2 disc
+        disc = Disc(name, "normal", rng.uniform(8.0, 10.5), rng.uniform(0.75, 0.98))
+    elif name in _UPPER_DISC_HEIGHT:
+        junction = name in ("T11/T12", "T12/L1")
+        disc = Disc(
+            name,
+            "normal" if junction else "thoracic",
+            rng.uniform(*_UPPER_DISC_HEIGHT[name]),
+            rng.uniform(0.72, 0.95) if junction else rng.uniform(0.62, 0.85),
+        )
+    else:
+        height = float(np.clip(_LUMBAR_DISC_HEIGHT[name] + rng.normal(0.0, 0.8), 8.0, 12.0))
+        disc = Disc(name, "normal", height, rng.uniform(0.78, 1.0))
+    return _degenerate(rng, disc, _sample_grade(rng, load, name))
+
+
+def _sample_transverse(rng: np.random.Generator, subtype: str) -> tuple[str, tuple[str, str]]:
+    """Castellvi type and the (right, left) transverse process states that draw it."""
+    if subtype == "sacralization_complete":
+        sides = ["fused", "fused"]
+    elif subtype == "sacralization_partial":
+        sides = ["fused", str(rng.choice(["articulating", "enlarged", "normal"]))]
+    elif subtype == "lumbarization_full":
+        castellvi = str(rng.choice(["", "I", "II"], p=[0.4, 0.3, 0.3]))
+        sides = {"": ["normal", "normal"], "I": ["enlarged", "enlarged"]}.get(
+            castellvi, ["articulating", str(rng.choice(["articulating", "normal"]))]
+        )
+    elif subtype == "lumbarization_rudimentary":
+        castellvi = str(rng.choice(["", "I", "II", "III"], p=[0.25, 0.2, 0.35, 0.2]))
+        sides = {
+            "": ["normal", "normal"],
+            "I": ["enlarged", str(rng.choice(["enlarged", "normal"]))],
+            "II": ["articulating", str(rng.choice(["articulating", "enlarged"]))],
+            "III": ["fused", str(rng.choice(["fused", "normal"]))],
+        }[castellvi]
+    else:
+        return "", ("normal", "normal")
+    if rng.random() < 0.5:
+        sides.reverse()
+    states = set(sides)
+    if {"fused", "articulating"} <= states:
+        castellvi = "IV"
+    elif "fused" in states:
+        castellvi = "III"
+    elif "articulating" in states:
+        castellvi = "II"
+    elif "enlarged" in states:
+        castellvi = "I"
+    else:
+        castellvi = ""
+    return castellvi, (sides[0], sides[1])
+
+
+def _add_spondylolisthesis(rng: np.random.Generator, discs: list[Disc], kind: str) -> None:
+    """Now and then, a grade-1 anterolisthesis (3-8 mm) at L4/L5 or L5/S1."""
+    if rng.random() >= _SPONDYLOLISTHESIS_RATE:
+        return
+    name = "L4/L5" if kind == "sacralization" or rng.random() < 0.6 else "L5/S1"
+    slip = rng.uniform(3.0, 8.0)
+    for i, d in enumerate(discs):
+        if d.name == name and d.kind == "normal":
+            discs[i] = replace(d, slip=slip)
 
 
 def _sample_bowel(rng: np.random.Generator) -> tuple[list[tuple[float, ...]], list[float]]:
@@ -240,25 +472,36 @@ def _sample_bowel(rng: np.random.Generator) -> tuple[list[tuple[float, ...]], li
     return loops, signal
 
 
-def sample_anatomy(rng: np.random.Generator, kind: str) -> Anatomy:
+def sample_anatomy(rng: np.random.Generator, kind: str, subtype: str | None = None) -> Anatomy:
     """Draw one patient's spinal column and surroundings.
 
     Args:
         rng: the random generator (all randomness of the study comes from it).
         kind: one of :data:`LSTV_TYPES`.
+        subtype: one of ``LSTV_SUBTYPES[kind]``; None draws one (about half each).
 
     Returns:
         The placed column (endplates in the canonical mm frame) and the soft-tissue parameters.
 
     Raises:
-        ValueError: an unknown ``kind``.
+        ValueError: an unknown ``kind`` or a ``subtype`` of another kind.
     """
     if kind not in LSTV_TYPES:
         raise ValueError(f"kind must be one of {LSTV_TYPES}, got {kind!r}")
+    if subtype is None:
+        subtype = str(rng.choice(LSTV_SUBTYPES[kind]))
+    if subtype not in LSTV_SUBTYPES[kind]:
+        raise ValueError(f"subtype of {kind} must be one of {LSTV_SUBTYPES[kind]}, got {subtype!r}")
     size = rng.uniform(0.95, 1.12)
     lordosis = rng.uniform(0.75, 1.25)
-    vertebrae = _sample_vertebrae(rng, kind, size, lordosis)
-    discs = [_sample_disc(rng, u, lo) for u, lo in zip(vertebrae[:-1], vertebrae[1:], strict=True)]
+    load = rng.beta(1.5, 1.6)  # the patient's degeneration load, 0..1
+    vertebrae = _sample_vertebrae(rng, kind, subtype, size, lordosis)
+    discs = [
+        _sample_disc(rng, u, lo, subtype, load)
+        for u, lo in zip(vertebrae[:-1], vertebrae[1:], strict=True)
+    ]
+    _add_spondylolisthesis(rng, discs, kind)
+    castellvi, transverse = _sample_transverse(rng, subtype)
     bowel, bowel_signal = _sample_bowel(rng)
     return Anatomy(
         kind=kind,
@@ -279,7 +522,10 @@ def sample_anatomy(rng: np.random.Generator, kind: str) -> Anatomy:
         conus_level=rng.uniform(-0.3, 0.4),
         root_offsets=tuple(sorted(rng.uniform(0.45, 0.9, size=4))),
         cord_half_width=rng.uniform(4.0, 5.0),
-        extra={"size": size, "lordosis": lordosis},
+        subtype=subtype,
+        castellvi=castellvi,
+        transverse=transverse,
+        extra={"size": size, "lordosis": lordosis, "degeneration_load": load},
     )
 
 
@@ -303,7 +549,8 @@ def _place_column(vertebrae: list[Vertebra], discs: list[Disc]) -> list[_Body]:
         if d.kind in ("vestigial", "rudimentary", "gap"):
             limit = math.degrees(math.atan(1.2 * d.height / max(v.depth, 1.0)))
         disc_wedge = float(np.clip(target - inf_angle, -limit, limit))
-        td, _ = _direction(inf_angle + disc_wedge / 2)
-        sup_centre = inf_centre + td * d.height
+        td, nd = _direction(inf_angle + disc_wedge / 2)
+        # Anterolisthesis: everything below slips back, i.e. the upper body lies anterior.
+        sup_centre = inf_centre + td * d.height + nd * d.slip
         sup_angle = inf_angle + disc_wedge
     return bodies

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from lstv import rsna
+from lstv.levels import LEVEL_KEYS, LEVELS
+from lstv.phantom.anatomy import LSTV_SUBTYPES
 from lstv.phantom.dicom_writer import (
     _MAX_STUDIES_PER_SEED,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -21,6 +26,7 @@ from lstv.phantom.dicom_writer import (
     study_id_for,
 )
 from lstv.phantom.render import _render_axial, _render_t1, _render_t2, study_rng
+from lstv.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,15 @@ T2_DESCRIPTION = rsna.SAGITTAL_T2
 T1_DESCRIPTION = rsna.SAGITTAL_T1
 AXIAL_DESCRIPTION = rsna.AXIAL_T2
 CONDITION = rsna.DISC_CONDITION
+# lstv_labels.csv: the three columns every labels file has, then what only phantoms know.
+LSTV_LABEL_COLUMNS = (
+    "study_id",
+    "lstv",
+    "lstv_type",
+    "lstv_subtype",
+    "castellvi",
+    *(f"pfirrmann_{key}" for key in LEVEL_KEYS),
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class _StudyPlan:
     shuffled: bool
     with_t1: bool
     with_axial: bool
+    subtype: str = "normal"
 
 
 def _balanced(rng: np.random.Generator, n: int, counts: dict[str, int], rest: str) -> list[str]:
@@ -81,6 +97,15 @@ def _plan_studies(n: int, lstv_fraction: float, seed: int) -> list[_StudyPlan]:
     if n >= 3:  # make sure series selection meets both kinds of extra series
         with_t1[int(rng.integers(n))] = True
         with_axial[int(rng.integers(n))] = True
+    subtypes = ["normal"] * n
+    for kind in ("sacralization", "lumbarization"):  # about half each
+        members = [i for i in range(n) if kinds[i] == kind]
+        first, second = LSTV_SUBTYPES[kind]
+        n_first = len(members) // 2 + (int(rng.integers(2)) if len(members) % 2 else 0)
+        for i, subtype in zip(
+            members, _balanced(rng, len(members), {first: n_first}, second), strict=True
+        ):
+            subtypes[i] = subtype
     return [
         _StudyPlan(
             i,
@@ -90,6 +115,7 @@ def _plan_studies(n: int, lstv_fraction: float, seed: int) -> list[_StudyPlan]:
             shuffled[i] == "yes",
             bool(with_t1[i]),
             bool(with_axial[i]),
+            subtypes[i],
         )
         for i in range(n)
     ]
@@ -133,10 +159,10 @@ def _instance_numbers(rng: np.random.Generator, n: int, shuffled: bool) -> tuple
 
 def _write_study(
     images_dir: Path, plan: _StudyPlan, seed: int
-) -> tuple[list[tuple[int, int, str]], list[tuple]]:
-    """Render and write one study; returns its series rows and label rows."""
+) -> tuple[list[tuple[int, int, str]], list[tuple], tuple]:
+    """Render and write one study; returns its series rows, label rows and lstv_labels row."""
     rng = study_rng(seed, plan.index)
-    t2, anatomy, placement = _render_t2(rng, plan.kind)
+    t2, anatomy, placement = _render_t2(rng, plan.kind, plan.subtype)
     n_slices = t2.volume.shape[0]
     year, month, day = (
         int(rng.integers(2018, 2024)),
@@ -187,7 +213,45 @@ def _write_study(
         (plan.study_id, t2_series, mid_instance, CONDITION, level, x, y)
         for level, (x, y) in t2.disc_centres.items()
     ]
-    return series_rows, label_rows
+    lstv_row = (
+        plan.study_id,
+        int(plan.kind != "normal"),
+        plan.kind,
+        t2.subtype,
+        t2.castellvi,
+        *(t2.grades[level] for level in LEVELS),
+    )
+    return series_rows, label_rows, lstv_row
+
+
+SETTINGS_JSON = "phantom_settings.json"
+
+
+def _refuse_other_dataset(root: Path, settings: dict) -> None:
+    """A folder may be written again with the same settings (the files come out byte-identical);
+    a folder holding another dataset, or anything in the RSNA layout, is never overwritten."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"--output_dir {root} is a file, not a folder")
+    recorded = root / SETTINGS_JSON
+    if recorded.is_file():
+        try:
+            previous = json.loads(recorded.read_text())
+        except ValueError:
+            previous = None
+        if previous == settings:
+            return
+        raise ValueError(
+            f"{root} already holds a phantom dataset made with other settings ({previous}); "
+            "choose another --output_dir"
+        )
+    names = (rsna.SERIES_CSV, rsna.TRAIN_IMAGES, "lstv_labels.csv")
+    held = [n for n in names if (root / n).exists()]
+    if held:
+        raise ValueError(
+            f"{root} already holds {', '.join(held)}; choose another --output_dir so they are kept"
+        )
 
 
 def write_phantom_dataset(
@@ -197,6 +261,7 @@ def write_phantom_dataset(
     seed: int = 0,
     valid_fraction: float = 0.25,
     progress: bool = False,
+    workers: int = 1,
 ) -> PhantomDataset:
     """Write ``n_studies`` phantom studies in the RSNA 2024 layout.
 
@@ -210,6 +275,8 @@ def write_phantom_dataset(
         valid_fraction: fraction of studies listed in ``valid_id.npy`` (stratified so that
             normal and transitional studies are both held out; 1.0 holds out every study).
         progress: show a progress bar on stderr.
+        workers: processes that render and write studies; every study draws from its own
+            generator (:func:`study_rng`), so the files are byte-identical for any count.
 
     Returns:
         The paths written and the study ids.
@@ -225,20 +292,31 @@ def write_phantom_dataset(
         raise ValueError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     root = Path(output_dir)
+    settings = {
+        "n_studies": n_studies,
+        "lstv_fraction": lstv_fraction,
+        "seed": seed,
+        "valid_fraction": valid_fraction,
+    }
+    _refuse_other_dataset(root, settings)
     images_dir = root / rsna.TRAIN_IMAGES
     images_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / SETTINGS_JSON, settings)
     plans = _plan_studies(n_studies, lstv_fraction, seed)
-    iterator = plans
-    if progress:
-        from tqdm import tqdm
+    series_rows, label_rows, lstv_rows = [], [], []
+    with _study_writer(images_dir, seed, min(workers, len(plans))) as write:
+        results = write(plans)
+        if progress:
+            from tqdm import tqdm
 
-        iterator = tqdm(plans, desc="phantom studies", unit="study")
-    series_rows, label_rows = [], []
-    for plan in iterator:
-        s_rows, l_rows = _write_study(images_dir, plan, seed)
-        series_rows += s_rows
-        label_rows += l_rows
+            results = tqdm(results, total=len(plans), desc="phantom studies", unit="study")
+        for s_rows, l_rows, lstv_row in results:  # in plan order, whatever the worker count
+            series_rows += s_rows
+            label_rows += l_rows
+            lstv_rows.append(lstv_row)
     series_csv = root / rsna.SERIES_CSV
     labels_csv = root / rsna.LABELS_CSV
     lstv_csv = root / "lstv_labels.csv"
@@ -249,11 +327,7 @@ def write_phantom_dataset(
         rsna.LABEL_COLUMNS,
         [(*r[:5], f"{r[5]:.6f}", f"{r[6]:.6f}") for r in label_rows],
     )
-    _write_csv(
-        lstv_csv,
-        ("study_id", "lstv", "lstv_type"),
-        [(p.study_id, int(p.kind != "normal"), p.kind) for p in plans],
-    )
+    _write_csv(lstv_csv, LSTV_LABEL_COLUMNS, lstv_rows)
     valid_ids = _valid_split(plans, valid_fraction, seed)
     np.save(valid_path, np.array(valid_ids, dtype=np.int64))
     log.info(
@@ -273,6 +347,23 @@ def write_phantom_dataset(
         study_ids=tuple(p.study_id for p in plans),
         valid_ids=tuple(valid_ids),
     )
+
+
+@contextmanager
+def _study_writer(images_dir: Path, seed: int, workers: int):
+    """A function plans -> iterator of :func:`_write_study` results, in plan order."""
+    if workers <= 1:
+        yield lambda plans: (_write_study(images_dir, plan, seed) for plan in plans)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the caller may hold threads (torch, a web server) that fork would copy.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield lambda plans: pool.map(
+            partial(_write_study, images_dir, seed=seed), plans, chunksize=1
+        )
 
 
 def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lstv.phantom.anatomy import Anatomy, _Body
+from lstv.phantom.anatomy import Anatomy, Degeneration, _Body
 from lstv.phantom.geometry import (
     _band,
     _direction,
@@ -21,10 +21,12 @@ from lstv.phantom.geometry import (
     _smooth_line,
 )
 from lstv.phantom.tissues import (
+    _BLUR0,
     _BOWEL0,
     _N_LABELS,
     _NUCLEUS0,
     ABDOMEN,
+    AIR,
     ANNULUS,
     BLADDER,
     CORD,
@@ -36,9 +38,12 @@ from lstv.phantom.tissues import (
     LIGAMENT,
     LIVER,
     MARROW,
+    MODIC_FAT,
+    MODIC_OEDEMA,
     MUSCLE,
     NERVE,
     POST_BONE,
+    SCLEROSIS,
     SKIN,
     VESSEL,
 )
@@ -335,12 +340,15 @@ def _draw_posterior_elements(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> 
             joint = np.array([top + t * 0.8 * h + n * 2.0, top + t * 0.95 * h + n * 14.0])
             cv.line(joint, FACET_FLUID, 0.9)
         elif v.shape in ("lumbar", "transitional") and abs(dx) < 48.0:
-            # Transverse processes; a sacralized L5's are broad and meet the sacral ala.
-            c = sup_post + n * 4.0 + t * (0.35 * h)
-            axes = (0.22 * h, 6.0)
-            if v.shape == "transitional":
-                axes = (0.5 * h, 9.0)
-            cv.fill(_ellipse(c, axes, v.angle), POST_BONE)
+            # Transverse processes; a transitional vertebra's may be broad and meet the ala.
+            state = "normal"
+            if body.name == a.transitional_vertebra:
+                state = a.transverse[1 if dx > 0 else 0]
+            if state == "normal":
+                c = sup_post + n * 4.0 + t * (0.35 * h)
+                cv.fill(_ellipse(c, (0.22 * h, 6.0), v.angle), POST_BONE)
+            else:
+                _draw_transverse(cv, a, body, state)
     # Sacral canal roof, a little thicker along the median crest.
     top = _endplate(a.bodies[a.index(sacrum_top)], "sup", 0.0)[1]
     bottom = _endplate(a.bodies[a.index("S5")], "inf", 0.0)[1]
@@ -351,6 +359,58 @@ def _draw_posterior_elements(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> 
     poly = _band(wall[seg], wall_n[seg], canal[seg] + 1.0, canal[seg] + 1.0 + roof)
     cv.fill(poly, POST_BONE)
     cv.line(poly, CORTEX, 0.8, closed=True)
+
+
+def _draw_transverse(cv: _Canvas, a: Anatomy, body: _Body, state: str) -> None:
+    """A dysplastic transverse process (over 19 mm high, Castellvi I) of the transitional
+    vertebra, reaching down to the sacral ala where it forms a pseudo-joint (II) or fuses (III).
+    """
+    v = body.vertebra
+    t, n = _direction(v.angle)
+    h = v.height
+    sup_post = _endplate(body, "sup", 0.0)[1]
+    top = sup_post + n * 4.0 + t * (0.1 * h)
+    if state == "enlarged":
+        cv.fill(_ellipse(top + t * 0.45 * h, (0.5 * h, 9.0), v.angle), POST_BONE)
+        return
+    sacrum = a.bodies[a.index(body.name) + 1]
+    ala = _endplate(sacrum, "sup", 0.0)[1] + n * 4.0
+    reach = float(np.dot(ala - top, t)) + (3.0 if state == "fused" else -1.2)
+    centre = top + t * reach / 2
+    if state == "fused":  # one piece of bone with the ala: marrow, no joint line
+        cv.fill(_ellipse(centre, (reach / 2, 9.5), v.angle), MARROW)
+        return
+    cv.fill(_ellipse(centre, (reach / 2, 9.0), v.angle), POST_BONE)
+    joint = top + t * (reach + 0.6)
+    cv.line(np.array([joint - n * 8.0, joint + n * 8.0]), CORTEX, 1.6)
+    cv.line(np.array([joint - n * 7.0, joint + n * 7.0]), FACET_FLUID, 0.7)
+
+
+def _draw_endplate_changes(
+    cv: _Canvas, upper: _Body, lower: _Body, quad: np.ndarray, g: Degeneration
+) -> None:
+    """Modic-like bands under both endplates and spurs at the anterior corners of a disc."""
+    ua, up, lp, la = quad
+    t_u, n_u = _direction(upper.inf_angle)
+    t_l, n_l = _direction(lower.sup_angle)
+    if g.modic:
+        label = {1: MODIC_OEDEMA, 2: MODIC_FAT, 3: SCLEROSIS}[g.modic]
+        # Into the upper body is up (-t), into the lower one down (+t).
+        for ant, post, inward in ((ua, up, -t_u), (la, lp, t_l)):
+            along = (post - ant) / (np.linalg.norm(post - ant) + 1e-9)
+            a2, p2 = ant + along * 2.5, post - along * 2.5
+            near, far = inward * 1.0, inward * (1.0 + g.modic_depth)
+            band = np.array([a2 + near, p2 + near, p2 + far, a2 + far])
+            cv.fill(_rounded_quad(band, (0.0,) * 4, 1.5), label)
+    if g.osteophyte:
+        s = g.osteophyte
+        # From each anterior corner, a spur pointing forward and towards the disc.
+        for corner, t_, n_, towards in ((ua, t_u, n_u, 1.0), (la, t_l, n_l, -1.0)):
+            inside = corner - towards * t_ * 3.0 + n_ * 1.0
+            tip = corner - n_ * s + towards * t_ * (0.6 * s)
+            spur = np.array([inside, tip, corner + n_ * 3.0])
+            cv.fill(spur, MARROW)
+            cv.line(spur, CORTEX, 0.7)
 
 
 def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarray, float]]:
@@ -374,17 +434,29 @@ def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarr
         quad = np.array([ua, up, lp, la])
         quads.append(quad)
         if d.kind in ("normal", "thoracic"):
-            bulge = 1.2 if d.kind == "normal" else 0.6
+            g = d.degeneration
+            bulge = (1.2 if d.kind == "normal" else 0.6) + g.bulge
             poly = _rounded_quad(quad, (-0.6, -bulge, -0.6, -bulge), 1.0)
             cv.fill(poly, ANNULUS)
             # Nucleus: hydrated centre, narrower laterally than the annulus.
             fn = _lateral(dx, upper.vertebra.half_width * 0.6)
             if fn > 0:
+                _, n_d = _direction(angle)
                 depth = np.hypot(*(up - ua))
                 half_h = d.height / 2 + (0.8 if d.kind == "normal" else 0.3)
                 axes = (half_h * 0.85, depth * 0.41 * fn / max(fu, 1e-3))
-                label = _NUCLEUS0 + i
-                cv.fill(_ellipse(centre + _direction(angle)[1] * depth * 0.02, axes, angle), label)
+                c = centre + n_d * depth * 0.02
+                if g.blur > 0:
+                    # The border is lost: a mid-signal zone around a smaller nucleus.
+                    cv.fill(_ellipse(c, (axes[0], axes[1] * (1 + 0.2 * g.blur)), angle), _BLUR0 + i)
+                    axes = (axes[0] * (1 - 0.3 * g.blur), axes[1] * (1 - 0.45 * g.blur))
+                cv.fill(_ellipse(c, axes, angle), _NUCLEUS0 + i)
+                if g.cleft:  # the intranuclear cleft of an ageing disc
+                    cv.line(
+                        np.array([c - n_d * axes[1] * 0.8, c + n_d * axes[1] * 0.8]), ANNULUS, 0.7
+                    )
+                if g.vacuum:
+                    cv.line(np.array([c - n_d * axes[1] * 0.6, c + n_d * axes[1] * 0.3]), AIR, 0.8)
         elif d.kind == "gap":
             cv.fill(_rounded_quad(quad, (0.0,) * 4, 0.5), LIGAMENT)
     for body in bodies:
@@ -404,6 +476,10 @@ def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarr
             mid = (sp + ip) / 2
             _, n = _direction(v.angle)
             cv.line(np.array([mid, mid - n * 6.0]), EPIDURAL_FAT, 1.0)
+    for i, d in enumerate(a.discs):
+        g = d.degeneration
+        if quads[i] is not None and d.kind in ("normal", "thoracic") and (g.modic or g.osteophyte):
+            _draw_endplate_changes(cv, bodies[i], bodies[i + 1], quads[i], g)
     # Fused levels: bony bridge across the disc space, with walls and a faint remnant.
     for i, d in enumerate(a.discs):
         quad = quads[i]

@@ -163,15 +163,26 @@ def _endplate(body: _Body, which: str, dx: float) -> tuple[np.ndarray, np.ndarra
 # --------------------------------------------------------------------------------------------
 # Placement in the image
 # --------------------------------------------------------------------------------------------
+# The vertebra whose body the top of the field of view cuts, as on real lumbar protocols: from
+# T10 (three thoracic discs in view) to L1 (the first disc in view is L1/L2, nothing to count
+# from).
+FOV_TOPS = ("T10", "T11", "T12", "L1")
+_FOV_TOP_WEIGHTS = (0.25, 0.3, 0.3, 0.15)
+
+
 @dataclass(frozen=True)
 class _Placement:
-    """Maps canonical mm (u, v) to pixel (column, row): ``(R @ p + offset) / spacing``."""
+    """Maps canonical mm (u, v) to pixel (column, row): ``(R @ p + offset) / spacing``.
+
+    ``top`` names the vertebra whose body the first image row cuts (one of :data:`FOV_TOPS`).
+    """
 
     rotation: float
     offset: tuple[float, float]
     spacing: float
     rows: int
     cols: int
+    top: str = ""
 
     def __post_init__(self) -> None:
         a = math.radians(self.rotation)
@@ -187,28 +198,37 @@ class _Placement:
 def _place(
     rng: np.random.Generator, anatomy: Anatomy, rows: int, cols: int, spacing: float
 ) -> _Placement:
-    """Rotate and shift the column so that L1 to the top of the sacrum is always in view."""
+    """Rotate and shift the column: the top of the view cuts a body from T10 to L1, and the
+    top of the sacrum is in view (two sacral segments where the field of view allows).
+
+    A top that would push the sacrum out of a short field of view moves down a vertebra.
+    """
     rotation = rng.uniform(-10.0, 10.0)
     probe = _Placement(rotation, (0.0, 0.0), 1.0, rows, cols)
-    l1 = anatomy.bodies[anatomy.index("L1")]
-    top_pts = probe.to_pixels(np.array(_endplate(l1, "sup", 0.0)))
-    # Must show the top of the sacrum; should show two sacral segments where the FOV allows.
     sacrum = "S2" if anatomy.kind == "lumbarization" else "S1"
     must = anatomy.bodies[anatomy.index(sacrum)]
     want = anatomy.bodies[anatomy.index(sacrum) + 1]
-    bottom_pts = probe.to_pixels(np.array([*_endplate(must, "sup", 0.0)]))
-    want_pts = probe.to_pixels(np.array([*_endplate(want, "inf", 0.0)]))
+    must_y = float(probe.to_pixels(np.array([*_endplate(must, "sup", 0.0)]))[:, 1].max()) + 15.0
+    want_y = float(probe.to_pixels(np.array([*_endplate(want, "inf", 0.0)]))[:, 1].max()) + 4.0
     l3 = anatomy.bodies[anatomy.index("L3")]
     l3_post = probe.to_pixels(_endplate(l3, "sup", 0.0)[1])
     height_mm, width_mm = rows * spacing, cols * spacing
-    top = float(top_pts[:, 1].min()) - 6.0
-    lo = -top
-    hi = height_mm - float(want_pts[:, 1].max()) - 4.0
-    if lo > hi:  # a short field of view: L1 and the top of the sacrum are what must be in
-        hi = max(lo, height_mm - float(bottom_pts[:, 1].max()) - 15.0)
-        if lo > hi:
-            log.debug("field of view %.0f mm is short for this column", height_mm)
-            hi = lo
-    dv = rng.uniform(lo, hi)
+    first = int(rng.choice(len(FOV_TOPS), p=_FOV_TOP_WEIGHTS))
+    for name in FOV_TOPS[first:]:
+        body = anatomy.bodies[anatomy.index(name)]
+        y_sup = float(probe.to_pixels(body.sup_centre)[1])
+        y_inf = float(probe.to_pixels(body.inf_centre)[1])
+        # The first row crosses the body, never a disc; below L1 the L1/L2 disc stays well in.
+        lo = y_sup + 0.2 * (y_inf - y_sup)
+        hi = y_sup + (0.45 if name == "L1" else 0.7) * (y_inf - y_sup)
+        low_enough = [
+            max(lo, y - height_mm) for y in (want_y, must_y) if max(lo, y - height_mm) <= hi
+        ]
+        if low_enough:
+            top = rng.uniform(low_enough[0], hi)
+            break
+    else:
+        log.debug("field of view %.0f mm is short for this column", height_mm)
+        top = lo
     du = width_mm * rng.uniform(0.50, 0.62) - float(l3_post[0])
-    return _Placement(rotation, (du, dv), spacing, rows, cols)
+    return _Placement(rotation, (du, -top), spacing, rows, cols, name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -12,6 +12,7 @@ from lstv.phantom.anatomy import Anatomy, sample_anatomy
 from lstv.phantom.draw import _draw_slice
 from lstv.phantom.geometry import AXIAL_ORIENTATION, SeriesGeometry, _place, _Placement
 from lstv.phantom.tissues import (
+    _BLUR0,
     _BOWEL0,
     _N_LABELS,
     _NUCLEUS0,
@@ -48,6 +49,10 @@ class RenderedStudy:
             anatomical name ("T11/T12", "L5/S1", "S1/S2", ...), same coordinates.
         disc_heights: anatomical disc name -> central height in mm.
         contrast: "T2" or "T1".
+        subtype: one of ``LSTV_SUBTYPES[kind]``.
+        castellvi: Castellvi type of the transitional vertebra ("" for none).
+        grades: the five labelled levels -> Pfirrmann grade (1-5) of the disc labelled there.
+        fov_top: the vertebra whose body the first row of the mid slice cuts (T10..L1).
     """
 
     kind: str
@@ -57,6 +62,10 @@ class RenderedStudy:
     all_discs: dict[str, tuple[float, float]]
     disc_heights: dict[str, float]
     contrast: str = "T2"
+    subtype: str = "normal"
+    castellvi: str = ""
+    grades: dict[str, int] = field(default_factory=dict)
+    fov_top: str = ""
 
     @property
     def mid_index(self) -> int:
@@ -81,12 +90,16 @@ def _lookup_tables(
             )
         else:
             lut[_NUCLEUS0 + i] = 0.32 if d.kind in ("normal", "thoracic") else lut[MARROW] * 0.8
+        # A degenerated disc's nucleus fades into its annulus through a mid-signal border.
+        lut[_BLUR0 + i] = (lut[_NUCLEUS0 + i] + lut[ANNULUS]) / 2
     for j, s in enumerate(a.bowel_signal):
         lut[_BOWEL0 + j] = s if contrast == "T2" else 0.3 + 0.4 * (s - 0.4)
     amp = np.zeros(_N_LABELS, np.float32)
     for label, value in _TEXTURE.items():
         amp[label] = value
     amp[_BOWEL0:] = 0.12
+    for i, d in enumerate(a.discs):  # degenerated nuclei are inhomogeneous
+        amp[_NUCLEUS0 + i] = amp[_BLUR0 + i] = 0.07 * (d.grade - 1)
     return lut, amp
 
 
@@ -211,11 +224,25 @@ def _render_series(
     # in every kind (sacralization: L5/S1 is the rudimentary disc; lumbarization: S1/S2 is not
     # labelled), so the labels are the discs of those names.
     disc_centres = {level: all_discs[level] for level in LEVELS}
-    return RenderedStudy(a.kind, volume, geometry, disc_centres, all_discs, heights, contrast)
+    return RenderedStudy(
+        a.kind,
+        volume,
+        geometry,
+        disc_centres,
+        all_discs,
+        heights,
+        contrast,
+        subtype=a.subtype,
+        castellvi=a.castellvi,
+        grades={level: a.disc(level).grade for level in LEVELS},
+        fov_top=placement.top,
+    )
 
 
-def _render_t2(rng: np.random.Generator, kind: str) -> tuple[RenderedStudy, Anatomy, _Placement]:
-    a = sample_anatomy(rng, kind)
+def _render_t2(
+    rng: np.random.Generator, kind: str, subtype: str | None = None
+) -> tuple[RenderedStudy, Anatomy, _Placement]:
+    a = sample_anatomy(rng, kind, subtype)
     rows, cols, spacing = _sample_matrix(rng)
     n_slices = int(rng.integers(15, 21))
     thickness = round(float(rng.uniform(3.0, 4.0)), 2)
@@ -248,12 +275,13 @@ def _render_t2(rng: np.random.Generator, kind: str) -> tuple[RenderedStudy, Anat
     return study, a, placement
 
 
-def render_study(rng: np.random.Generator, kind: str) -> RenderedStudy:
+def render_study(rng: np.random.Generator, kind: str, subtype: str | None = None) -> RenderedStudy:
     """Render the sagittal T2 series of one study (pure: all randomness comes from ``rng``).
 
     Args:
         rng: random generator.
         kind: one of :data:`LSTV_TYPES`.
+        subtype: one of ``LSTV_SUBTYPES[kind]``; None draws one.
 
     Returns:
         The uint16 volume (15-20 slices), its geometry and the disc centres of the
@@ -262,7 +290,7 @@ def render_study(rng: np.random.Generator, kind: str) -> RenderedStudy:
         order hengck23's demo and :func:`lstv.dicom.read_series` stack them in, so ``D // 2`` is
         the slice the localizer reads, for even ``D`` too.
     """
-    return _render_t2(rng, kind)[0]
+    return _render_t2(rng, kind, subtype)[0]
 
 
 def study_rng(seed: int, index: int) -> np.random.Generator:
