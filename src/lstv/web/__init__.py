@@ -1,8 +1,11 @@
 """``lstv serve``: a small web demo that analyses one uploaded sagittal T2 series.
 
 Uploads (several ``.dcm`` files, or one ``.zip`` of them) are size-limited, written only into a
-fresh temporary directory under names the server chooses, and deleted after the analysis. The
-server binds 127.0.0.1 unless told otherwise.
+fresh temporary directory under names the server chooses, and deleted after the analysis; the
+pixels they declare are checked against :class:`lstv.dicom.DecodeLimits` before decoding. A bad
+upload (a broken, encrypted or oddly compressed zip, a zip that expands past the limit) is a
+400 with a message. Every answer carries security headers, and the server names no version.
+The server binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -12,14 +15,39 @@ import dataclasses
 import logging
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask, jsonify, render_template, request
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+if TYPE_CHECKING:
+    from lstv.dicom import DecodeLimits
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 200
 MAX_FILES = 400
+# Compression methods Python's zipfile reads; others (deflate64, PPMd, ...) raise deep inside it.
+ZIP_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
+# No scripts, nothing remote: the pages are one inline stylesheet and data: images.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 class UploadError(ValueError):
@@ -51,12 +79,8 @@ def save_upload(files, folder: Path, max_bytes: int) -> int:
         if upload.filename.lower().endswith(".zip"):
             try:
                 with zipfile.ZipFile(upload.stream) as archive:
-                    for member in archive.infolist():
-                        if member.is_dir():
-                            continue
-                        if member.file_size > max_bytes:
-                            raise UploadError(f"{member.filename}: member too large")
-                        write(archive.read(member))
+                    for member in zip_members(archive, max_bytes - total):
+                        write(read_member(archive, member))
             except zipfile.BadZipFile as exc:
                 raise UploadError(f"not a valid zip file: {exc}") from exc
         else:
@@ -66,19 +90,81 @@ def save_upload(files, folder: Path, max_bytes: int) -> int:
     return written
 
 
-def analyse_folder(predictor, folder: Path, image_size: int, thresholds) -> dict:
-    """Read the series in ``folder`` and run it: metrics, risk and the figure as base64 PNG."""
+def zip_members(archive: zipfile.ZipFile, max_bytes: int) -> list[zipfile.ZipInfo]:
+    """The file members of an uploaded zip, checked before anything is extracted.
+
+    Folders and macOS metadata (``__MACOSX/``, ``._*``) are skipped.
+
+    Raises:
+        UploadError: an encrypted member, an unsupported compression method, more than
+            ``MAX_FILES`` files, or members that declare more than ``max_bytes`` in all (a zip
+            bomb; zipfile never extracts more than a member declares).
+    """
+    members = [
+        m
+        for m in archive.infolist()
+        if not m.is_dir()
+        and not m.filename.startswith("__MACOSX/")
+        and not m.filename.rsplit("/", 1)[-1].startswith("._")
+    ]
+    if len(members) > MAX_FILES:
+        raise UploadError(f"the zip holds {len(members)} files, more than {MAX_FILES}")
+    for m in members:
+        if m.flag_bits & 0x1:
+            raise UploadError(f"{m.filename}: the zip is encrypted; upload it without a password")
+        if m.compress_type not in ZIP_METHODS:
+            raise UploadError(
+                f"{m.filename}: zip compression method {m.compress_type} is not supported; "
+                f"use one of {', '.join(ZIP_METHODS.values())}"
+            )
+    declared = sum(m.file_size for m in members)
+    if declared > max_bytes:
+        raise UploadError(
+            f"the zip expands to {declared / 2**20:,.0f} MB, more than the "
+            f"{max_bytes / 2**20:,.0f} MB an upload may hold"
+        )
+    return members
+
+
+def read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
+    """One member's bytes; any extraction error is an :class:`UploadError`."""
+    try:
+        return archive.read(member)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise UploadError(f"{member.filename}: cannot extract it from the zip ({exc})") from exc
+
+
+def analyse_folder(
+    predictor,
+    folder: Path,
+    image_size: int,
+    thresholds,
+    limits: DecodeLimits | None = None,
+    reference=None,
+) -> dict:
+    """Read the series in ``folder`` and run it: metrics, risk and the figure as base64 PNG.
+
+    ``limits`` bounds what decoding the upload may allocate (default: ``DecodeLimits.from_env``).
+    ``reference`` (a :class:`lstv.calibrate.Reference` of the same checkpoint) adds the
+    calibrated LSTV score, its flag and its reason in plain words.
+    """
+    import math
+
     from lstv.api import analyse_volume
+    from lstv.calibrate import SCORE_COLUMNS, score_study
     from lstv.dicom import read_series
     from lstv.inference import model_input
     from lstv.uncertainty import risk_level
     from lstv.visualize import figure_png, heatmap_figure
 
-    series = read_series(folder)
-    result = analyse_volume(predictor, series.volume, image_size)
-    probs = result.pop("probs")
+    series = read_series(folder, limits)
     centre = series.centre_index
-    image = model_input(series.volume[centre], image_size)
+    result = analyse_volume(
+        predictor, series.volume, image_size, pixel_spacing=series.pixel_spacings[centre]
+    )
+    score = score_study(result, reference) if reference is not None else None
+    probs = result.pop("probs")
+    image = model_input(series.volume, image_size)
     model_points = {}
     height, width = series.volume.shape[1:]
     for key, m in result.items():
@@ -92,38 +178,69 @@ def analyse_folder(predictor, folder: Path, image_size: int, thresholds) -> dict
     title = f"slice {centre + 1} of {series.volume.shape[0]}"
     png = figure_png(heatmap_figure(image, probs, model_points, title))
     l5_s1 = result["l5_s1"]["entropy"]
+
+    def plain(value):  # JSON has no NaN: a second peak that was not found is null
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
     return {
         "n_slices": int(series.volume.shape[0]),
         "levels": {
-            key: {k: v for k, v in m.items() if k != "point"}
+            key: {k: plain(v) for k, v in m.items() if k != "point"}
             | {"point": None if m["point"] is None else [round(c, 1) for c in m["point"]]}
             for key, m in result.items()
         },
         "risk_level": risk_level(l5_s1, thresholds),
         "lstv_flag": bool(l5_s1 > thresholds.flag_entropy),
+        **{
+            k: None if v == "" else v
+            for k, v in (score or dict.fromkeys(SCORE_COLUMNS, "")).items()
+        },
+        "lstv_score_threshold": None if reference is None else reference.threshold,
         "thresholds": dataclasses.asdict(thresholds),
         "figure_png_base64": base64.b64encode(png).decode("ascii"),
     }
 
 
 def create_app(
-    predictor, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, image_size: int = 160
+    predictor,
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
+    image_size: int = 160,
+    decode_limits: DecodeLimits | None = None,
+    reference: Path | None = None,
 ) -> Flask:
-    """The demo app around an already loaded predictor (see :func:`lstv.api.load_model`)."""
+    """The demo app around an already loaded predictor (see :func:`lstv.api.load_model`).
+
+    ``decode_limits`` bounds the pixels one upload may decode (default: ``DecodeLimits()``
+    with the ``LSTV_MAX_*_DECODE_MB`` environment variables applied). ``reference`` is a
+    score reference JSON of the same checkpoint (``lstv calibrate``); default: the one the
+    checkpoint carries, if any.
+    """
+    from lstv.calibrate import resolve_reference
+    from lstv.dicom import DecodeLimits
     from lstv.uncertainty import resolve_thresholds
 
-    app = Flask(__name__)
+    app = DemoFlask(__name__)
     # The checkpoint's own risk bands when it carries them, as lstv infer does.
     info = getattr(predictor, "info", None)
     thresholds = resolve_thresholds((info.config if info else {}).get("risk_thresholds"))
+    sha, config = (info.sha256, info.config) if info else (None, {})
+    score = resolve_reference(reference, sha, config)
     max_bytes = max_upload_mb * 2**20
+    decode_limits = decode_limits or DecodeLimits.from_env()
     # Flask refuses larger requests with 413 before reading them.
     app.config["MAX_CONTENT_LENGTH"] = max_bytes + 2**20
 
     def run_upload() -> dict:
         with tempfile.TemporaryDirectory(prefix="lstv-upload-") as tmp:
             save_upload(request.files.getlist("files"), Path(tmp), max_bytes)
-            return analyse_folder(predictor, Path(tmp), image_size, thresholds)
+            return analyse_folder(
+                predictor, Path(tmp), image_size, thresholds, decode_limits, score.reference
+            )
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.update(SECURITY_HEADERS)
+        return response
 
     @app.get("/")
     def index():
@@ -151,4 +268,33 @@ def create_app(
             return jsonify(error=message), 413
         return render_template("index.html", max_upload_mb=max_upload_mb, error=message), 413
 
+    @app.errorhandler(500)
+    def internal_error(error):
+        # The cause goes to the log, never to the page: a short message and no traceback.
+        log.error("analysis failed: %s", getattr(error, "original_exception", error))
+        message = "the analysis failed on the server; the server log says why"
+        if request.path.startswith("/api/"):
+            return jsonify(error=message), 500
+        return render_template("index.html", max_upload_mb=max_upload_mb, error=message), 500
+
     return app
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler without its ``Server: Werkzeug/x Python/y`` version banner."""
+
+    def version_string(self) -> str:
+        return "lstv"
+
+
+class DemoFlask(Flask):
+    """Flask whose ``run`` (``lstv serve``) uses :class:`QuietRequestHandler`."""
+
+    def run(self, host=None, port=None, debug=None, load_dotenv=True, **options) -> None:
+        options.setdefault("request_handler", QuietRequestHandler)
+        super().run(host, port, debug, load_dotenv, **options)
+
+
+def make_demo_server(app: Flask, host: str, port: int):
+    """A threaded server for the demo that names no software version (``serve_forever`` it)."""
+    return make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
