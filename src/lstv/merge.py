@@ -147,6 +147,8 @@ def merge_shards(
         raise ValueError("no shard folders to merge")
     if expected_parts is not None and expected_parts < 1:
         raise ValueError(f"expected_parts must be >= 1, got {expected_parts}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output_dir {out} is a file, not a folder")
     resolved_out = out.resolve()
     for shard in shards:
         if not shard.is_dir():
