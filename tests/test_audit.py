@@ -100,3 +100,21 @@ def test_filled_queue_feeds_back_into_evaluate(tmp_path):
     # "yes" at ranks 1, 2, 4, 7 of 10 by entropy, 6 normals: the transitional studies beat
     # the normals ranked below them, 6 + 6 + 5 + 3 of 4 x 6 pairs
     assert result["groups"]["all"]["scores"]["l5_s1_entropy"]["auc"] == pytest.approx(20 / 24)
+
+
+def test_queue_ranks_by_the_calibrated_score_when_the_run_has_one(tmp_path):
+    path = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 4.5, 3.0])
+    metrics = pd.read_csv(path)
+    # study 3 has the lowest entropy (the seed ranks it last) but the largest score:
+    # a lumbarized spine whose L5/S1 map has a second peak
+    metrics["lstv_score"] = [4.0, 1.5, 12.5]
+    metrics["lstv_score_driver"] = ["l5_s1_entropy", "l4_l5_peak2", "l5_s1_peak2"]
+    metrics["lstv_score_flag"] = [False, False, True]
+    metrics["lstv_score_reason"] = ["a", "b", "L5/S1 map has a second peak 23 mm below the first"]
+    metrics.to_csv(path, index=False)
+    queue = pd.read_csv(write_audit_queue(path, tmp_path / "q.csv"), keep_default_na=False)
+    assert list(queue["study_id"]) == [3, 1, 2]
+    assert list(queue["lstv_score_flag"]) == [True, False, False]
+    assert queue["lstv_score_reason"][0].startswith("L5/S1 map has a second peak 23 mm")
+    assert list(queue["lstv_flag"]) == [False, True, False]  # the seed's rule, beside it
+    assert list(queue["risk_level"]) == ["Low", "High", "Medium"]

@@ -357,3 +357,27 @@ def test_lstv_evaluate_command(tmp_path, capsys):
     assert l5["auc"] == 1.0
     assert l5["fixed_sensitivity"] == pytest.approx(2 / 3)  # 6.0 and 6.5 exceed 5.8, 5.5 not
     assert "6 studies" in capsys.readouterr().out
+
+
+def test_the_calibrated_score_and_shape_features_are_scores(tmp_path):
+    from lstv.evaluate import is_fixed_threshold_score
+
+    csv = write_metrics(
+        tmp_path / "m.csv",
+        [4.0, 6.0],
+        extra={
+            "lstv_score": [1.2, 9.5],
+            "lstv_score_driver": ["l5_s1_entropy", "l5_s1_peak2"],
+            "lstv_score_flag": [False, True],
+            "l5_s1_peak2": [0.02, 0.8],
+            "l5_s1_mass_out": [0.1, 0.4],
+            "l5_s1_top100_entropy": [3.7, 4.1],
+        },
+    )
+    scores = score_columns(read_metrics_csv(csv))
+    assert list(scores)[0] == "lstv_score"  # the calibrated score leads
+    assert {"l5_s1_peak2", "l5_s1_mass_out", "l5_s1_top100_entropy"} <= set(scores)
+    assert "lstv_score_driver" not in scores and "lstv_score_flag" not in scores
+    # the seed's fixed entropy threshold means nothing on the top-100 entropy's scale
+    assert is_fixed_threshold_score("l5_s1_entropy")
+    assert not is_fixed_threshold_score("l5_s1_top100_entropy")

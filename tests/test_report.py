@@ -495,6 +495,7 @@ def test_candidates_rank_by_the_calibrated_score_with_its_reason(tmp_path):
     ]
     metrics.to_csv(csv_path, index=False)
     manifest = json.loads((csv_path.parent / "run_manifest.json").read_text())
+    manifest["mode"] = "prod"
     manifest["score_reference"] = {
         "n": 140,
         "reference_studies": "140 studies labelled normal in labels.csv",

@@ -2,6 +2,7 @@ import io
 import threading
 import zipfile
 
+import numpy as np
 import pytest
 
 from browser import load_in_browser
@@ -141,3 +142,37 @@ def test_risk_uses_the_checkpoint_bands(tmp_path, series_files):
     ).json
     assert body["thresholds"] == bands
     assert body["risk_level"] == "Low" and body["lstv_flag"] is False  # entropy <= ln(160^2)
+
+
+def test_the_checkpoint_reference_adds_the_calibrated_score(tmp_path, series_files):
+    import torch
+
+    from lstv.api import load_model
+    from lstv.calibrate import FEATURES, fit_reference
+    from lstv.model import PointNet, save_checkpoint
+    from lstv.web import create_app
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    # a reference whose every feature sits far from this random net's: the study is flagged
+    ref = fit_reference(rng.normal(50.0, 1.0, size=(20, len(FEATURES))), None)
+    ckpt = save_checkpoint(
+        PointNet("resnet10t"), tmp_path / "c.pth", extra_config={"lstv_reference": ref.to_dict()}
+    )
+    client = create_app(load_model(ckpt, device="cpu")).test_client()
+    body = client.post(
+        "/api/analyse", data=upload(series_files), content_type="multipart/form-data"
+    ).json
+    assert body["lstv_score"] > ref.threshold and body["lstv_score_flag"] is True
+    assert body["lstv_score_driver"] in FEATURES and body["lstv_score_reason"]
+    assert body["lstv_score_threshold"] == pytest.approx(ref.threshold)
+    assert "peak2" in body["levels"]["l5_s1"]
+    page = client.post("/analyse", data=upload(series_files), content_type="multipart/form-data")
+    assert b"Calibrated LSTV score" in page.data and b"Why:" in page.data
+
+
+def test_without_a_reference_the_score_is_null(client, series_files):
+    body = client.post(
+        "/api/analyse", data=upload(series_files), content_type="multipart/form-data"
+    ).json
+    assert body["lstv_score"] is None and body["lstv_score_reason"] is None

@@ -429,7 +429,7 @@ def reference_rows(
             csv_path,
         )
         return rows, f"all {len(rows)} studies of {csv_path.name} (no labels)"
-    from lstv.evaluate import read_labels
+    from lstv.tables import read_labels
 
     labels, n_unreviewed = read_labels(labels_path)
     normal = set(labels.loc[labels["lstv"] == 0, "study_id"])
@@ -697,3 +697,45 @@ def rescore_run(csv_path: str | Path, reference_path: str | Path) -> dict:
         "n_flagged": n_flagged,
         "threshold": ref.threshold,
     }
+
+
+# --------------------------------------------------------------------------- ranking
+
+
+def ranking_score(metrics) -> str:
+    """The column a table of runs is ranked by: ``lstv_score`` when any study has one, else
+    the seed's ``l5_s1_entropy``.
+
+    ``metrics`` is a pandas DataFrame of the metrics CSV (as read by ``lstv.evaluate``).
+    """
+    import pandas as pd
+
+    if "lstv_score" in metrics.columns:
+        values = pd.to_numeric(metrics["lstv_score"], errors="coerce")
+        if values.notna().any():
+            return "lstv_score"
+    return "l5_s1_entropy"
+
+
+def score_fields(row) -> dict:
+    """A study's score, flag and reason as display values ('' when it has no score)."""
+    value = _number(row.get("lstv_score")) if hasattr(row, "get") else math.nan
+    if not math.isfinite(value):
+        return {"lstv_score": math.nan, "lstv_score_flag": False, "lstv_score_reason": ""}
+    flag = str(row.get("lstv_score_flag", "")).strip().lower() in ("true", "1", "yes")
+    reason = row.get("lstv_score_reason", "")
+    reason = "" if not isinstance(reason, str) else reason
+    return {"lstv_score": value, "lstv_score_flag": flag, "lstv_score_reason": reason}
+
+
+def score_study(metrics: dict[str, dict], ref: Reference) -> dict:
+    """The score columns of one study from :func:`lstv.uncertainty.study_metrics` output
+    (measured with the pixel size, so the shape features are there)."""
+    row = {}
+    for level, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        for name, value in values.items():
+            if isinstance(value, int | float):
+                row[f"{level}_{name}"] = value
+    return score_rows([row], ref, "study metrics")[0]
