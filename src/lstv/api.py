@@ -28,20 +28,31 @@ def load_model(checkpoint: str | Path, device: str = "auto"):
     return predictor
 
 
-def analyse_volume(predictor, volume: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE) -> dict:
+def analyse_volume(
+    predictor,
+    volume: np.ndarray,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    pixel_spacing=None,
+) -> dict:
     """Per-level metrics of a (D, H, W) uint8 volume, read at its centre slice ``D // 2``.
 
     Points (``point``) are (x, y) in the original slice's pixels, or None; ``probs`` holds the
-    (6, S, S) maps.
+    (6, S, S) maps. With the centre slice's ``pixel_spacing`` (mm between rows, between
+    columns) the map-shape features that the calibrated score uses are measured too.
     """
     from lstv.inference import model_input
-    from lstv.uncertainty import study_metrics
+    from lstv.uncertainty import model_pixel_mm, study_metrics
 
     if volume.ndim != 3 or volume.dtype != np.uint8:
         raise TypeError(f"expected a (D, H, W) uint8 volume, got {volume.dtype} {volume.shape}")
     centre = volume[volume.shape[0] // 2]
     probs = predictor(model_input(centre, image_size)[None])[0]
-    metrics = study_metrics(probs)
+    pixel_mm = (
+        None
+        if pixel_spacing is None
+        else model_pixel_mm(pixel_spacing, centre.shape, probs.shape[-2:])
+    )
+    metrics = study_metrics(probs, pixel_mm)
     height, width = centre.shape
     for m in metrics.values():
         if m["point"] is not None:
