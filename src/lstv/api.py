@@ -46,7 +46,7 @@ def analyse_volume(
     if volume.ndim != 3 or volume.dtype != np.uint8:
         raise TypeError(f"expected a (D, H, W) uint8 volume, got {volume.dtype} {volume.shape}")
     centre = volume[volume.shape[0] // 2]
-    probs = predictor(model_input(centre, image_size)[None])[0]
+    probs = predictor(model_input(volume, image_size)[None])[0]
     pixel_mm = (
         None
         if pixel_spacing is None

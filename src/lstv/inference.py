@@ -15,9 +15,40 @@ from lstv.levels import DEFAULT_IMAGE_SIZE
 TTA_SHIFTS = ((0, 0), (-6, 0), (6, 0), (0, -6), (0, 6))
 
 
-def model_input(slice_pixels: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
-    """One uint8 slice resized to ``image_size`` square with ``cv2.INTER_LINEAR``."""
-    return cv2.resize(slice_pixels, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
+# OpenCV resizes each channel on its own, but its uint8 INTER_LINEAR result depends on how many
+# channels the call has: an exact 2x reduction of a 1-, 3- or 4-channel image takes another path
+# than one of 2 or >= 5 channels, and differs by a grey level on ~3% of the pixels. The original
+# resizes the whole (H, W, D) volume in one call; a window of this many slices around the centre
+# takes the same path as any D >= 5 (bit-identical on every size tests/test_inference.py tries),
+# at a fraction of the cost, and stays under OpenCV's channel limit whatever D is.
+RESIZE_WINDOW = 5
+
+
+def model_input(volume: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
+    """The localizer's (S, S) uint8 input: slice ``D // 2`` of the (D, H, W) uint8 volume, resized
+    to ``image_size`` square exactly as the original demo does it (see :data:`RESIZE_WINDOW`).
+
+    Raises:
+        ValueError: ``volume`` is not a non-empty (D, H, W) array.
+    """
+    if volume.ndim != 3 or 0 in volume.shape:
+        raise ValueError(
+            f"model_input needs the (D, H, W) volume (the original resizes all slices in one "
+            f"call), got shape {volume.shape}"
+        )
+    centre = volume.shape[0] // 2
+    if volume.shape[0] > RESIZE_WINDOW:
+        half = RESIZE_WINDOW // 2
+        volume = volume[centre - half : centre + half + 1]  # the centre stays at D // 2
+    return resize_volume(volume, image_size)[volume.shape[0] // 2]
+
+
+def resize_volume(volume: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:
+    """The original's resize: the (D, H, W) volume as one (H, W, D) image through
+    ``cv2.resize(..., INTER_LINEAR)``, back to (D, S, S)."""
+    stacked = np.ascontiguousarray(volume.transpose(1, 2, 0))
+    resized = cv2.resize(stacked, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(resized.reshape(image_size, image_size, -1).transpose(2, 0, 1))
 
 
 def shift_image(image: np.ndarray, dx: int, dy: int) -> np.ndarray:

@@ -88,7 +88,7 @@ def read_sample(task: StudyTask, images_dir: Path, image_size: int) -> Sample:
     index = series.centre_index
     return Sample(
         task=task,
-        image=model_input(series.volume[index], image_size),
+        image=model_input(series.volume, image_size),
         slice_pixels=series.volume[index],
         slice_index=index,
         n_slices=series.volume.shape[0],
