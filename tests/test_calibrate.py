@@ -299,3 +299,61 @@ def test_reference_scales_are_finite_and_positive():
     ref = fit_reference(raw, SHA_A)
     assert all(math.isfinite(ref.centre[f]) and ref.scale[f] > 0 for f in FEATURES)
     assert isinstance(ref, Reference)
+
+
+def test_infer_with_a_reference_scores_as_lstv_score_does(
+    tmp_path, phantom_dataset, tiny_checkpoint
+):
+    """infer (no reference) -> calibrate -> infer --reference equals lstv score on the first run;
+    a reference of another checkpoint is refused before anything is written."""
+    from lstv.cli import main
+    from lstv.config import InferenceConfig
+    from lstv.pipeline import run_inference
+
+    def config(out, **kw):
+        return InferenceConfig(
+            input_dir=phantom_dataset.images_dir,
+            series_csv=phantom_dataset.series_csv,
+            output_dir=out,
+            checkpoint=tiny_checkpoint,
+            valid_ids=phantom_dataset.valid_ids_path,
+            mode="prod",
+            device="cpu",
+            num_workers=0,
+            quiet=True,
+            **kw,
+        )
+
+    def read(path):
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    run_inference(config(tmp_path / "plain"))
+    plain_csv = tmp_path / "plain" / "lstv_uncertainty_metrics.csv"
+    plain = read(plain_csv)
+    assert plain and all(r[c] == "" for r in plain for c in SCORE_COLUMNS)
+    assert all(r["l5_s1_top100_entropy"] != "" for r in plain)
+    manifest = json.loads((tmp_path / "plain" / "run_manifest.json").read_text())
+    assert manifest["score_reference"] is None and "no score reference" in manifest["score_note"]
+
+    ref = tmp_path / "ref.json"
+    assert main(["calibrate", "--csv", str(plain_csv), "--output", str(ref), "--quiet"]) == 0
+    run_inference(config(tmp_path / "scored", reference=ref))
+    scored = read(tmp_path / "scored" / "lstv_uncertainty_metrics.csv")
+    manifest = json.loads((tmp_path / "scored" / "run_manifest.json").read_text())
+    assert manifest["score_reference"]["path"] == str(ref)
+
+    assert main(["score", "--csv", str(plain_csv), "--reference", str(ref), "--quiet"]) == 0
+    rescored = read(plain_csv)
+    for a, b in zip(scored, rescored, strict=True):
+        assert a["study_id"] == b["study_id"] and a["lstv_score"] != ""
+        assert {c: a[c] for c in SCORE_COLUMNS} == {c: b[c] for c in SCORE_COLUMNS}
+        assert a["lstv_flag"] == b["lstv_flag"] and a["risk_level"] == b["risk_level"]
+
+    data = json.loads(ref.read_text())
+    data["checkpoint_sha256"] = SHA_B
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=SHA_B):
+        run_inference(config(tmp_path / "refused", reference=other))
+    assert not (tmp_path / "refused" / "lstv_uncertainty_metrics.csv").exists()

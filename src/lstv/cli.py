@@ -114,6 +114,13 @@ def _add_infer_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="test-time shifted views: adds per-level mutual information ({level}_tta_mi)",
     )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="score reference JSON (lstv calibrate) of this checkpoint: adds lstv_score, "
+        "lstv_score_driver, lstv_score_flag (default: the checkpoint's own, if it carries one)",
+    )
     _add_threshold_flags(p)
 
 

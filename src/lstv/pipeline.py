@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv import __version__
+from lstv.calibrate import resolve_reference, score_rows
 from lstv.config import InferenceConfig
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, metrics_row, save_heatmaps
@@ -105,8 +106,11 @@ def threshold_source(checkpoint_bands: dict | None, overrides: dict) -> str:
     return base + (f", overridden on the command line: {', '.join(given)}" if given else "")
 
 
-def new_manifest(config: InferenceConfig, checkpoint_info, device, tasks, validated) -> Manifest:
-    """The manifest of a run that is about to start."""
+def new_manifest(
+    config: InferenceConfig, checkpoint_info, device, tasks, validated, score=None
+) -> Manifest:
+    """The manifest of a run that is about to start (``score``: a
+    :class:`lstv.calibrate.ScoreSetup`, whose reference or reason for none it records)."""
     checkpoint_bands = (checkpoint_info.config or {}).get("risk_thresholds")
     overrides = config.threshold_overrides.given()
     thresholds = resolve_thresholds(checkpoint_bands, **overrides)
@@ -138,6 +142,7 @@ def new_manifest(config: InferenceConfig, checkpoint_info, device, tasks, valida
         status="running",
         started_at=utc_now(),
         pid=None,
+        **(score.manifest if score is not None else {}),
     )
 
 
@@ -180,8 +185,16 @@ def check_resumable(run_dir: RunDir, manifest: Manifest) -> None:
 class _Run:
     """State of one inference run: writers, counters and the manifest."""
 
-    def __init__(self, config: InferenceConfig, predictor, run_dir: RunDir, manifest: Manifest):
+    def __init__(
+        self,
+        config: InferenceConfig,
+        predictor,
+        run_dir: RunDir,
+        manifest: Manifest,
+        reference=None,
+    ):
         self.config = config
+        self.reference = reference  # lstv.calibrate.Reference, or None: empty score columns
         self.predictor = predictor
         self.run_dir = run_dir
         self.manifest = manifest
@@ -235,6 +248,8 @@ class _Run:
             self.thresholds,
             tta_mi,
         )
+        if self.reference is not None:
+            row.update(score_rows([row], self.reference, "this run")[0])
         if self.config.save_heatmaps or self.config.visualize:
             save_heatmaps(self.run_dir, task.study_id, task.series_id, probs, sample)
         if self.config.visualize:
@@ -319,7 +334,8 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         predictor, checkpoint_info = load_predictor(config.checkpoint, config.device)
     check_image_size(checkpoint_info, config.image_size)
     run_dir = RunDir(config.output_dir)
-    manifest = new_manifest(config, checkpoint_info, predictor.device, tasks, validated)
+    score = resolve_reference(config.reference, checkpoint_info.sha256, checkpoint_info.config)
+    manifest = new_manifest(config, checkpoint_info, predictor.device, tasks, validated, score)
     with run_dir.lock():
         check_resumable(run_dir, manifest)
         done = run_dir.completed_study_ids()
@@ -335,7 +351,7 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
             len(todo),
             predictor.device,
         )
-        run = _Run(config, predictor, run_dir, manifest)
+        run = _Run(config, predictor, run_dir, manifest, score.reference)
         run.n_completed = len(tasks) - len(todo)
         run.write_manifest("running")
         status = "failed"
