@@ -1,3 +1,5 @@
+import json
+import shlex
 import subprocess
 import sys
 import time
@@ -107,3 +109,46 @@ def test_seed_command_runs_a_trial(tmp_path, phantom_dataset, tiny_checkpoint):
     assert proc.returncode == 0, proc.stderr
     assert "2 of 2 studies done" in proc.stdout
     assert len((out / "lstv_uncertainty_metrics.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_seed_command_records_the_infer_command_it_ran(tmp_path, phantom_dataset, tiny_checkpoint):
+    """Regression (issue 8): a run started as ``python src/inference.py`` was recorded as
+    ``lstv --input_dir ...``, without ``infer``, because sys.argv was read instead of argv."""
+    out = tmp_path / "trial"
+    flags = [
+        "--input_dir", str(phantom_dataset.images_dir),
+        "--series_csv", str(phantom_dataset.series_csv),
+        "--output_dir", str(out),
+        "--checkpoint", str(tiny_checkpoint),
+        "--valid_ids", str(phantom_dataset.valid_ids_path),
+        "--n_trial", "1", "--device", "cpu", "--num_workers", "0", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "src" / "inference.py"), *flags],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["command"] == shlex.join(["lstv", "infer", *flags])
+
+
+def test_cli_defaults_come_from_the_config_dataclasses():
+    """One source of defaults: the flags of infer, train, demo and serve read them."""
+    from lstv.cli import build_parser
+    from lstv.config import DemoConfig, InferenceConfig, ServeConfig, TrainConfig
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for command, config in (
+        ("infer", InferenceConfig),
+        ("train", TrainConfig),
+        ("demo", DemoConfig),
+        ("serve", ServeConfig),
+    ):
+        for action in sub[command]._actions:
+            field = config.__dataclass_fields__.get(action.dest)
+            if field is None or action.required:
+                continue
+            assert action.default == field.default, (command, action.dest)

@@ -381,3 +381,24 @@ def test_the_calibrated_score_and_shape_features_are_scores(tmp_path):
     # the seed's fixed entropy threshold means nothing on the top-100 entropy's scale
     assert is_fixed_threshold_score("l5_s1_entropy")
     assert not is_fixed_threshold_score("l5_s1_top100_entropy")
+
+
+def test_evaluate_cuts_at_the_runs_own_flag_threshold(infer_output, tmp_path):
+    """Regression (issue 8): lstv demo wrote evaluation.json at the fixed 5.0 while the run and
+    its report flagged at the checkpoint's 9.6778. The default now is the run's flag threshold."""
+    import shutil
+
+    from lstv.rundir import Manifest, RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    shutil.copy(RunDir(infer_output).metrics_csv, run.metrics_csv)
+    bands = {"flag_entropy": 9.6778, "high_entropy": 9.6836, "medium_entropy": 9.6719}
+    run.write_manifest(Manifest(thresholds=bands))
+    ids = [r.split(",")[0] for r in run.metrics_csv.read_text().splitlines()[1:]]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("study_id,lstv\n" + "".join(f"{s},{i % 2}\n" for i, s in enumerate(ids)))
+    result = evaluate(run.metrics_csv, labels, tmp_path / "ev", n_bootstrap=20)
+    assert result["fixed_threshold"] == 9.6778
+    assert evaluate(run.metrics_csv, labels, tmp_path / "ev2", n_bootstrap=20,
+                    fixed_threshold=5.0)["fixed_threshold"] == 5.0  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lstv.evaluate import read_metrics_csv
+from lstv.tables import read_metrics_csv
 from lstv.rundir import RunDir, read_csv_rows, refuse_overwriting, write_csv_atomic
 from lstv.uncertainty import RiskThresholds, resolve_thresholds, risk_level
 

@@ -22,163 +22,20 @@ import numpy as np
 import pandas as pd
 
 from lstv.levels import LEVEL_KEYS
+from lstv.tables import (  # noqa: F401 - part of this module's API since round 1
+    NORMAL_TYPE,
+    parse_lstv_label,
+    read_labels,
+    read_metrics_csv,
+    required_metric_columns,
+)
 
 logger = logging.getLogger(__name__)
 
 CI_LEVEL = 0.95
-NORMAL_TYPE = "normal"
 # Bootstrap draws are made in chunks of at most this many indices, to bound memory on large CSVs.
 _BOOTSTRAP_CHUNK = 4_000_000
 _METRIC_ORDER = ("entropy", "normalized_entropy", "spatial_entropy", "one_minus_confidence")
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"0", "false", "no", "n", "f"}
-
-
-# --------------------------------------------------------------------------- reading inputs
-
-
-def required_metric_columns() -> list[str]:
-    """Columns every metrics CSV must have: the seed's contract."""
-    cols = ["study_id", "series_id"]
-    for key in LEVEL_KEYS:
-        cols += [f"{key}_confidence", f"{key}_entropy", f"{key}_spatial_entropy"]
-    return cols
-
-
-def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
-    """Read and check ``lstv_uncertainty_metrics.csv``.
-
-    Study and series IDs are kept as strings so that they join with labels exactly; the contract's
-    numeric columns must parse as numbers.
-
-    Args:
-        csv_path: Path of the metrics CSV.
-
-    Returns:
-        The table, one row per analysed study.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file is empty, has no rows, lacks contract columns or holds non-numbers
-            in a numeric column.
-    """
-    path = Path(csv_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"metrics CSV not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype={"study_id": str, "series_id": str})
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"metrics CSV {path} is empty (no header, no rows)") from exc
-    except pd.errors.ParserError as exc:
-        raise ValueError(f"metrics CSV {path} is malformed: {exc}") from exc
-    missing = [c for c in required_metric_columns() if c not in df.columns]
-    if missing:
-        raise ValueError(f"metrics CSV {path} lacks the contract columns: {', '.join(missing)}")
-    if df.empty:
-        raise ValueError(f"metrics CSV {path} has a header but no rows")
-    df["study_id"] = df["study_id"].astype(str).str.strip()
-    df["series_id"] = df["series_id"].astype(str).str.strip()
-    # Contract columns and every entropy must be numbers; a "*_score" column only counts as a
-    # score when it is numeric (score_columns), so a text column of that name is not an error.
-    numeric = required_metric_columns()[2:] + [c for c in df.columns if c.endswith("_entropy")]
-    for col in dict.fromkeys(numeric):
-        try:
-            df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"metrics CSV {path}: column {col!r} is not numeric ({exc})") from exc
-    return df
-
-
-def parse_lstv_label(value: object) -> float:
-    """Map a label cell to 1.0 (transitional), 0.0 (normal) or NaN (not reviewed yet).
-
-    Accepts 0/1, true/false, yes/no (any case); an empty cell means unreviewed.
-
-    Raises:
-        ValueError: Any other value.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return math.nan
-    text = str(value).strip().lower()
-    if text in ("", "nan", "none"):
-        return math.nan
-    if text.endswith(".0"):  # a column of 0/1 with a blank is read as float
-        text = text[:-2]
-    if text in _TRUE:
-        return 1.0
-    if text in _FALSE:
-        return 0.0
-    raise ValueError(f"lstv label {value!r} is not one of 0/1, true/false, yes/no")
-
-
-def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
-    """Read a labels CSV (``study_id, lstv`` and optionally ``lstv_type``).
-
-    Also reads a filled ``audit_queue.csv``: extra columns are ignored and rows whose ``lstv``
-    is still empty (not reviewed) are dropped.
-
-    Returns:
-        (labels, n_unreviewed): ``labels`` has ``study_id`` (str), ``lstv`` (int 0/1) and
-        ``lstv_type`` (lower-case str, "" when not given); ``n_unreviewed`` counts dropped rows.
-
-    Raises:
-        ValueError: Missing columns, a bad label, a study labelled twice with different values,
-            or an ``lstv_type`` that contradicts ``lstv``.
-    """
-    path = Path(labels_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels CSV not found: {path}")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"labels CSV {path} is empty") from exc
-    raw.columns = [str(c).strip() for c in raw.columns]
-    missing = [c for c in ("study_id", "lstv") if c not in raw.columns]
-    if missing:
-        raise ValueError(f"labels CSV {path} lacks the columns: {', '.join(missing)}")
-    labels = pd.DataFrame({"study_id": raw["study_id"].str.strip()})
-    try:
-        labels["lstv"] = [parse_lstv_label(v) for v in raw["lstv"]]
-    except ValueError as exc:
-        raise ValueError(f"labels CSV {path}: {exc}") from exc
-    types = raw["lstv_type"] if "lstv_type" in raw.columns else pd.Series([""] * len(raw))
-    labels["lstv_type"] = types.fillna("").astype(str).str.strip().str.lower().to_numpy()
-    reviewed = labels["lstv"].notna() & (labels["study_id"] != "")
-    n_unreviewed = int((~reviewed).sum())
-    labels = labels[reviewed].copy()
-    labels["lstv"] = labels["lstv"].astype(int)
-    # Study IDs stay strings, but must be what int() would read the same way everywhere:
-    # "4773_9259" and full-width digits would silently match no study, or another one.
-    not_digits = [
-        (i, v)
-        for i, v in zip(labels.index, labels["study_id"], strict=True)
-        if not (v.isascii() and v.isdigit())
-    ]
-    if not_digits:
-        i, value = not_digits[0]
-        raise ValueError(
-            f"labels CSV {path} row {i + 2}: study_id {value!r} is not a whole number in digits "
-            f"0-9 ({len(not_digits)} such rows)"
-        )
-
-    bad = labels[
-        ((labels["lstv"] == 0) & ~labels["lstv_type"].isin(["", NORMAL_TYPE]))
-        | ((labels["lstv"] == 1) & (labels["lstv_type"] == NORMAL_TYPE))
-    ]
-    if not bad.empty:
-        row = bad.iloc[0]
-        raise ValueError(
-            f"labels CSV {path}: study {row['study_id']} has lstv={row['lstv']} but "
-            f"lstv_type={row['lstv_type']!r} ({len(bad)} such rows)"
-        )
-    dup = labels.drop_duplicates(["study_id", "lstv", "lstv_type"])
-    conflicts = dup["study_id"][dup["study_id"].duplicated()]
-    if not conflicts.empty:
-        raise ValueError(
-            f"labels CSV {path}: studies labelled twice with different values: "
-            f"{', '.join(sorted(set(conflicts))[:10])}"
-        )
-    return dup.reset_index(drop=True), n_unreviewed
 
 
 def score_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
