@@ -13,6 +13,7 @@ from lstv.calibrate import (
     calibrate,
     check_checkpoint,
     describe,
+    embed_reference,
     feature_matrix,
     fit_reference,
     leave_one_out_scores,
@@ -357,3 +358,28 @@ def test_infer_with_a_reference_scores_as_lstv_score_does(
     with pytest.raises(ValueError, match=SHA_B):
         run_inference(config(tmp_path / "refused", reference=other))
     assert not (tmp_path / "refused" / "lstv_uncertainty_metrics.csv").exists()
+
+
+def test_a_reference_embedded_in_a_checkpoint_travels_with_it(tmp_path):
+    import torch
+
+    from lstv.model import PointNet, file_sha256, read_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(PointNet("resnet10t"), tmp_path / "c.pth", iteration=0, epoch=0)
+    raw = normal_features(np.random.default_rng(13), 20)
+    ref_path = fit_reference(raw, file_sha256(ckpt)).save(tmp_path / "ref.json")
+    out = embed_reference(ckpt, ref_path, tmp_path / "with_ref.pth")
+    obj = read_checkpoint(out)
+    assert obj["config"]["lstv_reference"]["n"] == 20
+    before = read_checkpoint(ckpt)["state_dict"]
+    for k, v in obj["state_dict"].items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+    # lstv score --reference CHECKPOINT: the embedded reference, checked against that file
+    embedded = load_reference(out)
+    assert embedded.checkpoint_sha256 == file_sha256(out) and embedded.n == 20
+    other = fit_reference(raw, SHA_B).save(tmp_path / "other.json")
+    with pytest.raises(ValueError, match=SHA_B):
+        embed_reference(ckpt, other, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="overwritten"):
+        embed_reference(ckpt, ref_path, ckpt)

@@ -739,3 +739,34 @@ def score_study(metrics: dict[str, dict], ref: Reference) -> dict:
             if isinstance(value, int | float):
                 row[f"{level}_{name}"] = value
     return score_rows([row], ref, "study metrics")[0]
+
+
+def embed_reference(checkpoint: str | Path, reference: str | Path, output: str | Path) -> Path:
+    """Write a copy of ``checkpoint`` that carries ``reference`` in its ``config``.
+
+    The reference must have been fitted on this very checkpoint (its SHA-256 is checked);
+    tensors are saved as they were read (float16 stays float16), and ``output`` is written
+    whole before it appears, so a checkpoint can be moved into place afterwards.
+
+    Raises:
+        ValueError: the reference is of another checkpoint, or ``output`` is an input.
+    """
+    import torch
+
+    from lstv.model import file_sha256 as checkpoint_sha256
+    from lstv.model import read_checkpoint
+    from lstv.rundir import refuse_overwriting
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    refuse_overwriting(output, [checkpoint, reference], "output checkpoint")
+    ref = load_reference(reference)
+    check_checkpoint(ref, checkpoint_sha256(checkpoint), f"reference {reference}")
+    obj = read_checkpoint(checkpoint)
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise ValueError(f"{checkpoint} is not a checkpoint in the original layout")
+    obj["config"] = {**dict(obj.get("config") or {}), CONFIG_KEY: ref.to_dict()}
+    tmp = output.with_name(output.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(output)
+    log.info("%s written with the reference of %d studies from %s", output, ref.n, reference)
+    return output
