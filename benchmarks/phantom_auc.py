@@ -1,12 +1,19 @@
-"""How well the localizer's uncertainty separates transitional from normal phantoms.
+"""How well each uncertainty score separates transitional from normal phantoms, hard cases apart.
 
 Generates a fixed-seed held-out phantom set (never seen in training: other seed, other IDs), runs
-``lstv infer`` with the shipped localizer, and prints the ROC AUC (95% bootstrap interval) of
-L5/S1 and L4/L5 entropy, 1 - peak confidence and spatial entropy for transitional vs normal,
-overall and separately for sacralization and lumbarization, and the localisation error on the
-normal studies. Phantoms test the software and the method's mechanics, not clinical accuracy.
+``lstv infer`` with the shipped localizer, and prints, for every score column of the metrics CSV
+(the seed's confidence, entropy and spatial entropy, the TTA mutual information, map-shape
+features, ``lstv_score`` where present), the ROC AUC with a 95% bootstrap interval of:
 
-    python benchmarks/phantom_auc.py --n_studies 200 --seed 31337
+* transitional vs normal, overall and per type (sacralization, lumbarization);
+* transitional vs *degenerated* normals only (a Pfirrmann >= 4 disc at L4/L5 or L5/S1: the hard
+  negatives, whose narrow dark L5/S1 looks like a sacralized one);
+* each ``lstv_subtype`` (partial/complete sacralization, rudimentary/full lumbarization) vs normal;
+
+and the localisation error on the normal studies, degenerated ones apart. Phantoms test the
+software and the method's mechanics, not clinical accuracy.
+
+    python benchmarks/phantom_auc.py --n_studies 200 --seed 31337 --tta
 """
 
 from __future__ import annotations
@@ -20,27 +27,110 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.rundir import RunDir
+
 REPO = Path(__file__).resolve().parents[1]
-SCORES = (
-    "l5_s1_entropy", "l5_s1_one_minus_confidence", "l5_s1_spatial_entropy",
-    "l4_l5_entropy", "l4_l5_one_minus_confidence", "l4_l5_spatial_entropy",
+SUBTYPES = (
+    "sacralization_partial", "sacralization_complete",
+    "lumbarization_rudimentary", "lumbarization_full",
 )
-GROUPS = ("all", "sacralization", "lumbarization")
+# Columns that are positions, sizes, flags or text, not scores.
+NOT_SCORES = {
+    "study_id", "series_id", "series_description", "n_slices", "slice_index", "image_height",
+    "image_width", "lstv_flag", "risk_level", "lstv_score_driver", "lstv_score_flag",
+    "lstv_score_reason", "selection_rule",
+}
+NOT_SCORE_SUFFIXES = ("_x", "_y", "_x_mm", "_y_mm", "_z_mm", "_dx_mm", "_dy_mm")
+LEVEL_ORDER = ("l5_s1", "l4_l5", "l3_l4", "l2_l3", "l1_l2")
 
 
-def localisation_errors(metrics_csv: Path, data) -> dict[str, list[float]]:
-    """Per level, the distance (mm) from the predicted point to the label on normal studies;
-    NaN where the localizer put no point."""
+def score_columns(header: list[str], rows: list[dict]) -> list[str]:
+    """Every numeric score column, L5/S1 and L4/L5 first, then study-level, then the others."""
+    def numeric(c: str) -> bool:
+        values = [r[c] for r in rows if r[c] != ""]
+        try:
+            [float(v) for v in values]
+        except ValueError:
+            return False
+        return bool(values)
+
+    found = [c for c in header if c not in NOT_SCORES and not c.endswith(NOT_SCORE_SUFFIXES)
+             and numeric(c)]
+
+    def rank(c: str) -> tuple[int, int]:
+        for i, level in enumerate(LEVEL_ORDER):
+            if c.startswith(level + "_"):
+                return (i if i < 2 else i + 1, header.index(c))
+        return (2, header.index(c))
+
+    return sorted(found, key=rank)
+
+
+def score_values(rows: list[dict], column: str) -> tuple[str, np.ndarray]:
+    """(name, values) oriented so that higher means more suspicious: confidence is flipped."""
+    values = np.array([float(r[column]) if r[column] != "" else np.nan for r in rows])
+    if column.endswith("_confidence"):
+        return column.replace("_confidence", "_one_minus_confidence"), 1.0 - values
+    return column, values
+
+
+def study_groups(lstv_labels_csv: Path) -> dict[int, dict[str, str]]:
+    """study_id -> lstv_type, lstv_subtype and whether a normal study is degenerated."""
+    from lstv.train import is_degenerated, read_pfirrmann_grades
+
+    grades = read_pfirrmann_grades(lstv_labels_csv)
+    with open(lstv_labels_csv, newline="") as f:
+        return {
+            int(r["study_id"]): {
+                "type": r["lstv_type"],
+                "subtype": r.get("lstv_subtype", ""),
+                "degenerated": is_degenerated(grades.get(int(r["study_id"]), {})),
+            }
+            for r in csv.DictReader(f)
+        }
+
+
+def comparisons(info: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Column name -> (positive mask, negative mask) over the studies."""
+    kind = np.array([i["type"] for i in info])
+    subtype = np.array([i["subtype"] for i in info])
+    degenerated = np.array([i["degenerated"] for i in info])
+    normal, lstv = kind == "normal", kind != "normal"
+    out = {
+        "all": (lstv, normal),
+        "sacralization": (kind == "sacralization", normal),
+        "lumbarization": (kind == "lumbarization", normal),
+        "vs degenerated normals": (lstv, normal & degenerated),
+    }
+    for s in SUBTYPES:
+        out[s] = (subtype == s, normal)
+    return out
+
+
+def auc_cell(y_pos, y_neg, values: np.ndarray, n_bootstrap: int) -> str:
+    from lstv.evaluate import bootstrap_auc_ci, roc_auc
+
+    keep = (y_pos | y_neg) & np.isfinite(values)
+    y = y_pos[keep].astype(int)
+    if y.sum() == 0 or y.sum() == len(y):
+        return "n/a"
+    auc = roc_auc(y, values[keep])
+    low, high = bootstrap_auc_ci(y, values[keep], n=n_bootstrap, seed=0)
+    return f"{auc:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def localisation_errors(metrics_csv: Path, data, normal_ids: set[int]) -> dict[str, list[float]]:
+    """Per level, the distance (mm) from the predicted point to the label on the studies of
+    ``normal_ids``; NaN where the localizer put no point."""
     import pydicom
 
     from lstv.levels import LEVEL_KEYS, LEVELS
-    from lstv.train import read_disc_labels, read_lstv_types
+    from lstv.train import read_disc_labels
 
     labels = read_disc_labels(data.labels_csv)
-    types = read_lstv_types(data.lstv_labels_csv)
     errors: dict[str, list[float]] = {k: [] for k in LEVEL_KEYS}
     with open(metrics_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if types.get(int(r["study_id"])) == "normal"]
+        rows = [r for r in csv.DictReader(f) if int(r["study_id"]) in normal_ids]
     for r in rows:
         series_dir = data.images_dir / r["study_id"] / r["series_id"]
         header = pydicom.dcmread(next(series_dir.glob("*.dcm")), stop_before_pixels=True)
@@ -56,49 +146,71 @@ def localisation_errors(metrics_csv: Path, data) -> dict[str, list[float]]:
     return errors
 
 
+def _error_cells(values: list[float]) -> list[str]:
+    v = np.asarray(values, dtype=float)
+    found = np.isfinite(v)
+    if not found.any():
+        return ["n/a", "n/a", f"{found.mean():.0%}" if len(v) else "n/a"]
+    return [f"{np.median(v[found]):.2f}", f"{np.mean(v[found]):.2f}", f"{found.mean():.0%}"]
+
+
 def run(n_studies: int, lstv_fraction: float, seed: int, checkpoint: Path, out: Path,
-        tta: bool, n_bootstrap: int) -> str:
+        tta: bool, n_bootstrap: int, workers: int = 1) -> str:
     from lstv.evaluate import evaluate
     from lstv.phantom import write_phantom_dataset
     from lstv.pipeline import InferenceConfig, run_inference
 
     started = time.perf_counter()
     data = write_phantom_dataset(out / "phantoms", n_studies=n_studies,
-                                 lstv_fraction=lstv_fraction, seed=seed, valid_fraction=1.0)
+                                 lstv_fraction=lstv_fraction, seed=seed, valid_fraction=1.0,
+                                 workers=workers)
     summary = run_inference(InferenceConfig(
         input_dir=data.images_dir, series_csv=data.series_csv, output_dir=out / "infer",
         checkpoint=checkpoint, valid_ids=data.valid_ids_path, mode="prod", tta=tta, quiet=True,
     ))
-    metrics_csv = out / "infer" / "lstv_uncertainty_metrics.csv"
-    result = evaluate(metrics_csv, data.lstv_labels_csv, out / "evaluation",
-                      n_bootstrap=n_bootstrap)
-    scores = SCORES + (("l5_s1_tta_mi", "l4_l5_tta_mi") if tta else ())
-    groups = result["groups"]
+    metrics_csv = RunDir(out / "infer").metrics_csv
+    evaluate(metrics_csv, data.lstv_labels_csv, out / "evaluation", n_bootstrap=n_bootstrap)
+    with open(metrics_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = list(reader.fieldnames or []), list(reader)
+    groups = study_groups(data.lstv_labels_csv)
+    rows = [r for r in rows if int(r["study_id"]) in groups]
+    info = [groups[int(r["study_id"])] for r in rows]
+    masks = comparisons(info)
+    counts = ", ".join(f"{name} {int(pos.sum())}" for name, (pos, _) in masks.items()
+                       if name in ("sacralization", "lumbarization", *SUBTYPES))
+    n_normal = int(masks["all"][1].sum())
+    n_hard = int(masks["vs degenerated normals"][1].sum())
     lines = [
         f"{summary.n_completed} phantom studies (seed {seed}; {summary.n_failed} failed), "
         f"checkpoint {checkpoint.name}, {time.perf_counter() - started:.0f} s",
-        "ROC AUC [95% CI], transitional vs normal "
-        + ", ".join(f"{g} n={groups[g]['n_positive']}" for g in GROUPS if g in groups)
-        + f", normal n={groups['all']['n_negative']}",
-        "| score | " + " | ".join(GROUPS) + " |",
-        "| --- |" + " --- |" * len(GROUPS),
+        f"transitional {int(masks['all'][0].sum())} ({counts}); normal {n_normal}, of which "
+        f"{n_hard} degenerated (Pfirrmann >= 4 at L4/L5 or L5/S1)",
+        "ROC AUC [95% bootstrap CI] of transitional (column) vs normal studies; "
+        "'vs degenerated normals': every transitional study vs the degenerated normals only",
+        "| score | " + " | ".join(masks) + " |",
+        "| --- |" + " --- |" * len(masks),
     ]
-    for score in scores:
-        cells = []
-        for g in GROUPS:
-            s = groups.get(g, {}).get("scores", {}).get(score)
-            cells.append("n/a" if not s or s["auc"] is None else
-                         f"{s['auc']:.3f} [{s['auc_ci_low']:.2f}, {s['auc_ci_high']:.2f}]")
-        lines.append(f"| {score} | " + " | ".join(cells) + " |")
-    errors = localisation_errors(metrics_csv, data)
-    lines += ["", "Localisation error on normal studies (mm), point found:",
-              "| level | median | mean | found |", "| --- | --- | --- | --- |"]
+    for column in score_columns(header, rows):
+        name, values = score_values(rows, column)
+        cells = [auc_cell(pos, neg, values, n_bootstrap) for pos, neg in masks.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    normal_ids = {int(r["study_id"]) for r, i in zip(rows, info, strict=True)
+                  if i["type"] == "normal"}
+    degenerated_ids = {int(r["study_id"]) for r, i in zip(rows, info, strict=True)
+                       if i["type"] == "normal" and i["degenerated"]}
+    errors = localisation_errors(metrics_csv, data, normal_ids)
+    hard_errors = localisation_errors(metrics_csv, data, degenerated_ids)
+    lines += [
+        "",
+        f"Localisation error (mm) on the {len(normal_ids)} normal studies, and on the "
+        f"{len(degenerated_ids)} degenerated ones, point found:",
+        "| level | median | mean | found | degenerated median | degenerated mean | found |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for key, values in errors.items():
-        v = np.asarray(values, dtype=float)
-        found = np.isfinite(v)
-        median = f"{np.median(v[found]):.2f}" if found.any() else "n/a"
-        mean = f"{np.mean(v[found]):.2f}" if found.any() else "n/a"
-        lines.append(f"| {key} | {median} | {mean} | {found.mean():.0%} |")
+        cells = _error_cells(values) + _error_cells(hard_errors[key])
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -114,12 +226,14 @@ def main(argv=None) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="also score the test-time mutual information")
     parser.add_argument("--n_bootstrap", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes writing the phantoms (same files for any count)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.output_dir or Path(tmp)
         print(run(args.n_studies, args.lstv_fraction, args.seed, args.checkpoint, out, args.tta,
-                  args.n_bootstrap))
+                  args.n_bootstrap, args.workers))
 
 
 if __name__ == "__main__":

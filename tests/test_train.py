@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from lstv.train import TrainConfig, disc_mask, split_studies, train
+from lstv.train import (
+    TrainConfig,
+    disc_mask,
+    is_degenerated,
+    read_pfirrmann_grades,
+    split_studies,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,18 @@ def test_only_normal_studies_outside_the_hold_out_are_trained_on(train_data):
     assert not {t.study_id for t in train_tasks} & held_out
     assert {t.study_id for t in val_tasks} <= held_out
     assert all(len(labels[t.study_id]) == 5 for t in train_tasks)
+
+
+def test_pfirrmann_grades_are_read_and_degenerated_normals_found(train_data, tmp_path):
+    grades = read_pfirrmann_grades(train_data.lstv_labels_csv)
+    assert set(grades) == set(train_data.study_ids)
+    assert all(set(g) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"} for g in grades.values())
+    assert all(1 <= v <= 5 for g in grades.values() for v in g.values())
+    assert is_degenerated({"l4_l5": 4, "l5_s1": 1}) and is_degenerated({"l5_s1": 5})
+    assert not is_degenerated({"l1_l2": 5, "l4_l5": 3, "l5_s1": 3})
+    plain = tmp_path / "lstv_labels.csv"  # a real labels file has no grades
+    plain.write_text("study_id,lstv,lstv_type\n1,0,normal\n")
+    assert read_pfirrmann_grades(plain) == {}
 
 
 def test_disc_mask_draws_each_level_as_its_class():
@@ -60,6 +79,9 @@ def test_loss_falls_and_the_checkpoint_loads(train_data, tmp_path):
     assert info.config["encoder"] == "resnet10t" and info.config["image_size"] == 64
     assert info.iteration == 24
     assert set(result.val_error_mm) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"}
+    if result.n_val_degenerated:  # the breakdown the hard negatives need
+        assert set(result.val_error_degenerated_mm) == set(result.val_error_mm)
+        assert "Pfirrmann >= 4" in result.summary()
     # Same seed, same losses.
     again = train(config.__class__(**{**config.__dict__, "output": tmp_path / "again.pth"}))
     assert again.losses == result.losses

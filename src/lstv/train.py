@@ -68,6 +68,10 @@ class TrainResult:
     val_error_mm: dict[str, dict[str, float]] = field(default_factory=dict)
     risk_thresholds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    # The same errors on the held-out normals with a degenerated (Pfirrmann >= 4) L4/L5 or
+    # L5/S1, the confounder of an L5/S1 score; empty when the labels carry no grades.
+    val_error_degenerated_mm: dict[str, dict[str, float]] = field(default_factory=dict)
+    n_val_degenerated: int = 0
 
     def summary(self) -> str:
         lines = [
@@ -81,6 +85,15 @@ class TrainResult:
                 f"  {level:6s} median {e['median']:.2f}  mean {e['mean']:.2f}  "
                 f"found {e['found']:.0%}"
             )
+        if self.val_error_degenerated_mm:
+            lines.append(
+                f"of which {self.n_val_degenerated} with a Pfirrmann >= 4 disc at L4/L5 or L5/S1:"
+            )
+            for level, e in self.val_error_degenerated_mm.items():
+                lines.append(
+                    f"  {level:6s} median {e['median']:.2f}  mean {e['mean']:.2f}  "
+                    f"found {e['found']:.0%}"
+                )
         if self.risk_thresholds:
             lines.append(f"risk bands set on the held-out normals: {self.risk_thresholds}")
         return "\n".join(lines)
@@ -111,6 +124,25 @@ def read_lstv_types(path: Path) -> dict[int, str]:
             or ("normal" if str(r["lstv"]).strip() in ("0", "False", "false") else "lstv")
             for r in csv.DictReader(f)
         }
+
+
+def read_pfirrmann_grades(path: Path) -> dict[int, dict[str, int]]:
+    """``lstv_labels.csv`` -> {study_id: {level key: Pfirrmann grade}}; empty without grades."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [f"pfirrmann_{key}" for key in LEVEL_KEYS]
+    return {
+        int(r["study_id"]): {key: int(r[c]) for key, c in zip(LEVEL_KEYS, columns, strict=True)}
+        for r in rows
+        if all((r.get(c) or "").strip() for c in columns)
+    }
+
+
+def is_degenerated(grades: dict[str, int]) -> bool:
+    """A grade >= 4 disc at L4/L5 or L5/S1: the hard negatives of an L5/S1 score."""
+    return max(grades.get("l4_l5", 1), grades.get("l5_s1", 1)) >= 4
 
 
 def split_studies(data_dir: Path) -> tuple[list[StudyTask], list[StudyTask], dict]:
@@ -311,6 +343,9 @@ def train(config: TrainConfig) -> TrainResult:
     model.eval()
     predictor = Predictor(model, device)
     errors = localisation_errors(predictor, val_slices) if val_slices else {}
+    grades = read_pfirrmann_grades(data_dir / "lstv_labels.csv")
+    degenerated = [s for s in val_slices if is_degenerated(grades.get(s.study_id, {}))]
+    degenerated_errors = localisation_errors(predictor, degenerated) if degenerated else {}
     # A small net's maps have another entropy scale than the real checkpoint's: bands set on
     # the held-out normals travel with the checkpoint, and lstv infer uses them by default.
     bands = {}
@@ -339,6 +374,9 @@ def train(config: TrainConfig) -> TrainResult:
             "background_weight": config.background_weight,
             "lr": config.lr,
             "val_median_error_mm": {k: round(v["median"], 3) for k, v in errors.items()},
+            "val_median_error_mm_degenerated": {
+                k: round(v["median"], 3) for k, v in degenerated_errors.items()
+            },
             **(band_config if bands else {}),
         },
     )
@@ -350,4 +388,6 @@ def train(config: TrainConfig) -> TrainResult:
         val_error_mm=errors,
         risk_thresholds=bands,
         seconds=time.perf_counter() - started,
+        val_error_degenerated_mm=degenerated_errors,
+        n_val_degenerated=len(degenerated),
     )
