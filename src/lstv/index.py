@@ -199,7 +199,16 @@ def read_header(path: str) -> InstanceHeader | str:
 
 
 def _read_headers(paths: list[str]) -> list[InstanceHeader | str]:
-    return [read_header(p) for p in paths]
+    """Headers of a chunk of files. Value validation is off while reading: it doubles the cost
+    of a header, and exports are full of harmless non-conformant values (read as they are)."""
+    from pydicom import config
+
+    before = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.IGNORE
+    try:
+        return [read_header(p) for p in paths]
+    finally:
+        config.settings.reading_validation_mode = before
 
 
 def dicomdir_files(dicomdir: Path) -> list[Path] | None:
@@ -466,3 +475,46 @@ def build_index(
         )
     write_index(result.rows, output)
     return result
+
+
+def upload_series_files(folder: str | Path) -> list[Path]:
+    """The files of the series to analyse among uploaded files (the web demo): all of them when
+    they are one series, else the series :func:`lstv.studies.select_series` picks, as
+    ``lstv infer`` would from an index of them.
+
+    Raises:
+        ValueError: no DICOM image, several studies, or no usable sagittal T2 series (the
+            message lists what the upload had).
+    """
+    from lstv.rsna import SERIES_COLUMNS
+    from lstv.studies import SeriesRecord, StudyTask, select_series
+
+    folder = Path(folder)
+    result = index_tree(folder, num_workers=1)
+    if not result.rows:
+        words = {"not DICOM": "not a readable DICOM file"}
+        reasons = sorted(result.skipped.items())
+        skipped = ", ".join(f"{n} {words.get(why, why)}" for why, n in reasons)
+        raise ValueError(f"the upload holds no DICOM image ({skipped})")
+    if result.n_studies > 1:
+        raise ValueError(f"the upload holds {result.n_studies} studies: upload one study")
+    if len(result.rows) == 1:
+        chosen = result.rows[0]
+    else:
+        extra = [c for c in INDEX_COLUMNS if c not in SERIES_COLUMNS]
+        records = [
+            SeriesRecord(
+                r["study_id"],
+                r["series_id"],
+                r["series_description"],
+                {c: "" if r[c] is None else str(r[c]) for c in extra},
+            )
+            for r in result.rows
+        ]
+        (task,) = select_series(records)
+        if task.series_id is None:
+            raise ValueError(task.note)
+        chosen = next(r for r in result.rows if r["series_id"] == task.series_id)
+        log.info("upload: %d series, analysing %r", len(result.rows), chosen["series_description"])
+    source = StudyTask(chosen["study_id"], chosen["series_id"], path=chosen["path"])
+    return source.series_source(folder)

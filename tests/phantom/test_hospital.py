@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -166,3 +167,40 @@ def test_real_scanner_files_end_to_end(tmp_path, tiny_checkpoint):
     csv_path = out / "lstv_uncertainty_metrics.csv"
     assert main(["report", "--csv", str(csv_path), "--output", str(report)]) == 0
     assert report.is_file()
+
+
+def test_web_demo_takes_a_whole_study_export(hospital, tiny_checkpoint, tmp_path):
+    """A zip of one hospital study (T1, axial and sagittal T2 series, no extensions): the demo
+    analyses the series lstv infer would pick; a study without one is refused with the list."""
+    import io
+    import zipfile
+
+    from lstv.api import load_model
+    from lstv.web import create_app
+
+    export, series_csv = hospital
+    client = create_app(load_model(tiny_checkpoint, device="cpu"), max_upload_mb=50).test_client()
+    tasks = study_tasks(series_csv)
+    index = read_rows(series_csv)
+    n_series = {t.study_id: sum(int(r["study_id"]) == t.study_id for r in index) for t in tasks}
+    # A study with T1 and axial series besides the T2 (one series alone is analysed as given).
+    task = next(t for t in tasks if n_series[t.study_id] >= 3 and "/" in t.path)
+    study_folder = export.root / Path(task.path).parts[0] / Path(task.path).parts[1]
+
+    def zipped(files):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for f in files:
+                archive.write(f, f.relative_to(export.root).as_posix())
+        buffer.seek(0)
+        return {"files": [(buffer, "study.zip")]}
+
+    files = [p for p in study_folder.rglob("*") if p.is_file()]
+    res = client.post("/api/analyse", data=zipped(files), content_type="multipart/form-data")
+    assert res.status_code == 200, res.get_json()
+    chosen = next(r for r in index if int(r["series_id"]) == task.series_id)
+    assert res.get_json()["n_slices"] == int(chosen["n_frames"])
+    without_t2 = [f for f in files if f.parent.name != Path(task.path).parts[2]]
+    res = client.post("/api/analyse", data=zipped(without_t2), content_type="multipart/form-data")
+    assert res.status_code == 400
+    assert "no usable sagittal T2 series (had:" in res.get_json()["error"]

@@ -153,11 +153,13 @@ def analyse_folder(
     from lstv.api import analyse_volume
     from lstv.calibrate import SCORE_COLUMNS, score_study
     from lstv.dicom import read_series
+    from lstv.index import upload_series_files
     from lstv.inference import model_input
     from lstv.uncertainty import risk_level
     from lstv.visualize import figure_png, heatmap_figure
 
-    series = read_series(folder, limits)
+    # One series as uploaded, or the one lstv infer would pick from a whole study's export.
+    series = read_series(upload_series_files(folder), limits)
     centre = series.centre_index
     result = analyse_volume(
         predictor, series.volume, image_size, pixel_spacing=series.pixel_spacings[centre]
