@@ -17,8 +17,9 @@ from lstv.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-# The seed's score, then the scores the phantom benchmark found to carry the signal.
-DEMO_SCORES = ("l5_s1_entropy", "l5_s1_one_minus_confidence", "l5_s1_tta_mi")
+# The seed's score, then the scores the phantom benchmark found to carry the signal, then the
+# calibrated score (when the checkpoint carries a reference).
+DEMO_SCORES = ("l5_s1_entropy", "l5_s1_one_minus_confidence", "l5_s1_tta_mi", "lstv_score")
 
 SHIPPED_CHECKPOINT = Path("models") / "phantom_point_net.pth"
 
@@ -120,7 +121,11 @@ def _report_and_evaluate(result: DemoResult, run_dir: RunDir, data) -> None:
     thresholds = resolve_thresholds(run_dir.run_thresholds())
     evaluation = evaluate(run_dir.metrics_csv, data.lstv_labels_csv, run_dir.evaluation)
     result.outputs["evaluation"] = run_dir.evaluation / "evaluation.json"
-    result.aucs = {score: _aucs(evaluation, score) for score in DEMO_SCORES}
+    result.aucs = {
+        score: _aucs(evaluation, score)
+        for score in DEMO_SCORES
+        if any(score in g["scores"] for g in evaluation["groups"].values())
+    }
     result.outputs["report"] = build_report(
         run_dir.metrics_csv,
         run_dir.report_html,
