@@ -15,6 +15,7 @@ import pytest
 from browser import load_in_browser, png_size
 from lstv.levels import DEFAULT_IMAGE_SIZE, LEVEL_KEYS
 from lstv.report import build_report
+from lstv.rundir import Manifest, RunDir
 from lstv.uncertainty import risk_level, study_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,32 +113,32 @@ def make_run(out: Path, n: int = 24, *, validation_filter: bool = False, heatmap
     pd.DataFrame(
         [{"study_id": "999", "series_id": "1", "stage": "read", "error": HOSTILE_ERROR}]
     ).to_csv(out / "failures.csv", index=False)
-    manifest = {
-        "command": f"lstv infer --input_dir data/raw --note {HOSTILE}",
-        "lstv_version": "0.1.0",
-        "versions": {
-            "python": "3.11.7",
-            "torch": "2.5.1",
-            "timm": "1.0.31",
-            "pydicom": "3.0.2",
-            "numpy": "2.4.6",
-        },
-        "device": "cpu",
-        "checkpoint": {"path": "models/00002484.pth", "sha256": "3f" * 32, "config": None},
-        "image_size": 160,
-        "thresholds": {"flag_entropy": 5.0, "high_entropy": 5.5, "medium_entropy": 4.0},
-        "mode": "valid",
-        "seed": 0,
-        "num_parts": 1,
-        "part_id": 0,
-        "validation_filter": validation_filter,
-        "n_selected": n + 1,
-        "n_completed": n,
-        "n_failed": 1,
-        "started_at": "2025-03-01T09:00:00+00:00",
-        "finished_at": "2025-03-01T09:04:10+00:00",
-    }
-    (out / "run_manifest.json").write_text(json.dumps(manifest))
+    RunDir(out).write_manifest(
+        Manifest(
+            command=f"lstv infer --input_dir data/raw --note {HOSTILE}",
+            lstv_version="0.1.0",
+            versions={
+                "python": "3.11.7",
+                "torch": "2.5.1",
+                "timm": "1.0.31",
+                "pydicom": "3.0.2",
+                "numpy": "2.4.6",
+            },
+            device="cpu",
+            checkpoint={"path": "models/00002484.pth", "sha256": "3f" * 32, "config": None},
+            image_size=160,
+            thresholds={"flag_entropy": 5.0, "high_entropy": 5.5, "medium_entropy": 4.0},
+            mode="prod",
+            seed=0,
+            validation_filter=validation_filter,
+            n_selected=n + 1,
+            n_completed=n,
+            n_failed=1,
+            status="complete",
+            started_at="2025-03-01T09:00:00+00:00",
+            finished_at="2025-03-01T09:04:10+00:00",
+        )
+    )
     lstv = (np.arange(n) < n // 3).astype(int)
     flip = rng.choice(n, size=2, replace=False)
     lstv[flip] = 1 - lstv[flip]
@@ -356,8 +357,8 @@ def test_thumbnail_points_land_where_the_csv_says(tmp_path):
     """A point at (224, 384) of a 448 x 512 slice is drawn at (80, 120) of the 160 model input."""
     from matplotlib.image import imread
 
-    from lstv.report import _thumbnail
     from lstv.plots import LEVEL_OVERLAY
+    from lstv.report import _thumbnail
 
     (tmp_path / "heatmaps").mkdir()
     probs = np.zeros((6, S, S), np.float32)

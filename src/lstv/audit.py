@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lstv.tables import read_metrics_csv
 from lstv.rundir import RunDir, read_csv_rows, refuse_overwriting, write_csv_atomic
-from lstv.uncertainty import RiskThresholds, resolve_thresholds, risk_level
+from lstv.tables import read_metrics_csv
+from lstv.uncertainty import RiskThresholds, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ def audit_queue(
             "l4_l5_entropy": top["l4_l5_entropy"].to_numpy(dtype=float).round(4),
             "l5_s1_confidence": top["l5_s1_confidence"].to_numpy(dtype=float).round(4),
             "risk_level": [
-                risk_level(float(e), thresholds) if np.isfinite(e) else "" for e in entropy
+                thresholds.risk(e) if np.isfinite(e) else "" for e in entropy
             ],
-            "lstv_flag": [bool(e > thresholds.flag_entropy) for e in entropy],
+            "lstv_flag": [bool(np.isfinite(e)) and thresholds.flag(e) for e in entropy],
         }
     )
     scores = [score_fields(row) for _, row in top.iterrows()]

@@ -170,6 +170,7 @@ def _add_report_flags(p: argparse.ArgumentParser) -> None:
 def cmd_report(args) -> int:
     from lstv.audit import write_audit_queue
     from lstv.report import build_report
+    from lstv.rundir import AUDIT_QUEUE_CSV
 
     thresholds = _run_bands(args)
     path = build_report(
@@ -182,7 +183,7 @@ def cmd_report(args) -> int:
     )
     queue = write_audit_queue(
         args.csv,
-        Path(args.output).with_name("audit_queue.csv"),
+        Path(args.output).with_name(AUDIT_QUEUE_CSV),
         n=args.audit_n,
         thresholds=thresholds,
     )

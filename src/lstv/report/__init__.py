@@ -122,7 +122,7 @@ def build_report(
 
     df = read_metrics_csv(csv_path)
     df["risk"] = [_risk(e, thresholds) for e in df["l5_s1_entropy"]]
-    df["flag"] = df["l5_s1_entropy"] > thresholds.flag_entropy
+    df["flag"] = [bool(np.isfinite(e)) and thresholds.flag(e) for e in df["l5_s1_entropy"]]
     rank_by = ranking_score(df)
     manifest, manifest_note = _read_manifest(manifest_path)
     failures, failures_note = _read_failures(failures_path)
@@ -205,7 +205,7 @@ def build_report(
 
 
 def _risk(entropy: float, thresholds: RiskThresholds) -> str:
-    return risk_level(float(entropy), thresholds) if np.isfinite(entropy) else "Unknown"
+    return thresholds.risk(entropy) if np.isfinite(entropy) else "Unknown"
 
 
 def _read_manifest(path: Path) -> tuple[dict | None, str | None]:

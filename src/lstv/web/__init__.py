@@ -191,8 +191,8 @@ def analyse_folder(
             | {"point": None if m["point"] is None else [round(c, 1) for c in m["point"]]}
             for key, m in result.items()
         },
-        "risk_level": risk_level(l5_s1, thresholds),
-        "lstv_flag": bool(l5_s1 > thresholds.flag_entropy),
+        "risk_level": thresholds.risk(l5_s1),
+        "lstv_flag": thresholds.flag(l5_s1),
         **{
             k: None if v == "" else v
             for k, v in (score or dict.fromkeys(SCORE_COLUMNS, "")).items()
