@@ -53,10 +53,10 @@ def analyse_volume(
         else model_pixel_mm(pixel_spacing, centre.shape, probs.shape[-2:])
     )
     metrics = study_metrics(probs, pixel_mm)
-    height, width = centre.shape
+    from lstv.sample import model_to_original
+
     for m in metrics.values():
         if m["point"] is not None:
-            x, y = m["point"]
-            m["point"] = (x * width / image_size, y * height / image_size)
+            m["point"] = model_to_original(m["point"], image_size, centre.shape)
     metrics["probs"] = probs
     return metrics

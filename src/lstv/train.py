@@ -23,30 +23,13 @@ import cv2
 import numpy as np
 
 from lstv import rsna
-from lstv.levels import DEFAULT_IMAGE_SIZE, LEVEL_KEYS, LEVEL_TO_CLASS, LEVELS
+from lstv.config import TrainConfig
+from lstv.levels import LEVEL_KEYS, LEVEL_TO_CLASS, LEVELS
 from lstv.studies import StudyTask, load_valid_ids, read_series_table, sagittal_t2_tasks
 
 log = logging.getLogger(__name__)
 
 LABEL_CONDITION = rsna.DISC_CONDITION
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data_dir: Path
-    output: Path
-    encoder: str = "resnet10t"
-    image_size: int = DEFAULT_IMAGE_SIZE
-    steps: int = 400
-    batch_size: int = 12
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    background_weight: float = 0.05
-    seed: int = 0
-    disc_radius_mm: float = 5.0
-    device: str = "auto"
-    num_workers: int = 2
-    quiet: bool = False
 
 
 @dataclass
@@ -168,7 +151,8 @@ def load_labelled_slices(
 ) -> list[LabelledSlice]:
     from tqdm import tqdm
 
-    from lstv.sample import Failure, SampleReader, iter_samples
+    from lstv.sample import Failure, SampleReader, iter_samples, original_to_model
+    from lstv.uncertainty import model_pixel_mm
 
     out = []
     reader = SampleReader(tasks, images_dir, image_size)
@@ -181,19 +165,18 @@ def load_labelled_slices(
         if isinstance(item, Failure):
             log.warning("skipping study %s: %s", item.task.study_id, item.error)
             continue
-        height, width = item.slice_shape
-        row_spacing, col_spacing = item.pixel_spacing
         points = np.full((len(LEVELS), 2), np.nan, dtype=np.float32)
         for level, (_, x, y) in labels[item.task.study_id].items():
-            points[LEVEL_TO_CLASS[level] - 1] = (x * image_size / width, y * image_size / height)
+            points[LEVEL_TO_CLASS[level] - 1] = original_to_model(
+                (x, y), image_size, item.slice_shape
+            )
+        row_mm, col_mm = model_pixel_mm(item.pixel_spacing, item.slice_shape, item.image.shape)
         out.append(
             LabelledSlice(
                 study_id=item.task.study_id,
                 image=item.image,
                 points=points,
-                mm_per_pixel=np.array(
-                    [col_spacing * width / image_size, row_spacing * height / image_size]
-                ),
+                mm_per_pixel=np.array([col_mm, row_mm]),
             )
         )
     return out

@@ -12,8 +12,6 @@ import csv
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -39,7 +37,8 @@ from lstv.rundir import (
     refuse_overwriting,
     write_text_atomic,
 )
-from lstv.uncertainty import RiskThresholds, level_point, resolve_thresholds, risk_level
+from lstv.sample import original_to_model
+from lstv.uncertainty import RiskThresholds, level_point, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -455,7 +454,7 @@ def _thumbnail(
         slice_img, note = _dicom_slice(Path(data_dir), study_id, series_id, slice_index)
     if slice_img is not None:
         h, w = slice_img.shape
-        points = {k: _csv_point(row, k, 1.0, 1.0) for k in THUMBNAIL_LEVELS}
+        points = {k: _csv_point(row, k) for k in THUMBNAIL_LEVELS}
         note = f"DICOM slice {slice_index} ({w} × {h})"
     else:
         slice_img = image
@@ -465,7 +464,8 @@ def _thumbnail(
         points = {}
         for k in THUMBNAIL_LEVELS:
             if np.isfinite(width) and np.isfinite(height) and width > 0 and height > 0:
-                points[k] = _csv_point(row, k, image.shape[1] / width, size / height)
+                point = _csv_point(row, k)
+                points[k] = point and original_to_model(point, size, (height, width))
             else:
                 points[k] = level_point(maps[k])
         prefix = f"{note}; " if note else ""
@@ -481,11 +481,12 @@ def _thumbnail(
     return uri, note
 
 
-def _csv_point(row: pd.Series, key: str, sx: float, sy: float) -> tuple[float, float] | None:
+def _csv_point(row: pd.Series, key: str) -> tuple[float, float] | None:
+    """A level's point in original pixels, as the CSV holds it, or None."""
     x, y = _value(row, f"{key}_x"), _value(row, f"{key}_y")
     if not (np.isfinite(x) and np.isfinite(y)):
         return None
-    return x * sx, y * sy
+    return x, y
 
 
 def _dicom_slice(

@@ -155,7 +155,7 @@ def analyse_folder(
     from lstv.dicom import read_series
     from lstv.index import upload_series_files
     from lstv.inference import model_input
-    from lstv.uncertainty import risk_level
+    from lstv.sample import original_to_model
     from lstv.visualize import figure_png, heatmap_figure
 
     # One series as uploaded, or the one lstv infer would pick from a whole study's export.
@@ -168,14 +168,13 @@ def analyse_folder(
     probs = result.pop("probs")
     image = model_input(series.volume, image_size)
     model_points = {}
-    height, width = series.volume.shape[1:]
     for key, m in result.items():
         point = m["point"]
         model_points[key] = dict(
             m,
             point=None
             if point is None
-            else (point[0] * image_size / width, point[1] * image_size / height),
+            else original_to_model(point, image_size, series.volume.shape[1:]),
         )
     title = f"slice {centre + 1} of {series.volume.shape[0]}"
     png = figure_png(heatmap_figure(image, probs, model_points, title))
