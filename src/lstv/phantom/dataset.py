@@ -349,18 +349,32 @@ def write_phantom_dataset(
     )
 
 
+def _one_thread() -> None:
+    """One OpenCV thread per writer: parallelism comes from the worker processes."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 @contextmanager
 def _study_writer(images_dir: Path, seed: int, workers: int):
     """A function plans -> iterator of :func:`_write_study` results, in plan order."""
     if workers <= 1:
-        yield lambda plans: (_write_study(images_dir, plan, seed) for plan in plans)
+        import cv2
+
+        threads = cv2.getNumThreads()
+        _one_thread()
+        try:
+            yield lambda plans: (_write_study(images_dir, plan, seed) for plan in plans)
+        finally:
+            cv2.setNumThreads(threads)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the caller may hold threads (torch, a web server) that fork would copy.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         yield lambda plans: pool.map(
             partial(_write_study, images_dir, seed=seed), plans, chunksize=1
         )
