@@ -85,3 +85,12 @@ def test_loss_falls_and_the_checkpoint_loads(train_data, tmp_path):
     # Same seed, same losses.
     again = train(config.__class__(**{**config.__dict__, "output": tmp_path / "again.pth"}))
     assert again.losses == result.losses
+    # Fine-tuning starts from the given weights and says so in the checkpoint.
+    tuned = train(
+        config.__class__(
+            **{**config.__dict__, "output": tmp_path / "tuned.pth", "init_from": result.checkpoint}
+        )
+    )
+    assert np.mean(tuned.losses[:4]) < np.mean(result.losses[:4])
+    _, tuned_info = load_checkpoint(tuned.checkpoint)
+    assert tuned_info.config["init_from_sha256"] == info.sha256

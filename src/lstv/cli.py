@@ -340,6 +340,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", choices=DEVICES, default=d("device"))
     p.add_argument("--num_workers", type=int, default=d("num_workers"))
+    p.add_argument(
+        "--init_from",
+        type=Path,
+        default=d("init_from"),
+        help="start from the weights of this checkpoint (same encoder): fine-tuning",
+    )
 
 
 def cmd_train(args) -> int:

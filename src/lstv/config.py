@@ -127,6 +127,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     quiet: bool = False
+    init_from: Path | None = None  # start from this checkpoint's weights (fine-tuning)
 
     def __post_init__(self) -> None:
         _check_choice("--device", self.device, DEVICES)

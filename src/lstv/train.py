@@ -296,7 +296,15 @@ def train(config: TrainConfig) -> TrainResult:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    model = PointNet(encoder=config.encoder).to(device)
+    init = {}
+    if config.init_from:  # fine-tuning: the weights of an earlier localizer, same encoder
+        from lstv.model import load_checkpoint
+
+        model, info = load_checkpoint(config.init_from, encoder=config.encoder, device=device)
+        model.train()
+        init = {"init_from": Path(config.init_from).name, "init_from_sha256": info.sha256}
+    else:
+        model = PointNet(encoder=config.encoder).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -356,6 +364,7 @@ def train(config: TrainConfig) -> TrainResult:
             "disc_radius_mm": config.disc_radius_mm,
             "background_weight": config.background_weight,
             "lr": config.lr,
+            **init,
             "val_median_error_mm": {k: round(v["median"], 3) for k, v in errors.items()},
             "val_median_error_mm_degenerated": {
                 k: round(v["median"], 3) for k, v in degenerated_errors.items()
