@@ -13,6 +13,7 @@ import pytest
 
 from lstv.download import (
     DownloadError,
+    Kaggle,
     check_rsna_layout,
     download_model,
     extract_zip,
@@ -118,18 +119,19 @@ def test_model_files_are_installed_only_when_they_pass_the_check(tmp_path, accep
         return accepted
 
     kaggle = FakeKaggle()
-    args = (checkpoint, valid_ids, check, token_env(tmp_path))
+    args = (checkpoint, valid_ids, check, Kaggle(token_env(tmp_path), run=kaggle))
     if accepted:
-        download_model(*args, min_mb=0, run=kaggle)
+        download_model(*args, min_mb=0)
         assert checkpoint.read_bytes() == b"weights" and valid_ids.read_bytes() == b"ids"
         assert not (tmp_path / "models" / ".download").exists()
     else:
         with pytest.raises(DownloadError, match="failed the check above and were removed"):
-            download_model(*args, min_mb=0, run=kaggle)
+            download_model(*args, min_mb=0)
         assert not checkpoint.exists() and not valid_ids.exists()
         assert not list((tmp_path / "models" / ".download").iterdir())
     staging = tmp_path / "models" / ".download"
     assert checked == [(staging / "00002484.pth", staging / "valid_id.npy")]
+    assert {c[0] for c in kaggle.calls} == {str(tmp_path / "bin" / "kaggle")}
     assert [c[1:5] for c in kaggle.calls] == [
         ["datasets", "download", "-d", "hengck23/rsna2024-demo-workflow"]
     ] * 2
@@ -141,9 +143,8 @@ def test_model_in_place_is_not_fetched_again(tmp_path):
     valid_ids.write_bytes(b"i")
     kaggle = FakeKaggle()
     # No token needed either: nothing is downloaded.
-    download_model(
-        checkpoint, valid_ids, lambda c, i: True, {"HOME": str(tmp_path)}, min_mb=0, run=kaggle
-    )
+    no_token = Kaggle({"HOME": str(tmp_path)}, run=kaggle)
+    download_model(checkpoint, valid_ids, lambda c, i: True, no_token, min_mb=0)
     assert kaggle.calls == []
 
 
@@ -152,5 +153,5 @@ def test_small_checkpoint_is_not_believed(tmp_path, caplog):
     checkpoint.write_bytes(b"w")
     valid_ids.write_bytes(b"i")
     with caplog.at_level(logging.WARNING), pytest.raises(DownloadError, match="no Kaggle API"):
-        download_model(checkpoint, valid_ids, lambda c, i: True, {"HOME": str(tmp_path)})
+        download_model(checkpoint, valid_ids, lambda c, i: True, Kaggle({"HOME": str(tmp_path)}))
     assert "expected about 130 MB (at least 100): incomplete?" in caplog.text

@@ -19,6 +19,7 @@ import subprocess
 import time
 import zipfile
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,24 @@ def kaggle_cli(env: Mapping[str, str], program: str = "kaggle") -> str:
             "(or set LSTV_KAGGLE to its path)"
         )
     return found
+
+
+@dataclass(frozen=True)
+class Kaggle:
+    """How the Kaggle CLI is called: its name or path, its environment and the runner."""
+
+    env: Mapping[str, str]
+    program: str = "kaggle"
+    run: Runner = subprocess.run
+
+    def require(self) -> Kaggle:
+        """This CLI found on PATH, once the token is there (:func:`kaggle_cli`): downloads
+        call it first, so without a token they stop before anything is written."""
+        return replace(self, program=kaggle_cli(self.env, self.program))
+
+    def call(self, *args: str) -> bool:
+        """Run ``kaggle ARGS``; True when it succeeded (its messages go to our stderr)."""
+        return self.run([self.program, *args], env=self.env).returncode == 0
 
 
 def extract_zip(archive: Path, dest: Path) -> tuple[int, int]:
@@ -127,12 +146,10 @@ def check_rsna_layout(root: Path) -> tuple[int, int]:
 
 def download_competition(
     dest: Path,
-    env: Mapping[str, str],
+    kaggle: Kaggle,
     competition: str = COMPETITION,
-    kaggle: str = "kaggle",
     force: bool = False,
     keep_zip: bool = False,
-    run: Runner = subprocess.run,
 ) -> None:
     """The competition data into ``dest``, checked; marked done by ``dest/.download_complete``.
 
@@ -148,11 +165,10 @@ def download_competition(
             "already complete (%s); set LSTV_FORCE_DOWNLOAD=1 to check and fetch again", marker
         )
         return
-    program = kaggle_cli(env, kaggle)
+    kaggle = kaggle.require()
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / f"{competition}.zip"
-    command = [program, "competitions", "download", "-c", competition, "-p", str(dest)]
-    if run(command, env=env).returncode != 0:
+    if not kaggle.call("competitions", "download", "-c", competition, "-p", str(dest)):
         raise DownloadError(
             "the Kaggle download failed. A 403 means the competition rules are not accepted "
             f"yet: https://www.kaggle.com/competitions/{competition}/rules (then run this "
@@ -210,12 +226,10 @@ def download_model(
     checkpoint: Path,
     valid_ids: Path,
     check: Callable[[Path, Path], bool],
-    env: Mapping[str, str],
+    kaggle: Kaggle,
     dataset: str = MODEL_DATASET,
-    kaggle: str = "kaggle",
     force: bool = False,
     min_mb: int = MIN_CHECKPOINT_MB,
-    run: Runner = subprocess.run,
 ) -> None:
     """hengck23's ``00002484.pth`` -> ``checkpoint`` and ``valid_id.npy`` -> ``valid_ids``.
 
@@ -223,11 +237,10 @@ def download_model(
         checkpoint, valid_ids: where the two files go.
         check: says whether a (checkpoint, IDs) pair is the localizer (it runs
             :func:`check_model_files` where lstv runs, so the image's torch does the loading).
-        env: the environment of the Kaggle CLI.
-        dataset, kaggle: the Kaggle dataset and CLI.
+        kaggle: how to call the Kaggle CLI.
+        dataset: the Kaggle dataset holding both files.
         force: fetch again even when the files in place pass the checks.
         min_mb: the smallest believable checkpoint.
-        run: runs a command.
 
     Raises:
         DownloadError: no token or CLI, a refused download, or files that fail the checks
@@ -251,13 +264,11 @@ def download_model(
     if not force and verify(checkpoint, valid_ids):
         log.info("already in place and valid; set LSTV_FORCE_DOWNLOAD=1 to fetch again")
         return
-    program = kaggle_cli(env, kaggle)
+    kaggle = kaggle.require()
     # Downloads land next to the checkpoint (inside the project), then move into place.
     staging = checkpoint.parent / ".download"
     staging.mkdir(parents=True, exist_ok=True)
-    staged = [
-        _fetch_dataset_file(program, dataset, name, staging, env, run) for name in MODEL_FILES
-    ]
+    staged = [_fetch_dataset_file(kaggle, dataset, name, staging) for name in MODEL_FILES]
     if not verify(*staged):
         for path in staged:
             path.unlink(missing_ok=True)
@@ -269,13 +280,10 @@ def download_model(
         staging.rmdir()
 
 
-def _fetch_dataset_file(
-    kaggle: str, dataset: str, name: str, staging: Path, env: Mapping[str, str], run: Runner
-) -> Path:
+def _fetch_dataset_file(kaggle: Kaggle, dataset: str, name: str, staging: Path) -> Path:
     path = staging / name
     if not path.is_file():
-        command = [kaggle, "datasets", "download", "-d", dataset, "-f", name, "-p", str(staging)]
-        if run(command, env=env).returncode != 0:
+        if not kaggle.call("datasets", "download", "-d", dataset, "-f", name, "-p", str(staging)):
             raise DownloadError(
                 f"could not download {name} from {dataset} (is the dataset visible to your "
                 f"Kaggle account? https://www.kaggle.com/datasets/{dataset})"

@@ -483,7 +483,7 @@ class Submitter:
             log.info("skipping the downloads (LSTV_SKIP_DOWNLOAD=1)")
             self.settings.require_inputs()
         else:
-            download.kaggle_cli(self.env, self.env.get("LSTV_KAGGLE") or "kaggle")
+            _kaggle(self.settings, self.env).require()
             jobs += [
                 Submitted(SCRIPTS[step], self.submit(CPU, SCRIPTS[step]))
                 for step in ("download_data", "download_model")
@@ -511,15 +511,18 @@ def submitted_lines(jobs: Sequence[Submitted], settings: Settings, env: Mapping)
     ]
 
 
+def _kaggle(settings: Settings, env: Mapping[str, str]) -> download.Kaggle:
+    return download.Kaggle(child_env(env, settings.project_dir), env.get("LSTV_KAGGLE") or "kaggle")
+
+
 def download_data(settings: Settings, env: Mapping[str, str]) -> None:
     """Step 01: the competition data into ``LSTV_DATA_DIR`` (:mod:`lstv.download`)."""
     competition = env.get("LSTV_COMPETITION") or download.COMPETITION
     log.info("== 01 download %s into %s ==", competition, settings.data_dir)
     download.download_competition(
         settings.data_dir,
-        child_env(env, settings.project_dir),
+        _kaggle(settings, env),
         competition,
-        kaggle=env.get("LSTV_KAGGLE") or "kaggle",
         force=_is_on(env.get("LSTV_FORCE_DOWNLOAD")),
         keep_zip=_is_on(env.get("LSTV_KEEP_ZIP")),
     )
@@ -548,9 +551,8 @@ def download_model(settings: Settings, env: Mapping[str, str]) -> None:
         settings.checkpoint,
         valid_ids,
         check,
-        child_env(env, settings.project_dir),
+        _kaggle(settings, env),
         dataset=dataset,
-        kaggle=env.get("LSTV_KAGGLE") or "kaggle",
         force=_is_on(env.get("LSTV_FORCE_DOWNLOAD")),
         min_mb=int(env.get("LSTV_MIN_CHECKPOINT_MB") or download.MIN_CHECKPOINT_MB),
     )
