@@ -224,7 +224,7 @@ def test_rsna_csv_has_no_header_fallback(tmp_path):
     no_series, pattern = study_tasks(csv)
     assert no_series.series_id is None
     had = "(had: 'Sagittal T1'; 'Axial T2')"
-    assert no_series.note == f"study has no usable sagittal T2 series {had}"
+    assert no_series.note == f"study has no sagittal T2 series {had}"
     assert (pattern.series_id, pattern.selection_rule) == (5, "description_pattern")
     assert pattern.series_source(tmp_path) == tmp_path / "2" / "5"
 

@@ -323,7 +323,7 @@ def choose_series(records: list[SeriesRecord]) -> tuple[SeriesRecord | None, str
 def _no_series_note(records: list[SeriesRecord]) -> str:
     had = [r.summary() for r in sorted(records, key=lambda r: r.series_id)]
     more = f"; and {len(had) - 12} more" if len(had) > 12 else ""
-    return "study has no usable sagittal T2 series (had: " + "; ".join(had[:12]) + more + ")"
+    return "study has no sagittal T2 series (had: " + "; ".join(had[:12]) + more + ")"
 
 
 def select_series(records: list[SeriesRecord]) -> list[StudyTask]:

@@ -161,7 +161,7 @@ def test_real_scanner_files_end_to_end(tmp_path, tiny_checkpoint):
     assert (metrics[0]["image_height"], metrics[0]["image_width"]) == ("1024", "1024")
     failures = read_rows(out / "failures.csv")
     assert len(failures) == len(REAL_FILES) - 1
-    assert all("no usable sagittal T2 series (had:" in f["error"] for f in failures)
+    assert all("study has no sagittal T2 series (had:" in f["error"] for f in failures)
     assert any("marked lesion<MPR Collection>" in f["error"] for f in failures)
     report = tmp_path / "report.html"
     csv_path = out / "lstv_uncertainty_metrics.csv"
@@ -203,4 +203,4 @@ def test_web_demo_takes_a_whole_study_export(hospital, tiny_checkpoint, tmp_path
     without_t2 = [f for f in files if f.parent.name != Path(task.path).parts[2]]
     res = client.post("/api/analyse", data=zipped(without_t2), content_type="multipart/form-data")
     assert res.status_code == 400
-    assert "no usable sagittal T2 series (had:" in res.get_json()["error"]
+    assert "study has no sagittal T2 series (had:" in res.get_json()["error"]
