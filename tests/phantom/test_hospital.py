@@ -204,3 +204,20 @@ def test_web_demo_takes_a_whole_study_export(hospital, tiny_checkpoint, tmp_path
     res = client.post("/api/analyse", data=zipped(without_t2), content_type="multipart/form-data")
     assert res.status_code == 400
     assert "study has no sagittal T2 series (had:" in res.get_json()["error"]
+
+
+def test_phantom_command_writes_a_hospital_layout(tmp_path):
+    """``lstv phantom --layout hospital``: even a two-study export has its Enhanced MR file."""
+    out = tmp_path / "ph"
+    args = ["phantom", "--output_dir", str(out), "--n_studies", "2", "--layout", "hospital"]
+    assert main(args + ["--quiet"]) == 0
+    series_csv = tmp_path / "series.csv"
+    assert (
+        main(["index", "--input_dir", str(out / "hospital_export"), "--output", str(series_csv)])
+        == 0
+    )
+    rows = read_rows(series_csv)
+    assert sum(r["sop_class"] == "Enhanced MR Image Storage" for r in rows) == 1
+    assert {t.selection_rule for t in study_tasks(series_csv)} == {"description_pattern", "headers"}
+    labels = read_rows(out / "hospital_labels.csv")
+    assert {int(r["study_id"]) for r in labels} == {int(r["study_id"]) for r in rows}
