@@ -139,11 +139,7 @@ def _read_slices(path: Path, budget: DecodeBudget | None = None) -> list[_Slice]
         where = "" if n_frames == 1 else " (per-frame and shared functional groups)"
         raise SeriesReadError(f"{path.name}: missing {', '.join(missing)}{where}")
     (budget or DecodeBudget()).claim(ds, path.name)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
-        raise SeriesReadError(f"{path.name}: cannot decode pixels ({syntax}): {exc}") from exc
+    pixels = decode_pixels(ds, path.name)
     frames = pixels[None] if n_frames == 1 else pixels
     if frames.ndim != 3 or len(frames) != n_frames:
         raise SeriesReadError(
@@ -254,6 +250,24 @@ def read_series(
 
 # --------------------------------------------------------------------------- guards
 
+
+class _PluginFailureToDebug(logging.Filter):
+    """pydicom logs each decoding plugin that fails with its full traceback at ERROR, then
+    raises one error that lists every plugin's message (which becomes the study's failure
+    row). The tracebacks go to debug, so a batch's stderr holds no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.msg = f"decoding plugin failed: {record.getMessage()}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_PluginFailureToDebug())
+
 MAX_FILE_DECODE_MB = 512
 MAX_SERIES_DECODE_MB = 4096
 # Pixel spacing outside these bounds (mm) is a broken header, not an unusual scanner.
@@ -363,6 +377,23 @@ def _shape_text(ds) -> str:
     return f"{ds.get('Rows')} x {ds.get('Columns')}" + (
         f" x {frames} frames" if int(frames) > 1 else ""
     )
+
+
+def decode_pixels(ds, name: str) -> np.ndarray:
+    """``ds.pixel_array``, with any decoder failure as a one-line :class:`SeriesReadError`.
+
+    Decoders written in Rust (pylibjpeg-rle) panic on some malformed data, and pyo3 raises that
+    as ``PanicException``, a BaseException that ``except Exception`` lets through: it would
+    end the whole batch instead of failing one study.
+    """
+    try:
+        return ds.pixel_array
+    except BaseException as exc:
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise  # KeyboardInterrupt, SystemExit
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
+        reason = " ".join(str(exc).split())  # pydicom lists each plugin on its own line
+        raise SeriesReadError(f"{name}: cannot decode pixels ({syntax}): {reason}") from exc
 
 
 def validate_geometry(slices) -> None:

@@ -88,3 +88,26 @@ def test_nonsense_size_is_a_clear_error(series_dir, rows):
     assert f.read_bytes() != raw
     with pytest.raises(SeriesReadError, match="Rows"):
         read_series(series_dir)
+
+
+def test_decoder_plugin_failures_log_no_traceback(series_dir, caplog):
+    import logging
+
+    from pydicom.encaps import encapsulate
+
+    f = sorted(series_dir.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(f)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"  # JPEG lossless
+    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream" * 8])  # every plugin fails
+    ds.save_as(f)
+    with caplog.at_level(logging.INFO), pytest.raises(SeriesReadError, match="cannot decode"):
+        read_series(series_dir)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_a_panicking_rust_decoder_is_a_series_error(series_dir):
+    """pylibjpeg-rle panics (pyo3 PanicException, a BaseException) when Rows is one short."""
+    files = sorted(series_dir.glob("*.dcm"))
+    rle_bomb(files[0], files[0], 63, 64)
+    with pytest.raises(SeriesReadError, match=r"cannot decode pixels \(1.2.840.10008.1.2.5\)"):
+        read_series(series_dir)
