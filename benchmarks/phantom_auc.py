@@ -154,16 +154,36 @@ def _error_cells(values: list[float]) -> list[str]:
     return [f"{np.median(v[found]):.2f}", f"{np.mean(v[found]):.2f}", f"{found.mean():.0%}"]
 
 
+def phantoms(root: Path, n_studies: int, lstv_fraction: float, seed: int, workers: int):
+    """The held-out phantom set: written, or the one a kept ``--output_dir`` already holds
+    (its recorded settings are these; the same settings write the same bytes)."""
+    import json
+
+    from lstv import rsna
+    from lstv.phantom import PhantomDataset, write_phantom_dataset
+    from lstv.phantom.dataset import SETTINGS_JSON
+
+    settings = {"n_studies": n_studies, "lstv_fraction": lstv_fraction, "seed": seed,
+                "valid_fraction": 1.0}
+    recorded = root / SETTINGS_JSON
+    labels = root / "lstv_labels.csv"
+    if not (recorded.is_file() and labels.is_file()
+            and json.loads(recorded.read_text()) == settings):
+        return write_phantom_dataset(root, workers=workers, **settings)
+    with open(labels, newline="") as f:
+        ids = tuple(int(r["study_id"]) for r in csv.DictReader(f))
+    valid = tuple(int(i) for i in np.load(root / "valid_id.npy"))
+    return PhantomDataset(root, root / rsna.TRAIN_IMAGES, root / rsna.SERIES_CSV,
+                          root / rsna.LABELS_CSV, labels, root / "valid_id.npy", ids, valid)
+
+
 def run(n_studies: int, lstv_fraction: float, seed: int, checkpoint: Path, out: Path,
         tta: bool, n_bootstrap: int, workers: int = 1) -> str:
     from lstv.evaluate import evaluate
-    from lstv.phantom import write_phantom_dataset
     from lstv.pipeline import InferenceConfig, run_inference
 
     started = time.perf_counter()
-    data = write_phantom_dataset(out / "phantoms", n_studies=n_studies,
-                                 lstv_fraction=lstv_fraction, seed=seed, valid_fraction=1.0,
-                                 workers=workers)
+    data = phantoms(out / "phantoms", n_studies, lstv_fraction, seed, workers)
     summary = run_inference(InferenceConfig(
         input_dir=data.images_dir, series_csv=data.series_csv, output_dir=out / "infer",
         checkpoint=checkpoint, valid_ids=data.valid_ids_path, mode="prod", tta=tta, quiet=True,
