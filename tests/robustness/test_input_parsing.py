@@ -104,7 +104,7 @@ def _metrics_csv(path, study_ids):
     return path
 
 
-@pytest.mark.parametrize("payload", ["=HYPERLINK(\"http://x\")", "+1+cmd", "-2+3", "@SUM(A1)"])
+@pytest.mark.parametrize("payload", ['=HYPERLINK("http://x")', "+1+cmd", "-2+3", "@SUM(A1)"])
 def test_audit_queue_cells_cannot_become_formulas(tmp_path, payload):
     from lstv.audit import write_audit_queue
 
