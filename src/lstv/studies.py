@@ -359,7 +359,7 @@ def read_series_records(path: str | Path) -> list[SeriesRecord]:
         ValueError: a column is missing or an ID is not an integer (names the line).
     """
     rows = read_series_table(path)
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if INDEX_MARKER not in header:
@@ -379,7 +379,7 @@ def study_tasks(series_csv: str | Path) -> list[StudyTask]:
 
 def is_index(series_csv: str | Path) -> bool:
     """Whether a series CSV was written by ``lstv index`` (it has a ``study_uid`` column)."""
-    with open(series_csv, newline="") as f:
+    with open(series_csv, newline="", encoding="utf-8-sig") as f:
         header = [h.strip() for h in next(csv.reader(f), [])]
     return INDEX_MARKER in header
 

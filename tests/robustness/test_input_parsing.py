@@ -29,6 +29,19 @@ def test_series_csv_with_a_bom_is_read(tmp_path):
     assert read_series_table(path) == [(1, 10, "Sagittal T2/STIR")]
 
 
+def test_index_csv_with_a_bom_keeps_clean_column_names(tmp_path):
+    from lstv.studies import read_series_records
+
+    path = tmp_path / "index.csv"
+    path.write_text(
+        "study_uid,study_id,series_id,series_description\n1.2.3,1,10,Sagittal T2\n",
+        encoding="utf-8-sig",
+    )
+    (record,) = read_series_records(path)
+    assert (record.study_id, record.series_id) == (1, 10)
+    assert record.headers == {"study_uid": "1.2.3"}
+
+
 @pytest.mark.parametrize("bad_id", ["4773_9259", "１２３"])
 def test_series_csv_refuses_ids_int_would_misread(tmp_path, bad_id):
     path = tmp_path / "series.csv"
