@@ -23,6 +23,7 @@ from lstv.rundir import (
     METRICS_CSV,
     Manifest,
     RunDir,
+    csv_errors_as_value_errors,
     utc_now,
     write_csv_atomic,
 )
@@ -45,10 +46,11 @@ def _read_rows(path: Path, what: str) -> tuple[list[str] | None, list[list[str]]
     """Header and rows of a CSV as text (``None``, [] when the file is absent)."""
     if not path.is_file():
         return None, []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        rows = [row for row in reader if row]
+        with csv_errors_as_value_errors(path, reader):
+            header = next(reader, None)
+            rows = [row for row in reader if row]
     if header is None:
         return None, []
     for i, row in enumerate(rows, start=2):

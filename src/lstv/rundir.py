@@ -122,14 +122,35 @@ def refuse_overwriting(output: str | Path, inputs: Iterable[str | Path | None], 
 
 
 def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a CSV (UTF-8, a BOM accepted), or ([], []) when it is absent."""
+    """Header and rows of a CSV (UTF-8, a BOM accepted), or ([], []) when it is absent.
+
+    Raises:
+        ValueError: not UTF-8, or a row the csv module refuses (a field over
+            ``csv.field_size_limit()``, a NUL byte), naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         return [], []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        rows = list(reader)
+        with csv_errors_as_value_errors(path, reader.reader):
+            rows = list(reader)
         return list(reader.fieldnames or []), rows
+
+
+@contextlib.contextmanager
+def csv_errors_as_value_errors(path: Path, reader):
+    """Turn what reading ``path`` with the csv ``reader`` raises into ValueErrors naming the
+    file and line: ``csv.Error`` is no ValueError, so the CLI would show a traceback."""
+    try:
+        yield
+    except csv.Error as exc:
+        raise ValueError(
+            f"{path} line {reader.line_num}: not a readable CSV row ({exc}; a field may hold "
+            f"at most {csv.field_size_limit() // 1024} KiB)"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def drop_partial_last_row(path: Path) -> None:

@@ -138,3 +138,23 @@ def test_spreadsheet_safe_is_idempotent_and_leaves_numbers():
     assert spreadsheet_safe(spreadsheet_safe("=1+2")) == "'=1+2"
     for number in ("-1.5", "+2", "3e-4", "-inf", "nan", "12"):
         assert spreadsheet_safe(number) == number
+
+
+def test_run_csv_with_a_huge_field_is_a_clear_error(tmp_path):
+    from lstv.rundir import read_csv_rows
+
+    path = tmp_path / "failures.csv"
+    path.write_text("study_id,error\n1,ok\n2," + "x" * (csv.field_size_limit() + 1) + "\n")
+    with pytest.raises(ValueError, match=rf"{path} line 3: .*at most 128 KiB"):
+        read_csv_rows(path)
+
+
+def test_audit_queue_with_a_huge_note_is_a_clear_error(tmp_path):
+    from lstv.audit import write_audit_queue
+
+    metrics = _metrics_csv(tmp_path / "lstv_uncertainty_metrics.csv", ["1", "2"])
+    queue = tmp_path / "audit_queue.csv"
+    queue.write_text("study_id,lstv,notes\n1,1," + "n" * (csv.field_size_limit() + 1) + "\n")
+    with pytest.raises(ValueError, match=rf"{queue} line 2"):
+        write_audit_queue(metrics, queue)
+    assert queue.read_text().startswith("study_id,lstv,notes\n1,1,nnn")  # left as it was

@@ -77,3 +77,16 @@ def test_symlinked_heatmap_folder_is_not_copied(shards, tmp_path, caplog):
     merged = {p.name for p in (out / "heatmaps").glob("*.npz")}
     assert merged == {p.name for p in (shards[0] / "heatmaps").glob("*.npz")}
     assert "symlink" in caplog.text
+
+
+def test_shard_csv_with_a_huge_field_is_a_clear_error(shards, tmp_path):
+    import csv
+
+    from lstv.merge import merge_shards
+
+    failures = shards[0] / "failures.csv"
+    failures.write_text(
+        "study_id,series_id,stage,error\n1,2,read," + "x" * (csv.field_size_limit() + 1) + "\n"
+    )
+    with pytest.raises(ValueError, match=rf"{failures} line 2: .*at most 128 KiB"):
+        merge_shards(shards, tmp_path / "merged", expected_parts=2)
