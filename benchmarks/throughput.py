@@ -102,7 +102,7 @@ def decode_pool(workers: int):
 
     import pydicom  # noqa: F401 - imported once here, inherited by the forked readers
 
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(max(1, workers)) as pool:
         pool.map(abs, range(workers * 4))
         yield pool
 
@@ -229,6 +229,8 @@ def main(argv=None) -> None:
         f"infer / (decode + forward) ratio {infer_ratio:.2f} (target <= {INFER_TARGET})"
     )
     print(f"lstv infer start-up          {startup_s:7.2f} s   (a one-study run)")
+    steady = max(infer_s - startup_s, 1e-9) / (floor_s + forward_s)
+    print(f"steady state, start-up off   ratio {steady:.2f}   ((infer - start-up) / floor)")
 
 
 if __name__ == "__main__":

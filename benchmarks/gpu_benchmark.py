@@ -1,0 +1,240 @@
+"""The GPU path of ``lstv infer`` measured in one call (issue 10): a few minutes on a GPU node.
+
+For the shipped phantom localizer and a random-weight resnet50d in the layout of hengck23's
+checkpoint, on phantom studies written in parallel:
+
+  decode floor          every study decoded by one reader process per core (wall seconds)
+  lstv infer            the whole process on ``--device`` (AMP on CUDA) with one reader per
+                        core; start-up (a one-study run) reported apart from the steady state,
+                        studies/s = (N - 1) / (wall of the N-study run - wall of the 1-study run)
+                                                       target: steady state >= 0.8 x decode rate
+  agreement             the same studies through ``lstv infer --device cpu``: max |diff| of each
+                        metric column, and whether risk bands and flags are identical
+  fidelity              the model input of every study bit-identical to the original's
+                        whole-volume resize on this machine's OpenCV
+
+It also runs on the CPU at test size, which is how the tests exercise it:
+
+    python benchmarks/gpu_benchmark.py                       # CUDA, 288 studies
+    python benchmarks/gpu_benchmark.py --device cpu --n_studies 4 --agreement_studies 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import (  # noqa: E402 - the shared measurements of the CPU benchmark
+    REPO,
+    Phantoms,
+    decode_pool,
+    parallel_decode,
+    run_infer,
+    write_phantoms,
+)
+
+STEADY_TARGET = 0.8
+NON_METRIC_COLUMNS = {"study_id", "series_id", "series_description"}
+
+
+def original_layout_checkpoint(path: Path) -> Path:
+    """A random-weight resnet50d point net saved as hengck23's ``00002484.pth`` is laid out."""
+    import torch
+
+    from lstv.model import PointNet
+
+    torch.manual_seed(0)
+    torch.save({"state_dict": PointNet().state_dict(), "iteration": 2484, "epoch": 10}, path)
+    return path
+
+
+def infer(data: Phantoms, checkpoint: Path, out: Path, device: str, workers: int, batch: int,
+          *extra: str) -> list[str]:  # fmt: skip
+    return [
+        sys.executable, "-m", "lstv", "infer",
+        "--input_dir", str(data.images_dir),
+        "--series_csv", str(data.series_csv),
+        "--valid_ids", str(data.valid_ids),
+        "--output_dir", str(out),
+        "--checkpoint", str(checkpoint),
+        "--device", device,
+        "--num_workers", str(workers),
+        "--batch_size", str(batch),
+        "--quiet",
+        *(extra or ("--mode", "prod")),
+    ]  # fmt: skip
+
+
+def read_rows(out: Path) -> dict[str, dict[str, str]]:
+    from lstv.rundir import RunDir
+
+    with open(RunDir(out).metrics_csv, newline="") as f:
+        return {row["study_id"]: row for row in csv.DictReader(f)}
+
+
+def agreement(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]]) -> dict:
+    """Max |a - b| per numeric column, and the non-numeric columns that differ anywhere."""
+    if a.keys() != b.keys():
+        raise RuntimeError(f"the runs differ in studies: {sorted(a.keys() ^ b.keys())[:5]}")
+    max_diff: dict[str, float] = {}
+    differing: set[str] = set()
+    for study, row in a.items():
+        for column, value in row.items():
+            other = b[study][column]
+            if column in NON_METRIC_COLUMNS:
+                continue
+            try:
+                x, y = float(value), float(other)
+            except ValueError:
+                if value != other:
+                    differing.add(column)
+                continue
+            if np.isnan(x) and np.isnan(y):
+                continue
+            max_diff[column] = max(max_diff.get(column, 0.0), abs(x - y))
+    return {"max_abs_diff": max_diff, "differing_labels": sorted(differing)}
+
+
+def per_metric(max_abs_diff: dict[str, float]) -> dict[str, float]:
+    """Column maxima grouped by metric, over the levels (``l5_s1_entropy`` -> ``entropy``)."""
+    from lstv.levels import LEVEL_KEYS
+
+    grouped: dict[str, float] = {}
+    for column, value in max_abs_diff.items():
+        level = next((k for k in LEVEL_KEYS if column.startswith(k + "_")), None)
+        metric = column[len(level) + 1 :] if level else column
+        grouped[metric] = max(grouped.get(metric, 0.0), value)
+    return grouped
+
+
+def fidelity(data: Phantoms) -> tuple[int, int]:
+    """How many studies' model inputs equal the original's whole-volume resize, of how many."""
+    import cv2
+
+    from lstv.dicom import read_series
+    from lstv.inference import model_input
+
+    same = 0
+    for source in data.sources:
+        volume = read_series(source).volume
+        whole = cv2.resize(volume.transpose(1, 2, 0), (160, 160), interpolation=cv2.INTER_LINEAR)
+        original = whole.reshape(160, 160, -1).transpose(2, 0, 1)[len(volume) // 2]
+        same += bool(np.array_equal(model_input(volume, 160), original))
+    return same, len(data.sources)
+
+
+def measure_checkpoint(name, checkpoint, data, args, tmp: Path, decode_rate: float) -> dict:
+    n = len(data.sources)
+    one, full = tmp / f"{name}-one", tmp / f"{name}-full"
+    startup = run_infer(
+        infer(data, checkpoint, one, args.device, args.workers, args.batch_size, "--mode", "debug"),
+        1,
+        one,
+    )
+    wall = run_infer(
+        infer(data, checkpoint, full, args.device, args.workers, args.batch_size), n, full
+    )
+    steady = (n - 1) / max(wall - startup, 1e-9)
+    m = min(args.agreement_studies, n)
+    cpu = tmp / f"{name}-cpu"
+    extra = ("--mode", "trial", "--n_trial", str(m), "--seed", "0")
+    run_infer(infer(data, checkpoint, cpu, "cpu", args.workers, args.batch_size, *extra), m, cpu)
+    dev = tmp / f"{name}-{args.device}-subset"
+    run_infer(
+        infer(data, checkpoint, dev, args.device, args.workers, args.batch_size, *extra), m, dev
+    )
+    return {
+        "checkpoint": name,
+        "startup_s": startup,
+        "wall_s": wall,
+        "steady_studies_per_s": steady,
+        "steady_over_decode": steady / decode_rate,
+        "agreement_studies": m,
+        **agreement(read_rows(cpu), read_rows(dev)),
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--n_studies", type=int, default=288)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="readers")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="decode floor repeats (best)")
+    parser.add_argument("--agreement_studies", type=int, default=64)
+    parser.add_argument(
+        "--checkpoint", type=Path, default=REPO / "models" / "phantom_point_net.pth"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--work_dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device (use --device cpu for a dry run)")
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        data = write_phantoms(tmp / "data", args.n_studies, args.workers)
+        write_s = time.perf_counter() - start
+        n = len(data.sources)
+        with decode_pool(args.workers) as pool:
+            floor = min(parallel_decode(pool, data) for _ in range(args.repeats))
+        decode_rate = n / floor
+        same, total = fidelity(data)
+        random50 = original_layout_checkpoint(tmp / "00002484.pth")
+        checkpoints = (("shipped localizer", args.checkpoint), ("resnet50d random", random50))
+        results = [
+            measure_checkpoint(name, path, data, args, tmp, decode_rate)
+            for name, path in checkpoints
+        ]
+    device = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    summary = {
+        "device": device,
+        "amp": args.device == "cuda",
+        "cores": os.cpu_count(),
+        "readers": args.workers,
+        "n_studies": n,
+        "phantoms_written_s": write_s,
+        "decode_floor_s": floor,
+        "decode_studies_per_s": decode_rate,
+        "fidelity_bit_identical": [same, total],
+        "checkpoints": results,
+    }
+    print(
+        f"{n} phantom studies written in {write_s:.1f} s; device {device}"
+        f"{' (AMP fp16)' if summary['amp'] else ''}; {args.workers} readers on "
+        f"{os.cpu_count()} cores; batch {args.batch_size}"
+    )
+    print(f"decode floor ({args.workers} readers)   {floor:.2f} s = {decode_rate:.1f} studies/s")
+    print(f"fidelity: model input = original's whole-volume resize for {same}/{total} studies")
+    for r in results:
+        print(
+            f"{r['checkpoint']}: start-up {r['startup_s']:.1f} s, whole run {r['wall_s']:.1f} s, "
+            f"steady state {r['steady_studies_per_s']:.1f} studies/s = "
+            f"{r['steady_over_decode']:.2f} x decode rate (target >= {STEADY_TARGET})"
+        )
+        bands = "identical" if not r["differing_labels"] else f"DIFFER in {r['differing_labels']}"
+        print(
+            f"  {args.device} vs cpu on {r['agreement_studies']} studies: risk bands and flags "
+            f"{bands}; max |diff| per metric (over levels): "
+            + ", ".join(f"{k} {v:.1e}" for k, v in per_metric(r["max_abs_diff"]).items())
+        )
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
