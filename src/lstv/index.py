@@ -63,7 +63,7 @@ def uid_to_id(uid: str) -> int:
     so an index of the RSNA tree has the RSNA IDs; any other UID is hashed with SHA-256.
     """
     uid = uid.strip()
-    if uid.isdigit() and 0 < int(uid) < MAX_EXACT_ID:
+    if uid.isascii() and uid.isdigit() and 0 < int(uid) < MAX_EXACT_ID:  # not "１２３"
         return int(uid)
     digest = hashlib.sha256(uid.encode("ascii", "replace")).digest()
     return int.from_bytes(digest[:8], "big") % (MAX_EXACT_ID - 1) + 1

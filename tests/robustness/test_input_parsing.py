@@ -158,3 +158,11 @@ def test_audit_queue_with_a_huge_note_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=rf"{queue} line 2"):
         write_audit_queue(metrics, queue)
     assert queue.read_text().startswith("study_id,lstv,notes\n1,1,nnn")  # left as it was
+
+
+def test_a_uid_in_full_width_digits_is_not_taken_as_that_number():
+    from lstv.index import uid_to_id
+
+    assert uid_to_id("123") == 123
+    assert uid_to_id("１２３") != 123  # hashed like any other non-numeric UID
+    assert uid_to_id("4773_9259") != 47739259
