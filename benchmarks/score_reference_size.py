@@ -110,10 +110,13 @@ def run(args) -> str:
     groups = test_groups(test_rows, args.test_labels)
     counts = {k: int(v.sum()) for k, v in groups.items()}
 
-    full = fit_reference(pool, cal_sha)
+    q = args.target_specificity
+    full = fit_reference(pool, cal_sha, target_specificity=q)
     whole = measure(full, test_raw, groups)
     ci = auc_ci(full, test_raw, groups, args.n_bootstrap)
+    rule = "maximum" if q is None else f"quantile {q:g}"
     lines = [
+        f"flag threshold: the {rule} of the reference studies' leave-one-out scores",
         f"checkpoint {cal_sha[:12]}; calibration pool {len(pool)} normal studies "
         f"({args.calibration_csv}); test {len(test_rows)} studies: "
         + ", ".join(f"{k} {v}" for k, v in counts.items()),
@@ -128,7 +131,7 @@ def run(args) -> str:
         return f"{100 * x:.1f}% ({round(x * n)}/{n})"
 
     lines.append(
-        f"| all {len(pool)} (leave-one-out max) | {whole['threshold']:.2f} | "
+        f"| all {len(pool)} | {whole['threshold']:.2f} | "
         + " | ".join(
             f"{whole[f'auc_{k}']:.3f} [{ci[k][0]:.2f}, {ci[k][1]:.2f}]"
             for k in ("sacralization", "lumbarization", "vs_degenerated")
@@ -148,8 +151,13 @@ def run(args) -> str:
             lines.append(f"| {size} | pool has only {len(pool)} |" + " |" * 7)
             continue
         draws = [
-            measure(fit_reference(pool[rng.choice(len(pool), size, replace=False)], cal_sha),
-                    test_raw, groups)
+            measure(
+                fit_reference(
+                    pool[rng.choice(len(pool), size, replace=False)], cal_sha,
+                    target_specificity=q,
+                ),
+                test_raw, groups,
+            )
             for _ in range(args.repeats)
         ]
         cells = []
@@ -176,6 +184,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n_bootstrap", type=int, default=2000)
+    parser.add_argument(
+        "--target_specificity", type=float, default=None,
+        help="flag threshold rule as in lstv calibrate (default: leave-one-out maximum)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     print(run(args))
