@@ -205,3 +205,17 @@ def test_study_metrics_adds_shape_features_only_with_a_pixel_size():
     out = study_metrics(probs, (1.0, 1.0))["l5_s1"]
     assert {"peak2", "peak2_dx_mm", "peak2_dy_mm", "mass_out", "top100_entropy"} <= set(out)
     assert out["peak2"] == pytest.approx(0.01 / 0.9)
+
+
+def test_mass_out_blob_growth_equals_three_3x3_dilations():
+    """mass_outside_peak grows the blob with one 7 x 7 maximum filter: the same pixels as three
+    3 x 3 dilations (the definition), at the image border too."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    eight = np.ones((3, 3), dtype=bool)
+    for _ in range(20):
+        core = rng.random((40, 40)) > 0.97
+        by_definition = ndimage.binary_dilation(core, structure=eight, iterations=3)
+        grown = ndimage.maximum_filter(core, size=7, mode="constant", cval=False)
+        assert (grown == by_definition).all()

@@ -131,8 +131,10 @@ def _init_worker(reader: SampleReader, parent_pid: int) -> None:
 
     global _WORKER_READER
     _WORKER_READER = reader
-    # Ctrl-C reaches the whole process group: the parent alone decides how to stop.
+    # Ctrl-C reaches the whole process group: the parent alone decides how to stop. The parent's
+    # SIGTERM handler (a clean stop) is inherited through fork: a reader just ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
 
 
