@@ -6,6 +6,7 @@ Imports of the library (and so of torch) happen inside each command, so ``lstv -
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import shlex
 import signal
@@ -586,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RunDirBusyError) as exc:  # incl. checkpoint errors
+    except (FileNotFoundError, ValueError, csv.Error, RunDirBusyError) as exc:  # incl. checkpoints
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # disk full, read-only folder: what was written before is whole
