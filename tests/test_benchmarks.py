@@ -69,3 +69,65 @@ def test_gpu_benchmark_runs_on_the_cpu_at_test_size(tiny_checkpoint, tmp_path):
         # The same device twice: the same numbers.
         assert r["max_abs_diff"] and max(r["max_abs_diff"].values()) == 0.0
     assert list(work.iterdir()) == []
+
+
+def test_score_reference_size_benchmark(tmp_path):
+    """Calibration normals and a labelled test set of the same checkpoint, made by hand."""
+    import csv
+    import json
+
+    import numpy as np
+
+    from lstv.calibrate import FEATURES
+
+    rng = np.random.default_rng(0)
+
+    def write_run(folder, n, shift_peak2=()):
+        folder.mkdir()
+        cols = ["study_id", "series_id"]
+        for name in FEATURES:
+            cols.append(name.replace("one_minus_confidence", "confidence"))
+        rows = []
+        for i in range(n):
+            row = {"study_id": str(100 + i), "series_id": "1"}
+            for name in FEATURES:
+                feature = name[6:]
+                v = {
+                    "entropy": rng.normal(8.0, 0.1),
+                    "one_minus_confidence": float(np.exp(rng.normal(-7, 1))),
+                    "peak2": 0.9 if i in shift_peak2 and name.startswith("l5_s1") else float(
+                        np.exp(rng.normal(-3.5, 0.3))
+                    ),
+                    "mass_out": float(np.exp(rng.normal(-2.5, 0.2))),
+                    "top100_entropy": rng.normal(4.0, 0.1),
+                }[feature]
+                col = name.replace("one_minus_confidence", "confidence")
+                row[col] = 1 - v if feature == "one_minus_confidence" else v
+            rows.append(row)
+        with open(folder / "lstv_uncertainty_metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=cols)
+            writer.writeheader()
+            writer.writerows(rows)
+        (folder / "run_manifest.json").write_text(json.dumps({"checkpoint": {"sha256": "c" * 64}}))
+        return folder / "lstv_uncertainty_metrics.csv", rows
+
+    cal, _ = write_run(tmp_path / "cal", 60)
+    test, rows = write_run(tmp_path / "test", 40, shift_peak2=range(30, 40))
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        f.write("study_id,lstv,lstv_type,pfirrmann_l4_l5,pfirrmann_l5_s1\n")
+        for i, r in enumerate(rows):
+            kind = "normal" if i < 30 else ("sacralization" if i < 35 else "lumbarization")
+            f.write(f"{r['study_id']},{int(i >= 30)},{kind},{4 if i % 2 else 2},2\n")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "score_reference_size.py"),
+         "--calibration_csv", str(cal), "--test_csv", str(test), "--test_labels", str(labels),
+         "--sizes", "20", "40", "--repeats", "5", "--n_bootstrap", "50"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "calibration pool 60 normal studies" in out and "degenerated 15" in out
+    assert "| all 60 |" in out and "| 20 (5 draws) |" in out and "| 40 (5 draws) |" in out
+    # a second L5/S1 peak of 0.9 is far outside these normals: every LSTV study is flagged
+    assert "100.0% (5/5) | 100.0% (5/5) |" in out
