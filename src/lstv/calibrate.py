@@ -552,7 +552,7 @@ def describe(driver: str, value: float, z: float, ref: Reference, row: dict | No
             f"normal {1 - normal:.4f}){tail}"
         )
     if feature == "mass_out":
-        how = "more" if high else "less"
+        how = "More" if high else "Less"
         return (
             f"{how} of the {name} map's mass lies outside its main blob than normal "
             f"({100 * value:.1f}%; normal {100 * normal:.1f}%){tail}"
