@@ -24,6 +24,7 @@ from lstv.calibrate import (
     robust_location_scale,
     score_rows,
 )
+from lstv.rundir import Manifest, RunDir
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -64,8 +65,13 @@ def write_run(folder, rows, sha=SHA_A):
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    manifest = {"checkpoint": {"path": "m.pth", "sha256": sha}, "status": "complete", "k": 1}
-    (folder / "run_manifest.json").write_text(json.dumps(manifest))
+    manifest = Manifest(
+        checkpoint={"path": "m.pth", "sha256": sha},
+        status="complete",
+        finished_at="2026-01-01T00:00:00+00:00",
+        extra={"k": 1},  # a key of a newer version: the rewrite must keep it
+    )
+    RunDir(folder).write_manifest(manifest)
     return folder / "lstv_uncertainty_metrics.csv"
 
 
@@ -131,6 +137,17 @@ def test_threshold_is_the_leave_one_out_maximum_or_a_quantile():
         fit_reference(raw, SHA_A, target_specificity=1.5)
     with pytest.raises(ValueError, match="at least 3"):
         fit_reference(raw[:2], SHA_A)
+
+
+def test_serve_refuses_a_reference_of_another_checkpoint(tmp_path, tiny_checkpoint, capsys):
+    from lstv.cli import main
+
+    path = fit_reference(normal_features(np.random.default_rng(3), 30), SHA_A).save(
+        tmp_path / "ref.json"
+    )
+    args = ["serve", "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
+    assert main([*args, "--reference", str(path), "--port", "0"]) == 2
+    assert SHA_A in capsys.readouterr().err
 
 
 def test_reference_from_another_checkpoint_is_refused(tmp_path):

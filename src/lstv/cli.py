@@ -400,6 +400,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=d("port"))
     p.add_argument("--max_upload_mb", type=int, default=d("max_upload_mb"))
     p.add_argument("--device", choices=DEVICES, default=d("device"))
+    p.add_argument(
+        "--reference",
+        type=Path,
+        default=d("reference"),
+        help="score reference JSON of this checkpoint (lstv calibrate); default: its own",
+    )
 
 
 def cmd_serve(args) -> int:
@@ -408,7 +414,11 @@ def cmd_serve(args) -> int:
     from lstv.web import create_app
 
     config = from_namespace(ServeConfig, args)
-    app = create_app(load_model(config.checkpoint, config.device), config.max_upload_mb)
+    app = create_app(
+        load_model(config.checkpoint, config.device),
+        config.max_upload_mb,
+        reference=config.reference,
+    )
     print(f"serving on http://{config.host}:{config.port}/ (Ctrl-C to stop)")
     app.run(host=config.host, port=config.port)
     return 0

@@ -162,6 +162,7 @@ class ServeConfig:
     port: int = 5000
     max_upload_mb: int = 200
     device: str = "auto"
+    reference: Path | None = None  # None: the checkpoint's own score reference, if any
 
     def __post_init__(self) -> None:
         _check_choice("--device", self.device, DEVICES)
