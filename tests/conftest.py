@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from browser import start_chromium
+from helpers import phantom_infer_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,22 +60,12 @@ def phantom_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def infer_output(tmp_path_factory, phantom_dataset, tiny_checkpoint) -> Path:
     """A real ``lstv infer`` run (random-weight model) with heatmaps, on the phantom studies."""
-    from lstv.pipeline import InferenceConfig, run_inference
+    from lstv.pipeline import run_inference
 
     out = tmp_path_factory.mktemp("infer")
     run_inference(
-        InferenceConfig(
-            input_dir=phantom_dataset.images_dir,
-            series_csv=phantom_dataset.series_csv,
-            output_dir=out,
-            checkpoint=tiny_checkpoint,
-            valid_ids=phantom_dataset.valid_ids_path,
-            mode="prod",
-            device="cpu",
-            batch_size=4,
-            num_workers=0,
-            save_heatmaps=True,
-            quiet=True,
+        phantom_infer_config(
+            phantom_dataset, out, tiny_checkpoint, batch_size=4, save_heatmaps=True
         )
     )
     return out

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers import phantom_infer_config
 from lstv.calibrate import (
     FEATURES,
     SCORE_COLUMNS,
@@ -325,22 +326,10 @@ def test_infer_with_a_reference_scores_as_lstv_score_does(
     """infer (no reference) -> calibrate -> infer --reference equals lstv score on the first run;
     a reference of another checkpoint is refused before anything is written."""
     from lstv.cli import main
-    from lstv.config import InferenceConfig
     from lstv.pipeline import run_inference
 
     def config(out, **kw):
-        return InferenceConfig(
-            input_dir=phantom_dataset.images_dir,
-            series_csv=phantom_dataset.series_csv,
-            output_dir=out,
-            checkpoint=tiny_checkpoint,
-            valid_ids=phantom_dataset.valid_ids_path,
-            mode="prod",
-            device="cpu",
-            num_workers=0,
-            quiet=True,
-            **kw,
-        )
+        return phantom_infer_config(phantom_dataset, out, tiny_checkpoint, **kw)
 
     def read(path):
         with open(path, newline="") as f:

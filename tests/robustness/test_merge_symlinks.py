@@ -4,29 +4,26 @@ import logging
 
 import pytest
 
+from helpers import phantom_infer_config
+
 
 @pytest.fixture(scope="module")
 def shard_run(tmp_path_factory, phantom_dataset, tiny_checkpoint):
-    from lstv.pipeline import InferenceConfig, run_inference
+    from lstv.pipeline import run_inference
 
     root = tmp_path_factory.mktemp("shards")
     for part in range(2):
         out = root / f"part{part}"
         run_inference(
-            InferenceConfig(
-                input_dir=phantom_dataset.images_dir,
-                series_csv=phantom_dataset.series_csv,
-                output_dir=out,
-                checkpoint=tiny_checkpoint,
-                valid_ids=phantom_dataset.valid_ids_path,
+            phantom_infer_config(
+                phantom_dataset,
+                out,
+                tiny_checkpoint,
                 mode="trial",
                 n_trial=4,
                 num_parts=2,
                 part_id=part,
-                device="cpu",
-                num_workers=0,
                 save_heatmaps=True,
-                quiet=True,
             )
         )
     return root

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import phantom_infer_config
 from lstv.uncertainty import NonFiniteMapError, shannon_entropy, study_metrics
 
 
@@ -43,7 +44,7 @@ def test_finite_maps_still_give_metrics():
 
 def test_nan_checkpoint_gives_failure_rows_not_low_risk(tmp_path, phantom_dataset):
     from lstv.model import PointNet, save_checkpoint
-    from lstv.pipeline import InferenceConfig, run_inference
+    from lstv.pipeline import run_inference
 
     torch.manual_seed(0)
     model = PointNet("resnet10t")
@@ -52,18 +53,7 @@ def test_nan_checkpoint_gives_failure_rows_not_low_risk(tmp_path, phantom_datase
     ckpt = save_checkpoint(model, tmp_path / "nan.pth")
     out = tmp_path / "out"
     summary = run_inference(
-        InferenceConfig(
-            input_dir=phantom_dataset.images_dir,
-            series_csv=phantom_dataset.series_csv,
-            output_dir=out,
-            checkpoint=ckpt,
-            valid_ids=phantom_dataset.valid_ids_path,
-            mode="trial",
-            n_trial=3,
-            device="cpu",
-            num_workers=0,
-            quiet=True,
-        )
+        phantom_infer_config(phantom_dataset, out, ckpt, mode="trial", n_trial=3)
     )
     with open(out / "lstv_uncertainty_metrics.csv", newline="") as f:
         assert list(csv.DictReader(f)) == []  # no verdict
