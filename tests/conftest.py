@@ -69,3 +69,26 @@ def infer_output(tmp_path_factory, phantom_dataset, tiny_checkpoint) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def app(tiny_checkpoint):
+    """The web demo around the random-weight checkpoint, 20 MB uploads."""
+    from lstv.api import load_model
+    from lstv.web import create_app
+
+    return create_app(load_model(tiny_checkpoint, device="cpu"), max_upload_mb=20)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def series_files(phantom_dataset):
+    """The files of the first phantom study's sagittal T2 series."""
+    from lstv.studies import read_series_table, sagittal_t2_tasks
+
+    task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
+    return sorted(task.series_dir(phantom_dataset.images_dir).glob("*.dcm"))

@@ -9,29 +9,7 @@ import zipfile
 
 import numpy as np
 import pydicom
-import pytest
 from pydicom.uid import RLELossless
-
-from lstv.studies import read_series_table, sagittal_t2_tasks
-
-
-@pytest.fixture(scope="module")
-def app(tiny_checkpoint):
-    from lstv.api import load_model
-    from lstv.web import create_app
-
-    return create_app(load_model(tiny_checkpoint, device="cpu"), max_upload_mb=20)
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def series_files(phantom_dataset):
-    task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
-    return sorted(task.series_dir(phantom_dataset.images_dir).glob("*.dcm"))
 
 
 def post_zip(client, data: bytes, path="/api/analyse"):
