@@ -145,6 +145,39 @@ def merge_shards(
     """
     shards = [Path(p) for p in shard_dirs]
     out = Path(output_dir)
+    _check_folders(shards, out, expected_parts)
+    manifests = [(shard, _read_manifest(shard)) for shard in shards]
+    num_parts = _check_parts(manifests, expected_parts)
+    for path, m in manifests:
+        _check_finished(path, m)
+    _check_same_settings(manifests)
+    manifests.sort(key=lambda item: item[1].part_id)
+
+    joined = _Joined()
+    for path, m in manifests:
+        joined.add(path, m)
+    if joined.header is None:
+        raise ValueError(f"none of the {len(shards)} shards has a {METRICS_CSV}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    merged_dir = RunDir(out)
+    write_csv_atomic(merged_dir.metrics_csv, joined.header, joined.sorted_rows())
+    write_csv_atomic(merged_dir.failures_csv, FAILURE_COLUMNS, joined.sorted_failures())
+    n_heatmaps = _copy_heatmaps([p for p, _ in manifests], merged_dir.heatmaps)
+    merged = _merged_manifest([m for _, m in manifests], num_parts, joined, n_heatmaps)
+    merged_dir.write_manifest(merged)
+    log.info(
+        "merged %d shards: %d studies, %d failures, %d heatmaps -> %s",
+        num_parts,
+        len(joined.rows),
+        len(joined.failures),
+        n_heatmaps,
+        out,
+    )
+    return merged.to_dict()
+
+
+def _check_folders(shards: list[Path], out: Path, expected_parts: int | None) -> None:
     if not shards:
         raise ValueError("no shard folders to merge")
     if expected_parts is not None and expected_parts < 1:
@@ -158,75 +191,49 @@ def merge_shards(
         if shard.resolve() == resolved_out:
             raise ValueError(f"output_dir {out} is one of the shards; merge into another folder")
 
-    manifests = [(shard, _read_manifest(shard)) for shard in shards]
-    num_parts = _check_parts(manifests, expected_parts)
-    for path, m in manifests:
-        _check_finished(path, m)
-    _check_same_settings(manifests)
-    manifests.sort(key=lambda item: item[1].part_id)
 
-    header: list[str] | None = None
-    header_from: Path | None = None
-    rows: list[list[str]] = []
-    owner: dict[str, Path] = {}
-    failures: list[dict] = []
-    shard_entries = []
-    for path, m in manifests:
-        shard_header, shard_rows = _read_rows(RunDir(path).metrics_csv, "metrics CSV")
-        if shard_header is not None:
-            if header is None:
-                header, header_from = shard_header, path
-            elif shard_header != header:
-                raise ValueError(
-                    f"{RunDir(path).metrics_csv} has other columns than "
-                    f"{RunDir(header_from).metrics_csv}"
-                )
-            if shard_header[0] != "study_id":
-                raise ValueError(
-                    f"{RunDir(path).metrics_csv} does not start with a study_id column"
-                )
-        shard_ids = set()
-        for row in shard_rows:
+class _Joined:
+    """The shards' rows and failures, joined as text, with every study accounted for once."""
+
+    def __init__(self):
+        self.header: list[str] | None = None
+        self.header_from: Path | None = None
+        self.rows: list[list[str]] = []
+        self.failures: list[list[str]] = []
+        self.owner: dict[str, Path] = {}  # study -> the shard that holds it
+        self.shard_entries: list[dict] = []
+
+    def add(self, path: Path, m: Manifest) -> None:
+        run = RunDir(path)
+        rows = self._metrics_rows(run)
+        done = set()
+        for row in rows:
             study = row[0]
-            if study in owner:
-                where = "twice in" if owner[study] == path else f"in {owner[study]} and"
+            if study in self.owner:
+                where = "twice in" if self.owner[study] == path else f"in {self.owner[study]} and"
                 raise ValueError(f"study {study} appears {where} {path}")
-            owner[study] = path
-            shard_ids.add(study)
-        rows.extend(shard_rows)
-
-        failures_csv = RunDir(path).failures_csv
-        fail_header, fail_rows = _read_rows(failures_csv, "failures CSV")
+            self.owner[study] = path
+            done.add(study)
+        fail_header, failures = _read_rows(run.failures_csv, "failures CSV")
         if fail_header is not None and fail_header != FAILURE_COLUMNS:
-            raise ValueError(f"{failures_csv} columns {fail_header} != {FAILURE_COLUMNS}")
-        failed_ids = {r[0] for r in fail_rows}
-        for study in failed_ids:
-            other = owner.get(study)
+            raise ValueError(f"{run.failures_csv} columns {fail_header} != {FAILURE_COLUMNS}")
+        failed = {r[0] for r in failures}
+        for study in failed:
+            other = self.owner.get(study)
             if other is not None and other != path:
                 raise ValueError(f"study {study} appears in {other} and {path}")
-        for study in failed_ids - shard_ids:
-            owner[study] = path
-        failures.extend(dict(zip(FAILURE_COLUMNS, r, strict=True)) for r in fail_rows)
-
-        selected = m.selected_study_ids
-        if selected or m.n_selected == 0:
-            # Every selected study must end as a row or a failure, and nothing else may appear.
-            expected = {str(s) for s in selected}
-            accounted = shard_ids | failed_ids
-            if accounted != expected:
-                missing = sorted(expected - accounted, key=_study_sort_key)
-                extra = sorted(accounted - expected, key=_study_sort_key)
-                raise ValueError(
-                    f"shard {path} does not match its manifest: missing studies {missing[:10]}, "
-                    f"unexpected studies {extra[:10]}"
-                )
-        shard_entries.append(
+        for study in failed - done:
+            self.owner[study] = path
+        _check_accounted(path, m, done | failed)
+        self.rows.extend(rows)
+        self.failures.extend(failures)
+        self.shard_entries.append(
             {
                 "path": str(path.resolve()),
                 "part_id": m.part_id,
                 "n_selected": m.n_selected,
-                "n_completed": len(shard_rows),
-                "n_failed": len(fail_rows),
+                "n_completed": len(rows),
+                "n_failed": len(failures),
                 "device": m.device,
                 "versions": m.versions,
                 "started_at": m.started_at,
@@ -234,53 +241,66 @@ def merge_shards(
             }
         )
 
-    if header is None:
-        raise ValueError(f"none of the {len(shards)} shards has a {METRICS_CSV}")
-    rows.sort(key=lambda r: _study_sort_key(r[0]))
-    failures.sort(key=lambda r: _study_sort_key(r["study_id"]))
+    def _metrics_rows(self, run: RunDir) -> list[list[str]]:
+        header, rows = _read_rows(run.metrics_csv, "metrics CSV")
+        if header is None:
+            return rows
+        if self.header is None:
+            self.header, self.header_from = header, run.path
+        elif header != self.header:
+            raise ValueError(
+                f"{run.metrics_csv} has other columns than {RunDir(self.header_from).metrics_csv}"
+            )
+        if header[0] != "study_id":
+            raise ValueError(f"{run.metrics_csv} does not start with a study_id column")
+        return rows
 
-    out.mkdir(parents=True, exist_ok=True)
-    merged_dir = RunDir(out)
-    write_csv_atomic(merged_dir.metrics_csv, header, rows)
-    write_csv_atomic(
-        merged_dir.failures_csv,
-        FAILURE_COLUMNS,
-        [[r[c] for c in FAILURE_COLUMNS] for r in failures],
-    )
-    n_heatmaps = _copy_heatmaps([p for p, _ in manifests], merged_dir.heatmaps)
+    def sorted_rows(self) -> list[list[str]]:
+        return sorted(self.rows, key=lambda r: _study_sort_key(r[0]))
 
-    first = manifests[0][1]
-    starts = [m.started_at for _, m in manifests if m.started_at]
-    ends = [m.finished_at for _, m in manifests if m.finished_at]
-    merged = first.replace(
+    def sorted_failures(self) -> list[list[str]]:
+        return sorted(self.failures, key=lambda r: _study_sort_key(r[0]))
+
+
+def _check_accounted(path: Path, m: Manifest, accounted: set[str]) -> None:
+    """Every selected study must end as a row or a failure, and nothing else may appear."""
+    if not (m.selected_study_ids or m.n_selected == 0):
+        return
+    expected = {str(s) for s in m.selected_study_ids}
+    if accounted != expected:
+        missing = sorted(expected - accounted, key=_study_sort_key)
+        extra = sorted(accounted - expected, key=_study_sort_key)
+        raise ValueError(
+            f"shard {path} does not match its manifest: missing studies {missing[:10]}, "
+            f"unexpected studies {extra[:10]}"
+        )
+
+
+def _merged_manifest(
+    manifests: list[Manifest], num_parts: int, joined: _Joined, n_heatmaps: int
+) -> Manifest:
+    """The first shard's settings, with the counts and times of all of them."""
+    starts = [m.started_at for m in manifests if m.started_at]
+    ends = [m.finished_at for m in manifests if m.finished_at]
+    return manifests[0].replace(
         command="lstv merge",
         lstv_version=__version__,
         merged_at=utc_now(),
         num_parts=num_parts,
         part_id=0,
         selected_study_ids=sorted(
-            (s for _, m in manifests for s in m.selected_study_ids), key=lambda s: int(s)
+            (s for m in manifests for s in m.selected_study_ids), key=lambda s: int(s)
         ),
-        n_selected=sum(m.n_selected for _, m in manifests),
-        n_completed=len(rows),
-        n_failed=len(failures),
+        n_selected=sum(m.n_selected for m in manifests),
+        n_completed=len(joined.rows),
+        n_failed=len(joined.failures),
         n_heatmaps=n_heatmaps,
         status="complete",
         started_at=min(starts) if starts else None,
         finished_at=max(ends) if ends else None,
-        shards=shard_entries,
+        shards=joined.shard_entries,
         pid=None,
     )
-    merged_dir.write_manifest(merged)
-    log.info(
-        "merged %d shards: %d studies, %d failures, %d heatmaps -> %s",
-        num_parts,
-        len(rows),
-        len(failures),
-        n_heatmaps,
-        out,
-    )
-    return merged.to_dict()
 
 
 def _copy_heatmaps(shards: list[Path], dest: Path) -> int:
