@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from lstv.levels import DEFAULT_IMAGE_SIZE
+
+if TYPE_CHECKING:  # torch loads when a model does: reader processes never import it
+    import torch
 
 # Test-time views: small in-plane shifts (pixels of the model input). Flips are left out on
 # purpose: a flipped sagittal puts the spine on the wrong side, which the net never saw.
@@ -61,6 +64,8 @@ def shift_image(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -77,13 +82,15 @@ class Predictor:
     model: torch.nn.Module
     device: torch.device
 
-    @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """(B, S, S) uint8 -> (B, 6, S, S) float32 probabilities."""
-        batch = torch.from_numpy(np.ascontiguousarray(images)[:, None]).to(self.device)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
-            logits = self.model(batch)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(images)[:, None]).to(self.device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+                logits = self.model(batch)
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def predict_views(
         self, image: np.ndarray, shifts=TTA_SHIFTS, unshifted: np.ndarray | None = None
@@ -115,6 +122,8 @@ def load_predictor(checkpoint, device: str = "auto"):
             the real one).
         lstv.errors.CheckpointError: the file is not a point-net checkpoint.
     """
+    import torch
+
     from lstv.model import load_checkpoint
 
     torch.manual_seed(0)

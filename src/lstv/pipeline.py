@@ -330,59 +330,81 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         raise FileNotFoundError(f"--input_dir not found: {config.input_dir}")
     tasks, validated = select_tasks(config)
     if predictor is None:
-        from lstv.inference import load_predictor
-
-        predictor, checkpoint_info = load_predictor(config.checkpoint, config.device)
-    check_image_size(checkpoint_info, config.image_size)
+        _check_checkpoint_exists(config.checkpoint)
     run_dir = RunDir(config.output_dir)
-    score = resolve_reference(config.reference, checkpoint_info.sha256, checkpoint_info.config)
-    manifest = new_manifest(config, checkpoint_info, predictor.device, tasks, validated, score)
-    with run_dir.lock():
-        check_resumable(run_dir, manifest)
+    with run_dir.lock(), _StopSignals() as stop:
         done = run_dir.completed_study_ids()
         todo = [t for t in tasks if str(t.study_id) not in done]
-        # Accepted: only now may earlier failure rows of the studies to retry go.
-        run_dir.keep_failures_except({str(t.study_id) for t in todo})
-        log.info(
-            "%d studies selected (part %d of %d), %d already done, %d to run on %s",
-            len(tasks),
-            config.part_id,
-            config.num_parts,
-            len(tasks) - len(todo),
-            len(todo),
-            predictor.device,
-        )
-        run = _Run(config, predictor, run_dir, manifest, score.reference)
-        run.n_completed = len(tasks) - len(todo)
-        run.write_manifest("running")
-        status = "failed"
-        try:
-            with _StopSignals() as stop:
-                _run_batches(run, todo, config, stop)
-            status = "complete" if stop.requested is None else "interrupted"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            run.close()
-            run.write_manifest(status)
-        if stop.requested is not None:
-            raise RunInterrupted(stop.requested)
+        # The readers start before the model loads: its import and load (seconds of CPU) overlap
+        # the first studies' decoding. Reading writes nothing, so a refusal below is still clean.
+        reader = SampleReader(todo, config.input_dir, config.image_size)
+        with contextlib.closing(iter_samples(reader, config.num_workers)) as samples:
+            if predictor is None:
+                from lstv.inference import load_predictor
+
+                predictor, checkpoint_info = load_predictor(config.checkpoint, config.device)
+            check_image_size(checkpoint_info, config.image_size)
+            score = resolve_reference(
+                config.reference, checkpoint_info.sha256, checkpoint_info.config
+            )
+            manifest = new_manifest(
+                config, checkpoint_info, predictor.device, tasks, validated, score
+            )
+            check_resumable(run_dir, manifest)
+            if stop.requested is not None:  # stopped while starting: nothing was written
+                raise RunInterrupted(stop.requested)
+            # Accepted: only now may earlier failure rows of the studies to retry go.
+            run_dir.keep_failures_except({str(t.study_id) for t in todo})
+            log.info(
+                "%d studies selected (part %d of %d), %d already done, %d to run on %s",
+                len(tasks),
+                config.part_id,
+                config.num_parts,
+                len(tasks) - len(todo),
+                len(todo),
+                predictor.device,
+            )
+            run = _Run(config, predictor, run_dir, manifest, score.reference)
+            run.n_completed = len(tasks) - len(todo)
+            _run_to_the_end(run, samples, len(todo), config, stop)
     return RunSummary(
         run_dir.path, len(tasks), len(tasks) - len(todo), run.n_completed, run.n_failed, validated
     )
 
 
-def _run_batches(run: _Run, todo: list[StudyTask], config: InferenceConfig, stop) -> None:
+def _check_checkpoint_exists(checkpoint: Path) -> None:
+    """A missing checkpoint stops the run before it takes (and creates) the output folder."""
+    if not Path(checkpoint).is_file():
+        from lstv.errors import CheckpointNotFoundError
+        from lstv.model import REAL_CHECKPOINT_HELP
+
+        raise CheckpointNotFoundError(f"checkpoint not found: {checkpoint}. {REAL_CHECKPOINT_HELP}")
+
+
+def _run_to_the_end(run: _Run, samples, n_todo: int, config: InferenceConfig, stop) -> None:
+    """Run every sample, keeping the manifest true: running, then complete, interrupted or
+    failed; SIGTERM ends in :class:`RunInterrupted` once what was written is whole."""
+    run.write_manifest("running")
+    status = "failed"
+    try:
+        _run_batches(run, samples, n_todo, config, stop)
+        status = "complete" if stop.requested is None else "interrupted"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        run.close()
+        run.write_manifest(status)
+    if stop.requested is not None:
+        raise RunInterrupted(stop.requested)
+
+
+def _run_batches(run: _Run, samples, n_todo: int, config: InferenceConfig, stop) -> None:
     from tqdm import tqdm
 
-    reader = SampleReader(todo, config.input_dir, config.image_size)
     pending: list[Sample] = []
     disable = config.quiet or not sys.stderr.isatty()
-    with (
-        tqdm(total=len(todo), unit="study", desc="infer", disable=disable) as bar,
-        contextlib.closing(iter_samples(reader, config.num_workers)) as samples,
-    ):
+    with tqdm(total=n_todo, unit="study", desc="infer", disable=disable) as bar:
         for item in samples:
             if stop.requested is not None:
                 return  # the batch in hand is dropped: a rerun redoes it

@@ -197,42 +197,75 @@ def _read_alone(reader: SampleReader, i: int) -> Sample | Failure:
         pool.stop()
 
 
-def iter_samples(reader: SampleReader, num_workers: int) -> Iterator[Sample | Failure]:
+def iter_samples(reader: SampleReader, num_workers: int) -> SampleStream:
     """Samples in task order, read by ``num_workers`` processes (0 = in this process).
+
+    The readers start at once, before the stream is iterated, so the caller can load its model
+    while the first studies are decoded. Close the stream (or use ``contextlib.closing``) to
+    stop the readers at once.
+    """
+    return SampleStream(reader, num_workers)
+
+
+class SampleStream:
+    """Samples in task order from reader processes that are already at work.
 
     A reader process that dies (the OOM killer, a crash in a decoder) does not end the run:
     the studies in flight are read again one at a time in fresh processes, so only the study
-    that kills its reader becomes a failure. Closing the generator stops the readers at once.
+    that kills its reader becomes a failure.
     """
-    from collections import deque
-    from concurrent.futures.process import BrokenProcessPool
 
-    n = len(reader)
-    if num_workers <= 0 or n <= 1:
-        yield from (reader[i] for i in range(n))
-        return
-    workers = min(num_workers, n)
-    window = 4 * workers  # studies read ahead of the model
-    pool = _ReaderPool(reader, workers)
-    pending: deque = deque()
-    next_i = 0
-    try:
-        while next_i < n or pending:
-            while next_i < n and len(pending) < window:
-                pending.append((next_i, pool.submit(next_i)))
-                next_i += 1
-            i, future = pending.popleft()
-            try:
-                item = future.result()
-            except BrokenProcessPool:
-                pool.stop()
-                retry = [i] + [j for j, _ in pending]
-                pending.clear()
-                log.warning("a reader process died; reading %d studies one by one", len(retry))
-                for j in retry:
-                    yield _read_alone(reader, j)
-                pool = _ReaderPool(reader, workers)
-                continue
-            yield item
-    finally:
-        pool.stop()
+    # Studies read ahead of the model, per reader: enough to cover a model's import and load
+    # at the start, small enough that memory does not depend on how many studies there are.
+    READ_AHEAD = 8
+
+    def __init__(self, reader: SampleReader, num_workers: int):
+        from collections import deque
+
+        self.reader = reader
+        n = len(reader)
+        self.workers = min(num_workers, n) if num_workers > 0 and n > 1 else 0
+        self.pending: deque = deque()
+        self.next_i = 0
+        self.pool = _ReaderPool(reader, self.workers) if self.workers else None
+        self._fill()
+
+    def _fill(self) -> None:
+        if self.pool is None:
+            return
+        while self.next_i < len(self.reader) and len(self.pending) < self.READ_AHEAD * self.workers:
+            self.pending.append((self.next_i, self.pool.submit(self.next_i)))
+            self.next_i += 1
+
+    def __iter__(self) -> Iterator[Sample | Failure]:
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self.pool is None:
+            yield from (self.reader[i] for i in range(len(self.reader)))
+            return
+        try:
+            while self.pending:
+                i, future = self.pending.popleft()
+                try:
+                    item = future.result()
+                except BrokenProcessPool:
+                    yield from self._read_in_flight_alone(i)
+                    continue
+                self._fill()
+                yield item
+        finally:
+            self.close()
+
+    def _read_in_flight_alone(self, i: int) -> Iterator[Sample | Failure]:
+        self.pool.stop()
+        retry = [i] + [j for j, _ in self.pending]
+        self.pending.clear()
+        log.warning("a reader process died; reading %d studies one by one", len(retry))
+        for j in retry:
+            yield _read_alone(self.reader, j)
+        self.pool = _ReaderPool(self.reader, self.workers)
+        self._fill()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()

@@ -125,8 +125,12 @@ def apply_dicom_mutation(images: Path, study_dirs: list[Path], mutation) -> None
 
 def apply_csv_mutation(path: Path, mutation) -> None:
     kind, value = mutation
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    default_limit = csv.field_size_limit(2**31 - 1)  # an earlier mutation may be a huge field
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    finally:
+        csv.field_size_limit(default_limit)  # the code under test must see the default
     header, body = rows[0], rows[1:]
     i = (value if isinstance(value, int) else 0) % len(body)
     if kind == "drop":

@@ -251,8 +251,9 @@ def test_sigterm_stops_cleanly_records_interrupted_and_stops_the_readers(
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW_READER_MAIN, *args], cwd=REPO, stderr=subprocess.PIPE, text=True
     )
+    manifest_path = out / "run_manifest.json"
     deadline = time.monotonic() + 120
-    while not _children(proc.pid) and time.monotonic() < deadline:
+    while not manifest_path.is_file() and time.monotonic() < deadline:  # the run has started
         time.sleep(0.2)
     readers = _children(proc.pid)
     assert readers, "the reader processes never started"
@@ -261,7 +262,7 @@ def test_sigterm_stops_cleanly_records_interrupted_and_stops_the_readers(
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "rerun the same command to resume" in err
-    manifest = json.loads((out / "run_manifest.json").read_text())
+    manifest = json.loads(manifest_path.read_text())
     assert manifest["status"] == "interrupted" and manifest["finished_at"]
     time.sleep(1)
     assert not [p for p in readers if _alive(p)]
@@ -289,6 +290,33 @@ class KillingReader:
         if self.tasks[i].study_id == self.victim:
             os.kill(os.getpid(), signal.SIGKILL)
         return self.reader[i]
+
+
+def test_sigterm_while_starting_writes_nothing(tmp_path, phantom_dataset, tiny_checkpoint):
+    """A job cancelled while the model loads: readers stop, nothing is written, exit 143."""
+    out = tmp_path / "o"
+    args = infer_args(phantom_dataset, out, tiny_checkpoint)
+    args[args.index("--num_workers") + 1] = "2"
+    code = STOP_AT_MODEL_LOAD + f"sys.exit(main({args!r}))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lstv.lock"]
+
+
+# lstv's own CLI, with a SIGTERM arriving while the model loads.
+STOP_AT_MODEL_LOAD = """
+import os, signal, sys
+import lstv.inference as inference
+load = inference.load_predictor
+def load_and_stop(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return load(*args, **kwargs)
+inference.load_predictor = load_and_stop
+from lstv.cli import main
+"""
 
 
 @pytest.mark.slow
