@@ -755,7 +755,7 @@ def embed_reference(checkpoint: str | Path, reference: str | Path, output: str |
 
     from lstv.model import file_sha256 as checkpoint_sha256
     from lstv.model import read_checkpoint
-    from lstv.rundir import refuse_overwriting
+    from lstv.rundir import atomic_file, refuse_overwriting
 
     checkpoint, output = Path(checkpoint), Path(output)
     refuse_overwriting(output, [checkpoint, reference], "output checkpoint")
@@ -765,8 +765,7 @@ def embed_reference(checkpoint: str | Path, reference: str | Path, output: str |
     if not isinstance(obj, dict) or "state_dict" not in obj:
         raise ValueError(f"{checkpoint} is not a checkpoint in the original layout")
     obj["config"] = {**dict(obj.get("config") or {}), CONFIG_KEY: ref.to_dict()}
-    tmp = output.with_name(output.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(output)
+    with atomic_file(output, binary=True) as f:
+        torch.save(obj, f)
     log.info("%s written with the reference of %d studies from %s", output, ref.n, reference)
     return output

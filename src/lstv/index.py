@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv.dicom import folder_files, frame_geometry
+from lstv.rundir import write_csv_atomic
 from lstv.studies import PATH_SEPARATOR
 
 log = logging.getLogger(__name__)
@@ -443,12 +444,7 @@ def write_index(rows: list[dict], output: Path) -> None:
     """The series CSV, written to a temporary file and renamed, so it is never half written."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(INDEX_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(output)
+    write_csv_atomic(output, INDEX_COLUMNS, rows)
 
 
 def build_index(

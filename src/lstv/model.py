@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from lstv.errors import CheckpointError, CheckpointNotFoundError
 from lstv.levels import DEFAULT_IMAGE_SIZE, NUM_CLASSES
+from lstv.rundir import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,6 @@ def save_checkpoint(
         "epoch": int(epoch),
         "config": config,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_file(path, binary=True) as f:
+        torch.save(payload, f)
     return path

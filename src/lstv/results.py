@@ -11,7 +11,7 @@ import numpy as np
 
 from lstv.calibrate import SCORE_COLUMNS
 from lstv.levels import LEVEL_KEYS
-from lstv.rundir import RunDir
+from lstv.rundir import RunDir, atomic_file
 from lstv.uncertainty import SHAPE_FEATURES, RiskThresholds
 
 SEED_COLUMNS = ["study_id", "series_id"] + [
@@ -94,14 +94,13 @@ def save_heatmaps(
     """``heatmaps/{study_id}.npz``: the maps, the model input and where it came from."""
     path = run_dir.heatmap(study_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{study_id}.tmp.npz")
-    np.savez_compressed(
-        tmp,
-        probs=probs.astype(np.float32),
-        image=sample.image,
-        slice_index=np.int64(sample.slice_index),
-        original_shape=np.asarray(sample.slice_shape, dtype=np.int64),
-        series_id=np.int64(series_id),
-    )
-    tmp.replace(path)
+    with atomic_file(path, binary=True) as f:
+        np.savez_compressed(
+            f,
+            probs=probs.astype(np.float32),
+            image=sample.image,
+            slice_index=np.int64(sample.slice_index),
+            original_shape=np.asarray(sample.slice_shape, dtype=np.int64),
+            series_id=np.int64(series_id),
+        )
     return path

@@ -49,11 +49,12 @@ def utc_now() -> str:
 # --- atomic writes -------------------------------------------------------------------------
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
-    """Write a text file so that readers see the old file or the whole new one, never half.
+@contextlib.contextmanager
+def atomic_file(path: str | Path, binary: bool = False) -> Iterator[IO]:
+    """An open temporary file that becomes ``path`` whole when the block ends, or never.
 
-    ``write`` fills a temporary file in the same folder, which is flushed, synced and renamed
-    over ``path``; on any error the temporary file is removed and ``path`` is untouched.
+    The file is flushed, synced and renamed over ``path``; on any error it is removed and
+    ``path`` is untouched, so readers see the old file or the whole new one, never half.
 
     Raises:
         OSError: the folder is missing or read-only, ``path`` is a folder, or the disk is
@@ -67,8 +68,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
     except OSError as exc:
         raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            write(f)
+        mode = {"mode": "wb"} if binary else {"mode": "w", "newline": "", "encoding": "utf-8"}
+        with os.fdopen(fd, **mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
@@ -79,7 +81,13 @@ def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
         if isinstance(exc, OSError):
             raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
-    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
+    """Fill a text file with ``write(file)`` through :func:`atomic_file`."""
+    with atomic_file(path) as f:
+        write(f)
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv import rsna
+from lstv.rundir import write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +199,4 @@ def _write_labels(source_root: Path, path: Path, study_uids: dict[int, str], uid
         rows = list(reader)
     for row in rows:
         row["study_id"] = uid_to_id(study_uids[int(row["study_id"])])
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-    return path
+    return write_csv_atomic(path, columns, rows)
