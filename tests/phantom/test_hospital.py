@@ -94,7 +94,7 @@ def test_index_infer_report_gives_the_rsna_run_s_numbers(
     args = ["infer", "--input_dir", str(export.root), "--series_csv", str(series_csv)]
     args += ["--output_dir", str(out), "--checkpoint", str(tiny_checkpoint), "--mode", "prod"]
     args += ["--device", "cpu", "--num_workers", "0", "--valid_ids", str(tmp_path / "none.npy")]
-    assert main(args + ["--quiet"]) == 0
+    assert main(args + ["--save_heatmaps", "--quiet"]) == 0
     rows = {int(r["study_id"]): r for r in read_rows(out / "lstv_uncertainty_metrics.csv")}
     rsna = {int(r["study_id"]): r for r in read_rows(infer_output / "lstv_uncertainty_metrics.csv")}
     uids = rsna_t2(phantom_dataset)
@@ -107,8 +107,11 @@ def test_index_infer_report_gives_the_rsna_run_s_numbers(
             assert float(ours[key]) == pytest.approx(float(theirs[key]), rel=1e-6), key
     report = tmp_path / "report.html"
     csv_path = out / "lstv_uncertainty_metrics.csv"
-    assert main(["report", "--csv", str(csv_path), "--output", str(report)]) == 0
-    assert report.stat().st_size > 1000
+    report_args = ["report", "--csv", str(csv_path), "--output", str(report)]
+    assert main([*report_args, "--data_dir", str(export.root)]) == 0
+    html = report.read_text()
+    # thumbnails from the export's own DICOM files, found through the index's paths
+    assert html.count("DICOM slice") == len(rows) and "DICOM series not found" not in html
     labels = export.labels_csv
     assert {int(r["study_id"]) for r in read_rows(labels)} == set(rows)
 

@@ -150,7 +150,8 @@ def build_report(
         "levels": figures.png_data_uri(figures.level_boxplot(df, thresholds)),
     }
 
-    candidates = _candidates(df, top_n, heatmap_dir, data_dir, rank_by)
+    locate = SeriesLocator(data_dir, (manifest or {}).get("series_csv")) if data_dir else None
+    candidates = _candidates(df, top_n, heatmap_dir, locate, rank_by)
     context = {
         "title": "LSTV uncertainty screening report",
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -380,7 +381,7 @@ def _candidates(
     df: pd.DataFrame,
     top_n: int,
     heatmap_dir: Path,
-    data_dir: str | Path | None,
+    locate: SeriesLocator | None,
     rank_by: str = "l5_s1_entropy",
 ) -> list[dict]:
     """The ``top_n`` studies with the highest ``rank_by`` (the calibrated score when the run
@@ -396,7 +397,7 @@ def _candidates(
     order = order.drop_duplicates("study_id").head(top_n)
     rows = []
     for rank, (_, row) in enumerate(order.iterrows(), start=1):
-        uri, note = _thumbnail(row, heatmap_dir, data_dir)
+        uri, note = _thumbnail(row, heatmap_dir, locate)
         rows.append(
             {
                 "rank": rank,
@@ -427,7 +428,7 @@ def _safe_name(name: str) -> bool:
 
 
 def _thumbnail(
-    row: pd.Series, heatmap_dir: Path, data_dir: str | Path | None
+    row: pd.Series, heatmap_dir: Path, locate: SeriesLocator | None
 ) -> tuple[str | None, str]:
     """Data URI of the study's thumbnail and a short note on what it shows (or why none)."""
     from lstv.plots import candidate_thumbnail, overlay_alpha, png_data_uri
@@ -450,8 +451,8 @@ def _thumbnail(
         slice_index = int(_value(row, "slice_index"))
 
     slice_img, note = None, ""
-    if data_dir is not None:
-        slice_img, note = _dicom_slice(Path(data_dir), study_id, series_id, slice_index)
+    if locate is not None:
+        slice_img, note = _dicom_slice(locate, study_id, series_id, slice_index)
     if slice_img is not None:
         h, w = slice_img.shape
         points = {k: _csv_point(row, k) for k in THUMBNAIL_LEVELS}
@@ -489,21 +490,49 @@ def _csv_point(row: pd.Series, key: str) -> tuple[float, float] | None:
     return x, y
 
 
+class SeriesLocator:
+    """Where a study's series lies under ``--data_dir``: the RSNA layout
+    (``train_images/{study}/{series}``), or, for a run over an ``lstv index`` CSV (the
+    manifest's ``series_csv``), the folder or files the index lists, relative to ``--data_dir``.
+    """
+
+    def __init__(self, data_dir: str | Path, series_csv: str | None):
+        from lstv.studies import is_index, study_tasks
+
+        self.data_dir = Path(data_dir)
+        images = self.data_dir / rsna.TRAIN_IMAGES
+        self.rsna_root = images if images.is_dir() else self.data_dir
+        self.tasks = {}
+        if series_csv and Path(series_csv).is_file() and is_index(series_csv):
+            self.tasks = {(str(t.study_id), str(t.series_id)): t for t in study_tasks(series_csv)}
+
+    def __call__(self, study_id: str, series_id: str) -> Path | list[Path] | None:
+        task = self.tasks.get((study_id, series_id))
+        if task is not None:
+            source = task.series_source(self.data_dir)
+            files = source if isinstance(source, list) else [source]
+            inside = all(self.data_dir.resolve() in p.resolve().parents for p in files)
+            return source if inside else None  # an index path must not step out of data_dir
+        if not (_safe_name(study_id) and _safe_name(series_id)):
+            return None
+        folder = self.rsna_root / study_id / series_id
+        return folder if folder.is_dir() else None
+
+
 def _dicom_slice(
-    data_dir: Path, study_id: str, series_id: str, slice_index: int | None
+    locate: SeriesLocator, study_id: str, series_id: str, slice_index: int | None
 ) -> tuple[np.ndarray | None, str]:
     """The centre slice read from DICOM, or None and why not."""
-    if not _safe_name(series_id):
-        return None, "DICOM not read (unusable series ID)"
-    images = data_dir / rsna.TRAIN_IMAGES
-    root = images if images.is_dir() else data_dir
-    series_dir = root / study_id / series_id
-    if not series_dir.is_dir():
+    try:
+        source = locate(study_id, series_id)
+    except (OSError, ValueError) as exc:  # a listed folder that is gone or empty
+        return None, f"DICOM series not found ({exc})"
+    if source is None:
         return None, "DICOM series not found"
     try:
         from lstv.dicom import read_series
 
-        volume = read_series(series_dir).volume
+        volume = read_series(source).volume
         index = volume.shape[0] // 2 if slice_index is None else slice_index
         return np.asarray(volume[index]), ""
     except Exception as exc:  # noqa: BLE001 - a bad file must not stop the whole report
