@@ -38,6 +38,7 @@ from throughput import (  # noqa: E402 - the shared measurements of the CPU benc
     REPO,
     Phantoms,
     decode_pool,
+    infer_command,
     parallel_decode,
     run_infer,
     write_phantoms,
@@ -56,23 +57,6 @@ def original_layout_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
     torch.save({"state_dict": PointNet().state_dict(), "iteration": 2484, "epoch": 10}, path)
     return path
-
-
-def infer(data: Phantoms, checkpoint: Path, out: Path, device: str, workers: int, batch: int,
-          *extra: str) -> list[str]:  # fmt: skip
-    return [
-        sys.executable, "-m", "lstv", "infer",
-        "--input_dir", str(data.images_dir),
-        "--series_csv", str(data.series_csv),
-        "--valid_ids", str(data.valid_ids),
-        "--output_dir", str(out),
-        "--checkpoint", str(checkpoint),
-        "--device", device,
-        "--num_workers", str(workers),
-        "--batch_size", str(batch),
-        "--quiet",
-        *(extra or ("--mode", "prod")),
-    ]  # fmt: skip
 
 
 def read_rows(out: Path) -> dict[str, dict[str, str]]:
@@ -136,23 +120,17 @@ def fidelity(data: Phantoms) -> tuple[int, int]:
 def measure_checkpoint(name, checkpoint, data, args, tmp: Path, decode_rate: float) -> dict:
     n = len(data.sources)
     one, full = tmp / f"{name}-one", tmp / f"{name}-full"
-    startup = run_infer(
-        infer(data, checkpoint, one, args.device, args.workers, args.batch_size, "--mode", "debug"),
-        1,
-        one,
-    )
-    wall = run_infer(
-        infer(data, checkpoint, full, args.device, args.workers, args.batch_size), n, full
-    )
+    on_device = (args.device, args.workers, args.batch_size)
+    startup = run_infer(infer_command(data, checkpoint, one, *on_device, "--mode", "debug"), 1, one)
+    wall = run_infer(infer_command(data, checkpoint, full, *on_device), n, full)
     steady = (n - 1) / max(wall - startup, 1e-9)
     m = min(args.agreement_studies, n)
     cpu = tmp / f"{name}-cpu"
+    on_cpu = ("cpu", args.workers, args.batch_size)
     extra = ("--mode", "trial", "--n_trial", str(m), "--seed", "0")
-    run_infer(infer(data, checkpoint, cpu, "cpu", args.workers, args.batch_size, *extra), m, cpu)
+    run_infer(infer_command(data, checkpoint, cpu, *on_cpu, *extra), m, cpu)
     dev = tmp / f"{name}-{args.device}-subset"
-    run_infer(
-        infer(data, checkpoint, dev, args.device, args.workers, args.batch_size, *extra), m, dev
-    )
+    run_infer(infer_command(data, checkpoint, dev, *on_device, *extra), m, dev)
     return {
         "checkpoint": name,
         "startup_s": startup,

@@ -131,7 +131,9 @@ def forward(predictor, images: np.ndarray, batch_size: int) -> float:
     return time.perf_counter() - start
 
 
-def infer_command(data: Phantoms, checkpoint: Path, out: Path, args, *extra: str) -> list[str]:
+def infer_command(data: Phantoms, checkpoint: Path, out: Path, device: str, workers: int,
+                  batch: int, *extra: str) -> list[str]:  # fmt: skip
+    """``lstv infer`` over the phantoms as a command line (prod mode unless ``extra``)."""
     return [
         sys.executable, "-m", "lstv", "infer",
         "--input_dir", str(data.images_dir),
@@ -139,9 +141,9 @@ def infer_command(data: Phantoms, checkpoint: Path, out: Path, args, *extra: str
         "--valid_ids", str(data.valid_ids),
         "--output_dir", str(out),
         "--checkpoint", str(checkpoint),
-        "--device", args.device,
-        "--num_workers", str(args.num_workers),
-        "--batch_size", str(args.batch_size),
+        "--device", device,
+        "--num_workers", str(workers),
+        "--batch_size", str(batch),
         "--quiet",
         *(extra or ("--mode", "prod")),
     ]  # fmt: skip
@@ -199,14 +201,16 @@ def main(argv=None) -> None:
         images = model_inputs(data)
         forward(predictor, images[: args.batch_size], args.batch_size)  # warm-up
         floors, forwards, infers = [], [], []
+        settings = (args.device, args.num_workers, args.batch_size)
         with decode_pool(args.num_workers) as pool:
             for r in range(args.repeats):
                 floors.append(parallel_decode(pool, data))
                 forwards.append(forward(predictor, images, args.batch_size))
                 out = tmp / f"out{r}"
-                infers.append(run_infer(infer_command(data, args.checkpoint, out, args), n, out))
+                command = infer_command(data, args.checkpoint, out, *settings)
+                infers.append(run_infer(command, n, out))
         out = tmp / "one"
-        one = infer_command(data, args.checkpoint, out, args, "--mode", "debug")
+        one = infer_command(data, args.checkpoint, out, *settings, "--mode", "debug")
         startup_s = run_infer(one, 1, out)
     floor_s, forward_s, infer_s = min(floors), min(forwards), min(infers)
     read_ratio = read_s / decode_s
