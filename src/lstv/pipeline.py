@@ -24,7 +24,7 @@ from lstv.calibrate import resolve_reference, score_rows
 from lstv.config import InferenceConfig
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, metrics_row, save_heatmaps
-from lstv.rundir import Manifest, RunDir, utc_now
+from lstv.rundir import Manifest, RunDir, check_header, utc_now
 from lstv.sample import Failure, Sample, SampleReader, iter_samples
 from lstv.studies import (
     StudyTask,
@@ -158,8 +158,6 @@ def check_resumable(run_dir: RunDir, manifest: Manifest) -> None:
     )
     if not has_results:
         return
-    from lstv.rundir import check_header
-
     if run_dir.metrics_csv.is_file() and run_dir.metrics_csv.stat().st_size > 0:
         check_header(run_dir.metrics_csv, METRIC_COLUMNS)
     try:

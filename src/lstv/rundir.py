@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from lstv.config import MODES
 from lstv.errors import RunDirBusyError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ FAILURE_COLUMNS = ["study_id", "series_id", "stage", "error"]
 
 # Run statuses: a run is "running" while it owns the folder, then one of the others.
 STATUSES = ("running", "complete", "interrupted", "failed")
-MODES = ("trial", "debug", "prod")
 
 
 def utc_now() -> str:
@@ -380,14 +379,6 @@ class Manifest:
         return cls.from_dict(data, str(path))
 
 
-def finite_number(value: float, name: str) -> float:
-    """``value`` as a float, or a ValueError naming the setting when it is NaN or infinite."""
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
-
-
 # --- the folder ----------------------------------------------------------------------------
 
 
@@ -474,7 +465,9 @@ class RunDir:
         except ValueError as exc:
             log.warning("%s", exc)
             return None
-        return manifest.thresholds or None if manifest else None
+        if manifest is None or not manifest.thresholds:
+            return None
+        return manifest.thresholds
 
     # -- metrics and failures
 
@@ -483,9 +476,6 @@ class RunDir:
         _, rows = read_csv_rows(self.metrics_csv) if self.metrics_csv.is_file() else ([], [])
         whole = (r for r in rows if None not in r and None not in r.values())
         return {r["study_id"] for r in whole if r.get("study_id")}
-
-    def read_metrics(self) -> tuple[list[str], list[dict[str, str]]]:
-        return read_csv_rows(self.metrics_csv)
 
     def read_failures(self) -> list[dict[str, str]]:
         header, rows = read_csv_rows(self.failures_csv)

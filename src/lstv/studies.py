@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.config import MODES
 from lstv.rsna import SAGITTAL_T2, SERIES_COLUMNS
 
 log = logging.getLogger(__name__)
 
-MODES = ("trial", "debug", "prod")
 # Separates the files in an index's ``path`` column (lstv.index writes it).
 PATH_SEPARATOR = ";"
 # A column only an index has: its rows carry headers for the selection to fall back on.
