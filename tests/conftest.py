@@ -6,16 +6,51 @@ from pathlib import Path
 
 import pytest
 
-from browser import start_chromium
 from helpers import phantom_infer_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright drives it, never downloads a browser
+LOCAL = ("http://127.0.0.1:", "http://localhost:", "file:", "data:", "blob:", "about:")
+
+
 @pytest.fixture(scope="session")
-def chromium(tmp_path_factory):
-    """A headless Chromium for the whole session: its DevTools port."""
-    yield from start_chromium(tmp_path_factory)
+def browser():
+    """One headless Chromium for the session, driven by Playwright (skips without either)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A 1366 x 768 tab that refuses every request off this machine; after the test it asserts
+    that none was tried and that the page logged no error. ``page.errors`` and
+    ``page.external`` are what it saw so far."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    tab = context.new_page()
+    tab.errors, tab.external = [], []
+
+    def route(r):
+        if r.request.url.startswith(LOCAL):
+            r.continue_()
+        else:
+            tab.external.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    tab.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+    tab.on("console", lambda m: m.type == "error" and tab.errors.append(m.text))
+    yield tab
+    context.close()
+    assert tab.external == [], f"requests off this machine: {tab.external}"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 
@@ -22,3 +24,30 @@ def phantom_infer_config(dataset, output_dir: Path, checkpoint: Path, **settings
         quiet=True,
     )
     return InferenceConfig(**{**base, **settings})
+
+
+def horizontal_overflow(tab) -> int:
+    """How many CSS pixels a reader must scroll sideways to see everything: the page's excess
+    over the viewport, or the largest excess of a box that scrolls sideways (0: none)."""
+    return tab.evaluate(
+        """() => Math.max(document.documentElement.scrollWidth - window.innerWidth,
+            ...Array.from(document.querySelectorAll('*'), e => {
+                const x = getComputedStyle(e).overflowX;
+                return x === 'auto' || x === 'scroll' ? e.scrollWidth - e.clientWidth : 0;
+            }))"""
+    )
+
+
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served on 127.0.0.1 on a free port in a thread; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join()

@@ -1,11 +1,10 @@
 import io
-import threading
 import zipfile
 
 import numpy as np
 import pytest
 
-from browser import load_in_browser
+from helpers import horizontal_overflow, serving
 
 
 def upload(files):
@@ -84,24 +83,19 @@ def test_serve_binds_localhost_by_default():
 
 
 @pytest.mark.browser
-def test_pages_in_a_real_browser(app, client, series_files, chromium, tmp_path):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        seen = load_in_browser(chromium, f"http://127.0.0.1:{server.port}/", tmp_path / "i.png")
-    finally:
-        server.shutdown()
-    assert seen["errors"] == []
+def test_pages_in_a_real_browser(app, client, series_files, page, tmp_path):
+    with serving(app) as url:
+        page.goto(url + "/")
+    assert page.errors == []
     # The result page as the server sends it: its figure must decode.
     result = client.post("/analyse", data=upload(series_files), content_type="multipart/form-data")
-    page = tmp_path / "result.html"
-    page.write_bytes(result.data)
-    seen = load_in_browser(chromium, page, tmp_path / "result.png")
-    assert seen["errors"] == []
-    assert len(seen["widths"]) == 1 and seen["widths"][0] > 1000
+    html = tmp_path / "result.html"
+    html.write_bytes(result.data)
+    page.goto(html.as_uri())
+    widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert page.errors == []
+    assert len(widths) == 1 and widths[0] > 1000
+    assert horizontal_overflow(page) == 0
 
 
 def test_risk_uses_the_checkpoint_bands(tmp_path, series_files):
