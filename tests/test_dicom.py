@@ -123,3 +123,50 @@ def test_mixed_image_sizes(tmp_path):
     ds.save_as(folder / "2.dcm")
     with pytest.raises(SeriesReadError, match="mixed image sizes"):
         read_series(folder)
+
+
+# --- hostile headers (issue 17) ---------------------------------------------------------------
+
+HUGE_FRAMES_MAIN = """
+import sys, time
+import pydicom
+from pydicom.data import get_testdata_file
+from lstv.dicom import SeriesReadError, read_series
+ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+ds.NumberOfFrames, ds.Rows, ds.Columns = int(sys.argv[2]), 1, 1
+ds.PixelData = b"\\0\\0" * 1000
+ds.save_as(sys.argv[1])
+start = time.perf_counter()
+try:
+    read_series([sys.argv[1]])
+except SeriesReadError as exc:
+    print(f"{time.perf_counter() - start:.3f}", exc)
+"""
+
+
+@pytest.mark.parametrize("frames", [10**6, 10**7])
+def test_a_huge_frame_count_is_refused_from_the_header_at_once(tmp_path, frames):
+    """17.1: 10^6 declared frames took 32 s of per-frame geometry before any size check."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", HUGE_FRAMES_MAIN, str(tmp_path / "f.dcm"), str(frames)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seconds, message = proc.stdout.split(" ", 1)
+    assert float(seconds) < 0.5
+    assert f"declares {frames:,} frames" in message
+
+
+def test_a_frame_count_the_pixel_data_cannot_hold_is_refused(tmp_path):
+    """Uncompressed pixel data shorter than the header declares: refused before decoding."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.NumberOfFrames = 40
+    ds.save_as(tmp_path / "f.dcm")
+    with pytest.raises(SeriesReadError, match=r"f.dcm: .*40 frames.*holds 1 frame"):
+        read_series([tmp_path / "f.dcm"])

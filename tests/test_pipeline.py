@@ -305,3 +305,58 @@ def test_bands_come_from_the_checkpoint_unless_given(tmp_path, phantom_dataset):
     queue = read_rows(tmp_path / "a" / "audit_queue.csv")
     rows = {r["study_id"]: r for r in read_rows(tmp_path / "a" / "lstv_uncertainty_metrics.csv")}
     assert all(q["risk_level"] == rows[q["study_id"]]["risk_level"] for q in queue)
+
+
+# lstv's own CLI, with every study taking ten minutes to read (a hostile or huge series).
+STUCK_READER_MAIN = """
+import sys, time
+import lstv.sample as sample
+read = sample.read_sample
+def stuck(*args):
+    time.sleep(600)
+    return read(*args)
+sample.read_sample = stuck
+from lstv.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_sigterm_ends_a_study_in_flight_within_seconds(
+    tmp_path, phantom_dataset, tiny_checkpoint, workers
+):
+    """17.1: SIGTERM logged "stopping after the study in flight" and waited for it (minutes)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "o"
+    args = [
+        "infer",
+        "--input_dir", str(phantom_dataset.images_dir),
+        "--series_csv", str(phantom_dataset.series_csv),
+        "--output_dir", str(out),
+        "--checkpoint", str(tiny_checkpoint),
+        "--valid_ids", str(phantom_dataset.valid_ids_path),
+        "--mode", "prod", "--device", "cpu", "--quiet", "--num_workers", workers,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_READER_MAIN, *args], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "run_manifest.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 10
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert json.loads((out / "run_manifest.json").read_text())["status"] == "interrupted"

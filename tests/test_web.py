@@ -150,3 +150,47 @@ def test_without_a_reference_the_score_is_null(client, series_files):
         "/api/analyse", data=upload(series_files), content_type="multipart/form-data"
     ).json
     assert body["lstv_score"] is None and body["lstv_score_reason"] is None
+
+
+def test_concurrent_analyses_are_bounded_with_a_clear_503(app, series_files, monkeypatch):
+    """17.1: each upload declaring millions of frames held a core, with no bound on how many."""
+    import lstv.web
+
+    started, release = threading.Event(), threading.Event()
+    analyse = lstv.web.analyse_folder
+
+    def slow_analyse(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return analyse(*args, **kwargs)
+
+    monkeypatch.setattr(lstv.web, "analyse_folder", slow_analyse)
+    limit = app.config.get("LSTV_MAX_ANALYSES", 2)
+    results = []
+
+    def post():
+        res = app.test_client().post(
+            "/api/analyse", data=upload(series_files), content_type="multipart/form-data"
+        )
+        results.append(res.status_code)
+
+    busy = [threading.Thread(target=post) for _ in range(limit)]
+    for t in busy:
+        t.start()
+    assert started.wait(30)
+    extra = threading.Thread(target=post)
+    extra.start()
+    extra.join(10)
+    try:
+        assert not extra.is_alive(), "a request over the limit waited instead of being refused"
+        assert results == [503]
+        refused = app.test_client().post(
+            "/analyse", data=upload(series_files), content_type="multipart/form-data"
+        )
+        assert refused.status_code == 503 and refused.headers["Retry-After"]
+        assert b"busy" in refused.data
+    finally:
+        release.set()
+        for t in busy:
+            t.join(60)
+    assert sorted(results) == [200] * limit + [503]

@@ -131,14 +131,17 @@ def _read_slices(path: Path, budget: DecodeBudget | None = None) -> list[_Slice]
         raise SeriesReadError(f"{path.name}: not a readable DICOM file ({exc})") from exc
     if "PixelData" not in ds:
         raise SeriesReadError(f"{path.name}: no pixel data")
-    n_frames = int(ds.get("NumberOfFrames") or 1)
+    budget = budget or DecodeBudget()
+    # Everything the header declares is checked before any per-frame work: a few megabytes
+    # can declare ten million frames, and their geometry alone would take minutes.
+    n_frames = check_frames(ds, path.name, budget.limits)
+    budget.claim(ds, path.name)
     geometry = [frame_geometry(ds, f) for f in range(n_frames)]
     names = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
     missing = sorted({n for g in geometry for n, v in zip(names, g, strict=True) if v is None})
     if missing:
         where = "" if n_frames == 1 else " (per-frame and shared functional groups)"
         raise SeriesReadError(f"{path.name}: missing {', '.join(missing)}{where}")
-    (budget or DecodeBudget()).claim(ds, path.name)
     pixels = decode_pixels(ds, path.name)
     frames = pixels[None] if n_frames == 1 else pixels
     if frames.ndim != 3 or len(frames) != n_frames:
@@ -270,6 +273,8 @@ logging.getLogger("pydicom.pixels.decoders.base").addFilter(_PluginFailureToDebu
 
 MAX_FILE_DECODE_MB = 512
 MAX_SERIES_DECODE_MB = 4096
+# A spine MR series has tens to hundreds of slices; a 3-D one a few thousand at most.
+MAX_FRAMES = 10_000
 # Pixel spacing outside these bounds (mm) is a broken header, not an unusual scanner.
 MIN_PIXEL_SPACING_MM = 0.01
 MAX_PIXEL_SPACING_MM = 50.0
@@ -284,28 +289,33 @@ class DecodeLimits:
     """The most bytes pixel decoding may allocate, checked against what the headers declare
     before anything is decoded: a few hundred kilobytes of RLE can declare 60000 x 60000 pixels.
 
-    ``from_env`` reads ``LSTV_MAX_FILE_DECODE_MB`` and ``LSTV_MAX_SERIES_DECODE_MB``, so batch
-    jobs and reader processes can change the limits without new flags.
+    ``max_frames`` bounds the frames one file may declare (each costs per-frame work before
+    decoding). ``from_env`` reads ``LSTV_MAX_FILE_DECODE_MB``, ``LSTV_MAX_SERIES_DECODE_MB`` and
+    ``LSTV_MAX_FRAMES``, so batch jobs and reader processes can change the limits without new
+    flags.
     """
 
     max_file_bytes: int = MAX_FILE_DECODE_MB * 2**20
     max_series_bytes: int = MAX_SERIES_DECODE_MB * 2**20
+    max_frames: int = MAX_FRAMES
 
     @classmethod
     def from_env(cls) -> DecodeLimits:
         import os
 
-        def megabytes(name: str, default: int) -> int:
+        def whole(name: str, default: int, unit: str) -> int:
             text = os.environ.get(name, "").strip()
             if not text:
-                return default * 2**20
+                return default
             if not text.isascii() or not text.isdigit() or int(text) == 0:
-                raise ValueError(f"{name} must be a positive whole number of MB, got {text!r}")
-            return int(text) * 2**20
+                raise ValueError(f"{name} must be a positive whole number{unit}, got {text!r}")
+            return int(text)
 
         return cls(
-            max_file_bytes=megabytes("LSTV_MAX_FILE_DECODE_MB", MAX_FILE_DECODE_MB),
-            max_series_bytes=megabytes("LSTV_MAX_SERIES_DECODE_MB", MAX_SERIES_DECODE_MB),
+            max_file_bytes=whole("LSTV_MAX_FILE_DECODE_MB", MAX_FILE_DECODE_MB, " of MB") * 2**20,
+            max_series_bytes=whole("LSTV_MAX_SERIES_DECODE_MB", MAX_SERIES_DECODE_MB, " of MB")
+            * 2**20,
+            max_frames=whole("LSTV_MAX_FRAMES", MAX_FRAMES, ""),
         )
 
 
@@ -344,6 +354,45 @@ def declared_pixel_bytes(ds, name: str = "") -> int:
         * max(1, sizes["SamplesPerPixel"])
         * bytes_per_sample
     )
+
+
+def check_frames(ds, name: str, limits: DecodeLimits) -> int:
+    """The number of frames ``ds`` declares, checked against what the file can hold, in
+    constant time: at most ``limits.max_frames``, as many per-frame functional groups as
+    frames, and (uncompressed) pixel data long enough for them all.
+
+    Raises:
+        SeriesReadError: names the file and says what the header declares against what it has.
+    """
+    value = ds.get("NumberOfFrames") or 1
+    try:
+        n_frames = int(value)
+    except (TypeError, ValueError) as exc:
+        raise SeriesReadError(f"{name}: NumberOfFrames {value!r} is not a whole number") from exc
+    if n_frames < 1:
+        raise SeriesReadError(f"{name}: NumberOfFrames {value!r} is not a whole number >= 1")
+    if n_frames > limits.max_frames:
+        raise SeriesReadError(
+            f"{name}: declares {n_frames:,} frames, more than the {limits.max_frames:,} one "
+            "image file of a series may hold (LSTV_MAX_FRAMES): a broken or hostile header"
+        )
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and n_frames > 1 and len(per_frame) != n_frames:
+        raise SeriesReadError(
+            f"{name}: declares {n_frames:,} frames but describes {len(per_frame):,} in its "
+            "per-frame functional groups"
+        )
+    syntax = (getattr(ds, "file_meta", None) or {}).get("TransferSyntaxUID")
+    if n_frames > 1 and syntax is not None and not syntax.is_compressed:
+        frame_bytes = declared_pixel_bytes(ds, name) // n_frames
+        held = len(ds.PixelData or b"") // max(1, frame_bytes)
+        if held < n_frames:
+            raise SeriesReadError(
+                f"{name}: declares {n_frames:,} frames of {ds.get('Rows')} x "
+                f"{ds.get('Columns')} pixels but its pixel data holds {held:,} "
+                f"frame{'s' if held != 1 else ''}"
+            )
+    return n_frames
 
 
 class DecodeBudget:

@@ -287,13 +287,16 @@ class RunSummary:
 class _StopSignals:
     """Turns SIGTERM (a batch job's time limit, ``scancel``) into a request to stop cleanly.
 
-    The main loop checks ``requested`` after each study, so what is written stays whole; only
-    the main thread may install handlers, so elsewhere (a web server's thread) this is inert.
+    The main loop checks ``requested`` after each batch, so what is written stays whole. While
+    the run only waits for a study to be read (:meth:`interruptible`), nothing is being written
+    and a read may take minutes: the signal then stops the run at once, and the readers with it.
+    Only the main thread may install handlers, so elsewhere (a web server's thread) this is inert.
     """
 
     def __init__(self):
         self.requested: int | None = None
         self._previous = None
+        self._interruptible = False
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -301,8 +304,23 @@ class _StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
-        log.warning("received %s: stopping after the study in flight", signal.Signals(signum).name)
         self.requested = signum
+        name = signal.Signals(signum).name
+        if self._interruptible:
+            log.warning("received %s: stopping now; the studies being read wait for a rerun", name)
+            raise RunInterrupted(signum)
+        log.warning("received %s: stopping after the studies in flight", name)
+
+    @contextlib.contextmanager
+    def interruptible(self):
+        """A block that a stop request may end at once (it raises :class:`RunInterrupted`)."""
+        if self.requested is not None:
+            raise RunInterrupted(self.requested)
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
@@ -402,10 +420,15 @@ def _run_batches(run: _Run, samples, n_todo: int, config: InferenceConfig, stop)
 
     pending: list[Sample] = []
     disable = config.quiet or not sys.stderr.isatty()
+    items = iter(samples)
     with tqdm(total=n_todo, unit="study", desc="infer", disable=disable) as bar:
-        for item in samples:
+        while True:
             if stop.requested is not None:
                 return  # the batch in hand is dropped: a rerun redoes it
+            with stop.interruptible():  # waiting for a read: SIGTERM ends it at once
+                item = next(items, None)
+            if item is None:
+                break
             if isinstance(item, Failure):
                 run.fail(item)
                 bar.update(1)

@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import logging
 import tempfile
+import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 200
+# Analyses run at once (each holds a core for up to seconds); more are refused with 503.
+DEFAULT_MAX_ANALYSES = 2
+BUSY_RETRY_AFTER_S = 10
 MAX_FILES = 400
 # Compression methods Python's zipfile reads; others (deflate64, PPMd, ...) raise deep inside it.
 ZIP_METHODS = {
@@ -52,6 +56,10 @@ SECURITY_HEADERS = {
 
 class UploadError(ValueError):
     """An upload the demo will not analyse; the message is shown to the user."""
+
+
+class ServerBusy(Exception):
+    """Every analysis slot is taken: the request is refused (503), not queued."""
 
 
 def save_upload(files, folder: Path, max_bytes: int) -> int:
@@ -208,8 +216,12 @@ def create_app(
     image_size: int = 160,
     decode_limits: DecodeLimits | None = None,
     reference: Path | None = None,
+    max_analyses: int = DEFAULT_MAX_ANALYSES,
 ) -> Flask:
     """The demo app around an already loaded predictor (see :func:`lstv.api.load_model`).
+
+    At most ``max_analyses`` uploads are analysed at once; a request beyond that is refused
+    at once with 503 and ``Retry-After`` rather than queued (each analysis holds a core).
 
     ``decode_limits`` bounds the pixels one upload may decode (default: ``DecodeLimits()``
     with the ``LSTV_MAX_*_DECODE_MB`` environment variables applied). ``reference`` is a
@@ -230,13 +242,20 @@ def create_app(
     decode_limits = decode_limits or DecodeLimits.from_env()
     # Flask refuses larger requests with 413 before reading them.
     app.config["MAX_CONTENT_LENGTH"] = max_bytes + 2**20
+    app.config["LSTV_MAX_ANALYSES"] = max_analyses
+    slots = threading.BoundedSemaphore(max_analyses)
 
     def run_upload() -> dict:
-        with tempfile.TemporaryDirectory(prefix="lstv-upload-") as tmp:
-            save_upload(request.files.getlist("files"), Path(tmp), max_bytes)
-            return analyse_folder(
-                predictor, Path(tmp), image_size, thresholds, decode_limits, score.reference
-            )
+        if not slots.acquire(blocking=False):
+            raise ServerBusy(f"the server is busy with {max_analyses} analyses; try again shortly")
+        try:
+            with tempfile.TemporaryDirectory(prefix="lstv-upload-") as tmp:
+                save_upload(request.files.getlist("files"), Path(tmp), max_bytes)
+                return analyse_folder(
+                    predictor, Path(tmp), image_size, thresholds, decode_limits, score.reference
+                )
+        finally:
+            slots.release()
 
     @app.after_request
     def security_headers(response):
@@ -261,6 +280,14 @@ def create_app(
             return jsonify(run_upload())
         except ValueError as exc:
             return jsonify(error=str(exc)), 400
+
+    @app.errorhandler(ServerBusy)
+    def busy(exc):
+        retry = {"Retry-After": str(BUSY_RETRY_AFTER_S)}
+        if request.path.startswith("/api/"):
+            return jsonify(error=str(exc)), 503, retry
+        page = render_template("index.html", max_upload_mb=max_upload_mb, error=str(exc))
+        return page, 503, retry
 
     @app.errorhandler(413)
     def too_large(_):
