@@ -88,10 +88,11 @@ def auc_ci(ref, test_raw, groups, n_bootstrap: int) -> dict[str, tuple[float, fl
 
 
 def run(args) -> str:
-    from lstv.calibrate import FEATURES, feature_matrix, fit_reference, run_checkpoint_sha256
+    from lstv.score import FEATURES, feature_matrix, fit_reference
+    from lstv.scoring import run_manifest
 
-    cal_sha, _ = run_checkpoint_sha256(args.calibration_csv)
-    test_sha, _ = run_checkpoint_sha256(args.test_csv)
+    cal_sha = run_manifest(args.calibration_csv).checkpoint_sha256
+    test_sha = run_manifest(args.test_csv).checkpoint_sha256
     if cal_sha != test_sha:
         raise ValueError(
             f"the calibration run used checkpoint {cal_sha} and the test run {test_sha}: "

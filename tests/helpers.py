@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import threading
 from pathlib import Path
+
+import numpy as np
 
 
 def phantom_infer_config(dataset, output_dir: Path, checkpoint: Path, **settings):
@@ -51,3 +54,62 @@ def serving(app):
     finally:
         server.shutdown()
         thread.join()
+
+
+# --- score references (lstv.score, lstv.calibrate, lstv.scoring)
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def normal_features(rng, n):
+    """Raw features like a localizer's on normal studies: entropy ~9.6, small ratios."""
+    from lstv.score import FEATURES
+
+    cols = {
+        "entropy": lambda: rng.normal(9.6, 0.02, n),
+        "one_minus_confidence": lambda: np.exp(rng.normal(np.log(3e-4), 0.4, n)),
+        "peak2": lambda: np.exp(rng.normal(np.log(0.04), 0.25, n)),
+        "mass_out": lambda: np.exp(rng.normal(np.log(0.2), 0.15, n)),
+        "top100_entropy": lambda: rng.normal(3.7, 0.04, n),
+    }
+    return np.column_stack([cols[name.split("_", 2)[2]]() for name in FEATURES])
+
+
+def rows_from(raw, start_id=1000, **extra):
+    """Metrics CSV rows (text cells) of raw feature values, as ``lstv infer`` writes them."""
+    from lstv.score import FEATURES
+
+    rows = []
+    for i, values in enumerate(raw):
+        row = {"study_id": str(start_id + i), "series_id": str(7000 + i)}
+        for name, v in zip(FEATURES, values, strict=True):
+            level, feature = name[:5], name[6:]
+            if feature == "one_minus_confidence":
+                row[f"{level}_confidence"] = repr(float(1.0 - v))
+            else:
+                row[name] = repr(float(v))
+        row[f"{FEATURES[0][:5]}_peak2_dx_mm"] = "0.0"
+        row.update(extra)
+        rows.append(row)
+    return rows
+
+
+def write_run(folder, rows, sha=SHA_A):
+    """A finished run's metrics CSV and manifest (checkpoint ``sha``) in ``folder``."""
+    from lstv.rundir import Manifest, RunDir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0])
+    with open(folder / "lstv_uncertainty_metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = Manifest(
+        checkpoint={"path": "m.pth", "sha256": sha},
+        status="complete",
+        finished_at="2026-01-01T00:00:00+00:00",
+        extra={"k": 1},  # a key of a newer version: the rewrite must keep it
+    )
+    RunDir(folder).write_manifest(manifest)
+    return folder / "lstv_uncertainty_metrics.csv"

@@ -78,7 +78,7 @@ def test_score_reference_size_benchmark(tmp_path):
 
     import numpy as np
 
-    from lstv.calibrate import FEATURES
+    from lstv.score import FEATURES
 
     rng = np.random.default_rng(0)
 

@@ -16,12 +16,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lstv"
 
 CORE = {
     "levels", "rsna", "errors", "config", "intensity", "dicom", "studies", "index", "model",
-    "inference", "sample", "uncertainty", "rundir", "results", "tables", "calibrate", "plots",
+    "inference", "sample", "uncertainty", "rundir", "results", "tables", "score", "plots",
     "visualize",
 }  # fmt: skip
 APPLICATIONS = {
     "pipeline", "report", "evaluate", "audit", "merge", "train", "web", "demo", "cli", "api",
-    "slurm", "download", "phantom",
+    "slurm", "download", "phantom", "calibrate", "scoring",
 }  # fmt: skip
 
 
@@ -74,3 +74,18 @@ def test_no_module_is_over_800_lines():
         if (n := len(p.read_text().splitlines())) > 800
     }
     assert not long
+
+
+def test_the_score_is_maths_only():
+    """``lstv.score`` (the score's maths, which issues 17 and 18 extend) stays numpy and the
+    standard library: pandas, torch and the run folder's readers belong to its callers."""
+    tree = ast.parse((PACKAGE / "score.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    third_party = {m.split(".")[0] for m in imported} - {"lstv", "__future__", "numpy"}
+    assert not {"pandas", "torch", "timm", "cv2", "matplotlib"} & third_party
+    assert {m for m in imported if m.startswith("lstv.")} <= {"lstv.levels", "lstv.rundir"}

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import SHA_B, normal_features
 from lstv.errors import CheckpointError, CheckpointNotFoundError
 from lstv.model import PointNet, extract_state_dict, load_checkpoint, save_checkpoint
 
@@ -110,3 +111,31 @@ def test_non_dict_checkpoint(tmp_path):
     torch.save(torch.zeros(3), tmp_path / "t.pth")
     with pytest.raises(CheckpointError, match="not a dict"):
         extract_state_dict(torch.load(tmp_path / "t.pth", weights_only=True))
+
+
+def test_a_reference_embedded_in_a_checkpoint_travels_with_it(tmp_path):
+    import torch
+
+    from lstv.model import PointNet, embed_reference, read_checkpoint, save_checkpoint
+    from lstv.rundir import file_sha256
+    from lstv.score import fit_reference
+    from lstv.scoring import load_reference
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(PointNet("resnet10t"), tmp_path / "c.pth", iteration=0, epoch=0)
+    raw = normal_features(np.random.default_rng(13), 20)
+    ref_path = fit_reference(raw, file_sha256(ckpt)).save(tmp_path / "ref.json")
+    out = embed_reference(ckpt, ref_path, tmp_path / "with_ref.pth")
+    obj = read_checkpoint(out)
+    assert obj["config"]["lstv_reference"]["n"] == 20
+    before = read_checkpoint(ckpt)["state_dict"]
+    for k, v in obj["state_dict"].items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k])
+    # lstv score --reference CHECKPOINT: the embedded reference, checked against that file
+    embedded = load_reference(out)
+    assert embedded.checkpoint_sha256 == file_sha256(out) and embedded.n == 20
+    other = fit_reference(raw, SHA_B).save(tmp_path / "other.json")
+    with pytest.raises(ValueError, match=SHA_B):
+        embed_reference(ckpt, other, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="overwritten"):
+        embed_reference(ckpt, ref_path, ckpt)

@@ -9,9 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from lstv.model import file_sha256
 from lstv.pipeline import InferenceConfig, run_inference
 from lstv.results import SEED_COLUMNS
+from lstv.rundir import file_sha256
 
 
 def read_rows(path):

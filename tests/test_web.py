@@ -122,8 +122,8 @@ def test_the_checkpoint_reference_adds_the_calibrated_score(tmp_path, series_fil
     import torch
 
     from lstv.api import load_model
-    from lstv.calibrate import FEATURES, fit_reference
     from lstv.model import PointNet, save_checkpoint
+    from lstv.score import FEATURES, fit_reference
     from lstv.web import create_app
 
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lstv.rundir import RunDir, read_csv_rows, refuse_overwriting, write_csv_atomic
-from lstv.tables import read_metrics_csv
+from lstv.tables import ranking_score, read_metrics_csv, score_fields
 from lstv.uncertainty import RiskThresholds, resolve_thresholds
 
 logger = logging.getLogger(__name__)
@@ -46,14 +46,12 @@ def audit_queue(
 ) -> pd.DataFrame:
     """The ``n`` studies with the highest score, ranked, with empty review columns.
 
-    The score is the calibrated ``lstv_score`` when the run has one (see :mod:`lstv.calibrate`),
+    The score is the calibrated ``lstv_score`` when the run has one (see :mod:`lstv.score`),
     else the seed's L5/S1 entropy; the seed's risk level and flag stay beside it either way.
     Risk level and flag are recomputed with ``thresholds`` (default ``RiskThresholds()``), so the
     queue agrees with the report built with the same thresholds. A study listed twice (merged
     shards) appears once; ties are broken by study ID so the queue is reproducible.
     """
-    from lstv.calibrate import ranking_score, score_fields
-
     if n < 0:
         raise ValueError(f"audit queue size must be >= 0, got {n}")
     thresholds = thresholds or RiskThresholds()

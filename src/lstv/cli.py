@@ -101,9 +101,7 @@ def _add_infer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--num_parts", type=int, default=d("num_parts"), help="split the studies into N shards"
     )
-    p.add_argument(
-        "--part_id", type=int, default=d("part_id"), help="which shard to run (0-based)"
-    )
+    p.add_argument("--part_id", type=int, default=d("part_id"), help="which shard to run (0-based)")
     p.add_argument("--image_size", type=int, default=d("image_size"))
     p.add_argument(
         "--save_heatmaps",
@@ -538,7 +536,7 @@ def _add_score_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_score(args) -> int:
-    from lstv.calibrate import rescore_run
+    from lstv.scoring import rescore_run
 
     r = rescore_run(args.csv, args.reference)
     print(

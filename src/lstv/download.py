@@ -202,10 +202,10 @@ def check_model_files(checkpoint: str | Path, valid_ids: str | Path) -> list[str
     from lstv.model import (
         PointNet,
         extract_state_dict,
-        file_sha256,
         load_state_dict_strict,
         read_checkpoint,
     )
+    from lstv.rundir import file_sha256
 
     obj = read_checkpoint(checkpoint)
     state_dict = extract_state_dict(obj)

@@ -8,7 +8,7 @@ family (``resnet10t``, ``resnet18d``) give the same architecture at a fraction o
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from lstv.errors import CheckpointError, CheckpointNotFoundError
 from lstv.levels import DEFAULT_IMAGE_SIZE, NUM_CLASSES
-from lstv.rundir import atomic_file
+from lstv.rundir import atomic_file, file_sha256, refuse_overwriting
+from lstv.score import CONFIG_KEY, Reference, check_checkpoint, read_reference
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +162,6 @@ class CheckpointInfo:
     config: dict = field(default_factory=dict)
     iteration: int | None = None
     epoch: int | None = None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def extract_state_dict(obj) -> dict[str, torch.Tensor]:
@@ -336,3 +329,45 @@ def save_checkpoint(
     with atomic_file(path, binary=True) as f:
         torch.save(payload, f)
     return path
+
+
+# --------------------------------------------------------------------------- score reference
+
+
+def checkpoint_reference(path: str | Path) -> Reference:
+    """The score reference a checkpoint carries in its ``config`` (key ``lstv_reference``).
+
+    Raises:
+        ValueError: the checkpoint carries none, or not a valid one.
+    """
+    config = checkpoint_config(read_checkpoint(path))
+    if CONFIG_KEY not in config:
+        raise ValueError(f"checkpoint {path} carries no {CONFIG_KEY!r} in its config")
+    ref = Reference.from_dict(config[CONFIG_KEY], f"{path} ({CONFIG_KEY})")
+    # The embedded reference describes this very file: check runs against its SHA-256.
+    return dataclasses.replace(ref, checkpoint_sha256=file_sha256(Path(path)))
+
+
+def embed_reference(checkpoint: str | Path, reference: str | Path, output: str | Path) -> Path:
+    """Write a copy of ``checkpoint`` that carries ``reference`` (a JSON from ``lstv
+    calibrate``) in its ``config``.
+
+    The reference must have been fitted on this very checkpoint (its SHA-256 is checked);
+    tensors are saved as they were read (float16 stays float16), and ``output`` is written
+    whole before it appears, so a checkpoint can be moved into place afterwards.
+
+    Raises:
+        ValueError: the reference is of another checkpoint, or ``output`` is an input.
+    """
+    checkpoint, output = Path(checkpoint), Path(output)
+    refuse_overwriting(output, [checkpoint, reference], "output checkpoint")
+    ref = read_reference(reference)
+    check_checkpoint(ref, file_sha256(checkpoint), f"reference {reference}")
+    obj = read_checkpoint(checkpoint)
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise ValueError(f"{checkpoint} is not a checkpoint in the original layout")
+    obj["config"] = {**dict(obj.get("config") or {}), CONFIG_KEY: ref.to_dict()}
+    with atomic_file(output, binary=True) as f:
+        torch.save(obj, f)
+    log.info("%s written with the reference of %d studies from %s", output, ref.n, reference)
+    return output

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from lstv import __version__
-from lstv.calibrate import resolve_reference, score_rows
 from lstv.config import InferenceConfig
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, metrics_row, save_heatmaps
 from lstv.rundir import Manifest, RunDir, check_header, utc_now
 from lstv.sample import Failure, Sample, SampleReader, iter_samples
+from lstv.score import score_rows
+from lstv.scoring import resolve_reference
 from lstv.studies import (
     StudyTask,
     filter_valid,
@@ -110,7 +111,7 @@ def new_manifest(
     config: InferenceConfig, checkpoint_info, device, tasks, validated, score=None
 ) -> Manifest:
     """The manifest of a run that is about to start (``score``: a
-    :class:`lstv.calibrate.ScoreSetup`, whose reference or reason for none it records)."""
+    :class:`lstv.scoring.ScoreSetup`, whose reference or reason for none it records)."""
     checkpoint_bands = (checkpoint_info.config or {}).get("risk_thresholds")
     overrides = config.threshold_overrides.given()
     thresholds = resolve_thresholds(checkpoint_bands, **overrides)
@@ -192,7 +193,7 @@ class _Run:
         reference=None,
     ):
         self.config = config
-        self.reference = reference  # lstv.calibrate.Reference, or None: empty score columns
+        self.reference = reference  # lstv.score.Reference, or None: empty score columns
         self.predictor = predictor
         self.run_dir = run_dir
         self.manifest = manifest

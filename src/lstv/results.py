@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lstv.calibrate import SCORE_COLUMNS
 from lstv.levels import LEVEL_KEYS
 from lstv.rundir import RunDir, atomic_file
+from lstv.score import SCORE_COLUMNS
 from lstv.uncertainty import SHAPE_FEATURES, RiskThresholds
 
 SEED_COLUMNS = ["study_id", "series_id"] + [
@@ -30,7 +30,7 @@ METRIC_COLUMNS = (
         "lstv_flag",
         "risk_level",
     ]
-    # Shape features of every level map and the calibrated score (lstv.calibrate); appended
+    # Shape features of every level map and the calibrated score (lstv.score); appended
     # after the round-1 columns so readers of those keep working.
     + [f"{k}_{m}" for k in LEVEL_KEYS for m in SHAPE_FEATURES]
     + list(SCORE_COLUMNS)
@@ -83,7 +83,7 @@ def metrics_row(
         lstv_flag=thresholds.flag(l5_s1_entropy),
         risk_level=thresholds.risk(l5_s1_entropy),
     )
-    row.update(dict.fromkeys(SCORE_COLUMNS, ""))  # filled by lstv.calibrate with a reference
+    row.update(dict.fromkeys(SCORE_COLUMNS, ""))  # filled by lstv.score with a reference
     row["selection_rule"] = getattr(sample.task, "selection_rule", "")
     return row
 

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -46,6 +47,15 @@ def utc_now() -> str:
 
 
 # --- atomic writes -------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks (checkpoints are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """Reading the project's tables back: the metrics CSV and a labels CSV (pandas).
 
 Every application that reads results (report, audit, evaluate, calibrate) reads them here, so
-the checks on the seed's contract columns and on labels are made once.
+the checks on the seed's contract columns and on labels are made once; so are the ranking of a
+run's studies and the display of their scores that the report and the audit queue share.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lstv.levels import LEVEL_KEYS
+from lstv.score import as_number
 
 NORMAL_TYPE = "normal"
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -162,3 +164,25 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
     return dup.reset_index(drop=True), n_unreviewed
 
 
+def ranking_score(metrics: pd.DataFrame) -> str:
+    """The column a table of runs is ranked by: ``lstv_score`` when any study has one, else
+    the seed's ``l5_s1_entropy``.
+
+    ``metrics`` is a DataFrame of the metrics CSV (as :func:`read_metrics_csv` reads it).
+    """
+    if "lstv_score" in metrics.columns:
+        values = pd.to_numeric(metrics["lstv_score"], errors="coerce")
+        if values.notna().any():
+            return "lstv_score"
+    return "l5_s1_entropy"
+
+
+def score_fields(row) -> dict:
+    """A study's score, flag and reason as display values ('' when it has no score)."""
+    value = as_number(row.get("lstv_score")) if hasattr(row, "get") else math.nan
+    if not math.isfinite(value):
+        return {"lstv_score": math.nan, "lstv_score_flag": False, "lstv_score_reason": ""}
+    flag = str(row.get("lstv_score_flag", "")).strip().lower() in ("true", "1", "yes")
+    reason = row.get("lstv_score_reason", "")
+    reason = "" if not isinstance(reason, str) else reason
+    return {"lstv_score": value, "lstv_score_flag": flag, "lstv_score_reason": reason}

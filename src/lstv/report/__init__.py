@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from lstv import __version__, rsna
-from lstv.calibrate import ranking_score, score_fields
 from lstv.evaluate import (
     evaluate_frames,
     read_labels,
@@ -38,6 +37,7 @@ from lstv.rundir import (
     write_text_atomic,
 )
 from lstv.sample import original_to_model
+from lstv.tables import ranking_score, score_fields
 from lstv.uncertainty import RiskThresholds, level_point, resolve_thresholds
 
 logger = logging.getLogger(__name__)

@@ -153,17 +153,17 @@ def analyse_folder(
     """Read the series in ``folder`` and run it: metrics, risk and the figure as base64 PNG.
 
     ``limits`` bounds what decoding the upload may allocate (default: ``DecodeLimits.from_env``).
-    ``reference`` (a :class:`lstv.calibrate.Reference` of the same checkpoint) adds the
+    ``reference`` (a :class:`lstv.score.Reference` of the same checkpoint) adds the
     calibrated LSTV score, its flag and its reason in plain words.
     """
     import math
 
     from lstv.api import analyse_volume
-    from lstv.calibrate import SCORE_COLUMNS, score_study
     from lstv.dicom import read_series
     from lstv.index import upload_series_files
     from lstv.inference import model_input
     from lstv.sample import original_to_model
+    from lstv.score import SCORE_COLUMNS, score_study
     from lstv.visualize import figure_png, heatmap_figure
 
     # One series as uploaded, or the one lstv infer would pick from a whole study's export.
@@ -228,8 +228,8 @@ def create_app(
     score reference JSON of the same checkpoint (``lstv calibrate``); default: the one the
     checkpoint carries, if any.
     """
-    from lstv.calibrate import resolve_reference
     from lstv.dicom import DecodeLimits
+    from lstv.scoring import resolve_reference
     from lstv.uncertainty import resolve_thresholds
 
     app = DemoFlask(__name__)

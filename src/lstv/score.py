@@ -1,0 +1,466 @@
+"""The calibrated LSTV score: how far a study's L4/L5 and L5/S1 maps lie from normal studies'.
+
+Each study gets robust, two-sided z-scores of a few map features against a *reference* of normal
+studies run through the same checkpoint: per feature the median and 1.4826 x MAD of the
+reference (falling back to IQR / 1.349, then the standard deviation, then 1 when a spread is
+zero). The score is the largest |z|, its driver the feature that gave it, and the flag says
+whether it exceeds a threshold fitted on the reference itself (the leave-one-out maximum of the
+reference's scores, or a quantile of them for a chosen specificity).
+
+The reference is a small JSON file (``lstv calibrate``) that names the SHA-256 of the checkpoint
+whose maps it describes: every feature's scale belongs to one checkpoint, so using it with
+another is an error. A checkpoint may carry its own reference in its ``config`` (key
+``lstv_reference``, see :func:`lstv.model.checkpoint_reference`); that one needs no check.
+
+This module is the score's maths and its reference file only: numpy and the standard library,
+no pandas, no torch, and no file but the reference JSON. The commands that use it are
+:mod:`lstv.calibrate` (fit a reference) and :mod:`lstv.scoring` (a run's reference,
+``lstv score``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lstv.levels import LEVEL_KEYS, LEVELS
+
+log = logging.getLogger(__name__)
+
+SCORE_LEVELS = ("l4_l5", "l5_s1")
+LEVEL_FEATURES = ("entropy", "one_minus_confidence", "peak2", "mass_out", "top100_entropy")
+FEATURES = tuple(f"{level}_{name}" for level in SCORE_LEVELS for name in LEVEL_FEATURES)
+# Features bounded below by 0 whose normal values crowd near 0 with a long right tail: on a log
+# scale their normal spread is symmetric enough for a median and MAD, and a rise from 0.001 to
+# 0.01 counts as much as one from 0.01 to 0.1 (measured, see README "Calibrated score").
+LOG_LEVEL_FEATURES = ("one_minus_confidence", "peak2", "mass_out")
+LOG_OFFSET = 1e-4
+MAD_TO_SD = 1.4826
+IQR_TO_SD = 1.349
+CONFIG_KEY = "lstv_reference"
+REFERENCE_FORMAT = "lstv-score-reference"
+REFERENCE_VERSION = 1
+MIN_REFERENCE_STUDIES = 3
+FEW_REFERENCE_STUDIES = 20
+SCORE_COLUMNS = ("lstv_score", "lstv_score_driver", "lstv_score_flag", "lstv_score_reason")
+LEVEL_NAMES = dict(zip(LEVEL_KEYS, LEVELS, strict=True))  # l5_s1 -> L5/S1
+
+
+def split_feature(name: str) -> tuple[str, str]:
+    """``l5_s1_peak2`` -> (``l5_s1``, ``peak2``)."""
+    level, feature = name[:5], name[6:]
+    if level not in LEVEL_NAMES or name[5:6] != "_" or not feature:
+        raise ValueError(f"{name!r} is not a per-level feature name like 'l5_s1_peak2'")
+    return level, feature
+
+
+def required_columns(features=FEATURES) -> list[str]:
+    """CSV columns the features are computed from (``one_minus_confidence`` from confidence)."""
+    cols = []
+    for name in features:
+        level, feature = split_feature(name)
+        cols.append(f"{level}_confidence" if feature == "one_minus_confidence" else name)
+    return list(dict.fromkeys(cols))
+
+
+def as_number(text) -> float:
+    """A CSV cell (text or number) as a float; NaN when empty (a ValueError when not a number)."""
+    if text is None:
+        return math.nan
+    if isinstance(text, int | float | np.floating):
+        return float(text)
+    text = str(text).strip()
+    return float(text) if text else math.nan
+
+
+def feature_matrix(rows: list[dict], features=FEATURES, source: str = "metrics CSV") -> np.ndarray:
+    """(n, F) raw feature values of CSV rows (dicts of text or numbers); NaN where empty.
+
+    Raises:
+        ValueError: a row lacks a needed column, or a value is not a number; names ``source``.
+    """
+    out = np.full((len(rows), len(features)), math.nan)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(features):
+            level, feature = split_feature(name)
+            col = f"{level}_confidence" if feature == "one_minus_confidence" else name
+            if col not in row:
+                raise ValueError(f"{source} has no column {col!r} (needed for {name})")
+            try:
+                value = as_number(row[col])
+            except ValueError as exc:
+                raise ValueError(f"{source}: {col} = {row[col]!r} is not a number") from exc
+            out[i, j] = 1.0 - value if feature == "one_minus_confidence" else value
+    return out
+
+
+def robust_location_scale(values) -> tuple[float, float, str]:
+    """Median and a robust spread of ``values`` (NaN ignored), with the rule that gave it.
+
+    The spread is 1.4826 x MAD; where that is 0, IQR / 1.349; then the standard deviation; then
+    1. All three estimate the standard deviation of a normal distribution.
+
+    Raises:
+        ValueError: no finite value.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no finite value to fit a median and spread on")
+    centre = float(np.median(v))
+    mad = MAD_TO_SD * float(np.median(np.abs(v - centre)))
+    if mad > 0:
+        return centre, mad, "mad"
+    q1, q3 = np.percentile(v, [25, 75])
+    if q3 - q1 > 0:
+        return centre, float(q3 - q1) / IQR_TO_SD, "iqr"
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    if sd > 0:
+        return centre, sd, "std"
+    return centre, 1.0, "one"
+
+
+def _fit_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    fits = [robust_location_scale(x[:, j]) for j in range(x.shape[1])]
+    return (
+        np.array([f[0] for f in fits]),
+        np.array([f[1] for f in fits]),
+        [f[2] for f in fits],
+    )
+
+
+def _max_abs(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the largest |z| over the finite entries and its column (NaN, -1 when none)."""
+    a = np.where(np.isfinite(z), np.abs(z), -np.inf)
+    idx = np.argmax(a, axis=1)
+    best = a[np.arange(len(a)), idx]
+    missing = ~np.isfinite(best)
+    return np.where(missing, np.nan, best), np.where(missing, -1, idx)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A fitted reference: per-feature centre and spread on the (log-)transformed scale."""
+
+    checkpoint_sha256: str | None
+    features: tuple[str, ...]
+    log_features: tuple[str, ...]
+    centre: dict[str, float]
+    scale: dict[str, float]
+    scale_rule: dict[str, str]
+    n: int
+    threshold: float
+    threshold_rule: str
+    target_specificity: float | None = None
+    reference_studies: str = ""
+    created_at: str = ""
+    lstv_version: str = ""
+    log_offset: float = LOG_OFFSET
+    extra: dict = field(default_factory=dict)
+
+    # -- scoring
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Raw (n, F) feature values onto the fitted scale (log for the skewed ones)."""
+        x = np.array(raw, dtype=float, copy=True)
+        for j, name in enumerate(self.features):
+            if name in self.log_features:
+                x[:, j] = np.log(np.maximum(x[:, j], 0.0) + self.log_offset)
+        return x
+
+    def z_scores(self, raw: np.ndarray) -> np.ndarray:
+        """(n, F) signed robust z-scores of raw feature values."""
+        centre = np.array([self.centre[f] for f in self.features])
+        scale = np.array([self.scale[f] for f in self.features])
+        return (self.transform(raw) - centre) / scale
+
+    def score(self, raw: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Score, driver name ('' when no feature is known) and flag of each row."""
+        best, idx = _max_abs(self.z_scores(raw))
+        drivers = [self.features[i] if i >= 0 else "" for i in idx]
+        return best, drivers, np.isfinite(best) & (np.nan_to_num(best) > self.threshold)
+
+    def normal_value(self, feature: str) -> float:
+        """The reference's median of ``feature`` on the raw scale."""
+        c = self.centre[feature]
+        return math.exp(c) - self.log_offset if feature in self.log_features else c
+
+    # -- serialisation
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        extra = data.pop("extra")
+        data["features"] = list(self.features)
+        data["log_features"] = list(self.log_features)
+        return {"format": REFERENCE_FORMAT, "version": REFERENCE_VERSION, **extra, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "reference") -> Reference:
+        """Read a reference written by :meth:`to_dict`; a ValueError naming ``source``."""
+        if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
+            raise ValueError(f"{source} is not an LSTV score reference (written by lstv calibrate)")
+        if data.get("version") != REFERENCE_VERSION:
+            raise ValueError(
+                f"{source} is reference version {data.get('version')}; this lstv reads "
+                f"version {REFERENCE_VERSION}: fit it again with lstv calibrate"
+            )
+        names = set(cls.__dataclass_fields__) - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names | {"format", "version"}}
+        try:
+            ref = cls(**known, extra=extra)
+            features = tuple(ref.features)
+            for name in features:
+                split_feature(name)
+                if not (math.isfinite(ref.centre[name]) and ref.scale[name] > 0):
+                    raise ValueError(f"feature {name} has no finite centre and positive scale")
+            threshold = float(ref.threshold)
+            if not math.isfinite(threshold):
+                raise ValueError(f"threshold {ref.threshold} is not a finite number")
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"{source} is not a valid reference: {exc}") from exc
+        return ref.__class__(
+            **{**known, "features": features, "log_features": tuple(ref.log_features)},
+            extra=extra,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        from lstv.rundir import write_json_atomic
+
+        return write_json_atomic(path, self.to_dict())
+
+
+def read_reference(path: str | Path) -> Reference:
+    """A reference JSON file written by :meth:`Reference.save` (``lstv calibrate``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: it is not valid JSON or not a reference.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"reference {path} is not valid JSON: {exc}") from exc
+    return Reference.from_dict(data, f"reference {path}")
+
+
+def check_checkpoint(ref: Reference, checkpoint_sha256: str | None, source: str) -> None:
+    """Refuse a reference fitted on another checkpoint than the one that made the maps.
+
+    Raises:
+        ValueError: naming both SHA-256s.
+    """
+    if not ref.checkpoint_sha256:
+        raise ValueError(f"{source} names no checkpoint SHA-256: fit it again with lstv calibrate")
+    if checkpoint_sha256 != ref.checkpoint_sha256:
+        raise ValueError(
+            f"{source} was fitted on checkpoint SHA-256 {ref.checkpoint_sha256}, but these maps "
+            f"come from checkpoint SHA-256 {checkpoint_sha256}: a reference holds only for its "
+            "own checkpoint; fit one with lstv calibrate on this checkpoint's normal studies"
+        )
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def leave_one_out_scores(x: np.ndarray) -> np.ndarray:
+    """Score of each reference study against a reference fitted on all the others.
+
+    ``x`` is (n, F) on the transformed scale. The maximum of these is the flag threshold under
+    which no reference study would have been flagged by a reference that did not contain it.
+    """
+    n = len(x)
+    scores = np.empty(n)
+    for i in range(n):
+        centre, scale, _ = _fit_columns(np.delete(x, i, axis=0))
+        scores[i] = _max_abs(((x[i] - centre) / scale)[None])[0][0]
+    return scores
+
+
+def fit_reference(
+    raw: np.ndarray,
+    checkpoint_sha256: str | None,
+    *,
+    features=FEATURES,
+    target_specificity: float | None = None,
+    reference_studies: str = "",
+    extra: dict | None = None,
+) -> Reference:
+    """Fit centre, spread and flag threshold on ``raw`` (n, F) features of normal studies.
+
+    Args:
+        raw: feature values (see :func:`feature_matrix`), one row per reference study.
+        checkpoint_sha256: the checkpoint whose maps they come from.
+        features: the names of ``raw``'s columns.
+        target_specificity: None for the leave-one-out maximum of the reference's scores;
+            else the flag threshold is that quantile of them (e.g. 0.95 flags about 5% of
+            studies like the reference).
+        reference_studies: which studies these are, in words, for the JSON.
+        extra: more provenance for the JSON (source CSV, labels file).
+
+    Raises:
+        ValueError: fewer than 3 studies, a feature with no finite value, or a specificity
+            outside (0, 1].
+    """
+    from lstv import __version__
+    from lstv.rundir import utc_now
+
+    raw = np.asarray(raw, dtype=float)
+    features = tuple(features)
+    if raw.ndim != 2 or raw.shape[1] != len(features):
+        raise ValueError(f"expected ({len(features)}) feature columns, got shape {raw.shape}")
+    if len(raw) < MIN_REFERENCE_STUDIES:
+        raise ValueError(
+            f"a reference needs at least {MIN_REFERENCE_STUDIES} studies, got {len(raw)}"
+        )
+    if target_specificity is not None and not 0 < target_specificity <= 1:
+        raise ValueError(f"target specificity must be in (0, 1], got {target_specificity}")
+    if len(raw) < FEW_REFERENCE_STUDIES:
+        log.warning(
+            "only %d reference studies: the medians and spreads will be rough (20 or more "
+            "are better)",
+            len(raw),
+        )
+    logs = tuple(f for f in features if split_feature(f)[1] in LOG_LEVEL_FEATURES)
+    draft = Reference(
+        checkpoint_sha256, features, logs, {}, {}, {}, len(raw), math.inf, "", log_offset=LOG_OFFSET
+    )
+    x = draft.transform(raw)
+    centre, scale, rules = _fit_columns(x)
+    loo = leave_one_out_scores(x)
+    finite = loo[np.isfinite(loo)]
+    if target_specificity is None:
+        threshold = float(finite.max())
+        rule = "leave-one-out maximum of the reference studies' scores"
+    else:
+        threshold = float(np.quantile(finite, target_specificity))
+        rule = (
+            f"quantile {target_specificity:g} of the reference studies' leave-one-out scores "
+            f"(target specificity {target_specificity:g})"
+        )
+    return Reference(
+        checkpoint_sha256=checkpoint_sha256,
+        features=features,
+        log_features=logs,
+        centre={f: float(c) for f, c in zip(features, centre, strict=True)},
+        scale={f: float(s) for f, s in zip(features, scale, strict=True)},
+        scale_rule=dict(zip(features, rules, strict=True)),
+        n=len(raw),
+        threshold=threshold,
+        threshold_rule=rule,
+        target_specificity=target_specificity,
+        reference_studies=reference_studies,
+        created_at=utc_now(),
+        lstv_version=__version__,
+        extra=dict(extra or {}),
+    )
+
+
+# --------------------------------------------------------------------------- explaining
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.1f}"
+
+
+def describe(driver: str, value: float, z: float, ref: Reference, row: dict | None = None) -> str:
+    """The driver of a score in plain words, e.g. "L5/S1 map has a second peak 23 mm below
+    the first (0.81 of the peak; normal studies 0.02), z = +9.4".
+
+    Args:
+        driver: the feature name.
+        value: the study's raw value of it.
+        z: its signed z-score.
+        ref: the reference (for the normal value).
+        row: the study's CSV row, for the second peak's offset.
+    """
+    level, feature = split_feature(driver)
+    name = LEVEL_NAMES[level]
+    normal = ref.normal_value(driver)
+    high = z > 0
+    tail = f", z = {_signed(z)}"
+    if feature == "peak2":
+        if not high:
+            return (
+                f"{name} map has less of a second peak than normal studies "
+                f"({value:.2f} of the peak; normal {normal:.2f}){tail}"
+            )
+        where = "away from the first"
+        dx = as_number((row or {}).get(f"{level}_peak2_dx_mm"))
+        dy = as_number((row or {}).get(f"{level}_peak2_dy_mm"))
+        if math.isfinite(dx) and math.isfinite(dy):
+            if abs(dy) >= abs(dx):
+                where = f"{abs(dy):.0f} mm {'below' if dy > 0 else 'above'} the first"
+            else:
+                where = f"{math.hypot(dx, dy):.0f} mm from the first"
+        return (
+            f"{name} map has a second peak {where} ({value:.2f} of the peak; "
+            f"normal {normal:.2f}){tail}"
+        )
+    if feature == "entropy":
+        how = "more spread out" if high else "more concentrated"
+        return f"{name} map {how} than normal (entropy {value:.2f}; normal {normal:.2f}){tail}"
+    if feature == "one_minus_confidence":
+        how = "lower" if high else "higher"
+        return (
+            f"{name} peak probability {how} than normal ({1 - value:.4f}; "
+            f"normal {1 - normal:.4f}){tail}"
+        )
+    if feature == "mass_out":
+        how = "More" if high else "Less"
+        return (
+            f"{how} of the {name} map's mass lies outside its main blob than normal "
+            f"({100 * value:.1f}%; normal {100 * normal:.1f}%){tail}"
+        )
+    if feature == "top100_entropy":
+        how = "spread over more than one spot" if high else "more concentrated than normal"
+        return (
+            f"{name} map's 100 strongest pixels {how} (entropy {value:.2f}; "
+            f"normal {normal:.2f}){tail}"
+        )
+    return f"{name} {feature.replace('_', ' ')} {value:.3g} (normal {normal:.3g}){tail}"
+
+
+def score_rows(rows: list[dict], ref: Reference, source: str = "metrics") -> list[dict]:
+    """The score columns (:data:`SCORE_COLUMNS`) of each row; empty where no feature is known."""
+    if not rows:
+        return []
+    raw = feature_matrix(rows, ref.features, source)
+    z = ref.z_scores(raw)
+    best, idx = _max_abs(z)
+    out = []
+    for i, row in enumerate(rows):
+        if idx[i] < 0:
+            out.append(dict.fromkeys(SCORE_COLUMNS, ""))
+            continue
+        driver = ref.features[idx[i]]
+        out.append(
+            {
+                "lstv_score": round(float(best[i]), 4),
+                "lstv_score_driver": driver,
+                "lstv_score_flag": bool(best[i] > ref.threshold),
+                "lstv_score_reason": describe(driver, raw[i, idx[i]], z[i, idx[i]], ref, row),
+            }
+        )
+    return out
+
+
+def score_study(metrics: dict[str, dict], ref: Reference) -> dict:
+    """The score columns of one study from :func:`lstv.uncertainty.study_metrics` output
+    (measured with the pixel size, so the shape features are there)."""
+    row = {}
+    for level, values in metrics.items():
+        if not isinstance(values, dict):
+            continue
+        for name, value in values.items():
+            if isinstance(value, int | float):
+                row[f"{level}_{name}"] = value
+    return score_rows([row], ref, "study metrics")[0]
