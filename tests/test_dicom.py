@@ -170,3 +170,83 @@ def test_a_frame_count_the_pixel_data_cannot_hold_is_refused(tmp_path):
     ds.save_as(tmp_path / "f.dcm")
     with pytest.raises(SeriesReadError, match=r"f.dcm: .*40 frames.*holds 1 frame"):
         read_series([tmp_path / "f.dcm"])
+
+
+# --- issue 20: tests that fail when a plausible bug is put into dicom.py --------------------
+
+
+def write_distinct_series(folder, n):
+    """A sagittal series of ``n`` slices whose pixels differ from slice to slice (each one
+    rolled by its position), so a test can tell which slice it holds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    for k in range(n):
+        ds = base.copy()
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-10.0 + 4.0 * k, -50.0, 60.0]
+        ds.InstanceNumber = k + 1
+        ds.PixelData = np.roll(base.pixel_array, 5 * k, axis=0).tobytes()
+        ds.save_as(folder / f"{k + 1}.dcm")
+    return folder
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_the_reported_slice_is_the_slice_the_model_reads(tmp_path, n):
+    """With an even slice count, the slice index, pixels and position a reader reports belong to
+    slice D // 2, the one the model's input is cut from.
+
+    Mutant ``centre_index = (D - 1) // 2``: fails (n=4 reports slice 1, the model reads 2);
+    without it: passes."""
+    import cv2
+
+    from lstv.inference import model_input
+    from lstv.sample import read_sample
+    from lstv.studies import StudyTask
+
+    folder = write_distinct_series(tmp_path / "1" / "2", n)
+    series = read_series(folder)
+    assert series.centre_index == n // 2
+    sample = read_sample(StudyTask(1, 2), tmp_path, 64)
+    assert (sample.slice_index, sample.n_slices) == (n // 2, n)
+    assert np.array_equal(sample.image, model_input(series.volume, 64))
+
+    # The model's input is the reported slice resized (OpenCV's one-channel path may differ by
+    # one grey level); every other slice is far from it.
+    def distance(k):
+        alone = cv2.resize(series.volume[k], (64, 64), interpolation=cv2.INTER_LINEAR)
+        return int(np.abs(alone.astype(int) - sample.image.astype(int)).max())
+
+    assert np.array_equal(sample.slice_pixels, series.volume[n // 2])
+    assert distance(n // 2) <= 1
+    assert all(distance(k) > 10 for k in range(n) if k != n // 2)
+    assert np.array_equal(sample.position, series.positions[n // 2])
+    assert sample.pixel_to_patient(0, 0)[0] == pytest.approx(series.positions[n // 2][0])
+
+
+def test_a_file_declaring_exactly_the_per_file_limit_is_read(tmp_path):
+    """The per-file limit is inclusive: a file whose declared size equals it is read, one byte
+    less refuses it.
+
+    Mutant ``need >= limits.max_file_bytes``: fails (the file at the limit is refused);
+    without it: passes."""
+    from lstv.dicom import DecodeLimits, declared_pixel_bytes
+
+    folder = write_series(tmp_path / "s", n=2)
+    size = declared_pixel_bytes(pydicom.dcmread(folder / "1.dcm"))
+    assert read_series(folder, DecodeLimits(max_file_bytes=size)).volume.shape[0] == 2
+    with pytest.raises(SeriesReadError, match="per-file limit"):
+        read_series(folder, DecodeLimits(max_file_bytes=size - 1))
+
+
+@pytest.mark.parametrize(
+    ("bits", "bytes_per_sample"), [(1, 1), (8, 1), (9, 2), (12, 2), (16, 2), (24, 3), (32, 4)]
+)
+def test_declared_bytes_round_bits_up_to_whole_bytes(bits, bytes_per_sample):
+    """BitsAllocated 12 takes 2 bytes per sample, 1 bit still 1 byte.
+
+    Mutant ``BitsAllocated // 8`` (rounded down): fails for 9 and 12; without it: passes."""
+    from lstv.dicom import declared_pixel_bytes
+
+    ds = pydicom.Dataset()
+    ds.Rows, ds.Columns, ds.BitsAllocated = 30, 20, bits
+    assert declared_pixel_bytes(ds) == 30 * 20 * bytes_per_sample

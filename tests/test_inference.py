@@ -1,3 +1,5 @@
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 
@@ -36,11 +38,54 @@ def test_tta_reuses_the_unshifted_maps_so_five_views_cost_five_passes():
     assert np.array_equal(views[1][TTA_SHIFTS.index((0, 0))], batch[1])
 
 
+# The largest test-time shift: pixels nearer the border than this come from the replicated edge.
+BORDER = max(abs(v) for shift in TTA_SHIFTS for v in shift)
+INTERIOR = (..., slice(BORDER, -BORDER), slice(BORDER, -BORDER))
+
+
+def assert_views_line_up(views, unshifted):
+    """Each view, shifted back, equals the unshifted maps away from the border (the net is
+    pixel-wise), and every shifted view really was shifted (its border differs)."""
+    for shift, view in zip(TTA_SHIFTS, views, strict=True):
+        assert np.allclose(view[INTERIOR], unshifted[INTERIOR], atol=1e-6), shift
+        if shift != (0, 0):
+            assert not np.allclose(view, unshifted, atol=1e-6), shift
+
+
+def test_each_view_shifted_back_lines_up_with_the_unshifted_view():
+    """With a pixel-wise net, every test-time view aligned back into the image's frame is the
+    unshifted view away from the border.
+
+    Mutant ``shift_image(p, dx, dy)`` for ``shift_image(p, -dx, -dy)`` (shifted back with the
+    wrong sign): fails (the (-6, 0) view is 12 px off); without it: passes."""
+    image = np.random.default_rng(1).integers(0, 255, size=(40, 40), dtype=np.uint8)
+    predictor = Predictor(CountingNet(), torch.device("cpu"))
+    unshifted = predictor(image[None])[0]
+    assert_views_line_up(predictor.predict_views(image), unshifted)
+    assert_views_line_up(predictor.predict_views(image, unshifted=unshifted), unshifted)
+
+
+@dataclass
+class RecordingPredictor(Predictor):
+    """A Predictor that keeps each study's image and the views the run scored."""
+
+    seen: list = field(default_factory=list)
+
+    def predict_views(self, image, shifts=TTA_SHIFTS, unshifted=None):
+        views = super().predict_views(image, shifts, unshifted)
+        self.seen.append((image.copy(), views))
+        return views
+
+
 def test_a_tta_run_makes_five_passes_per_study(tmp_path, phantom_dataset):
+    """Five net passes per study, and the views a run scores line up with the study's own
+    unshifted maps (not only "five passes": a view shifted back wrongly, or another study's
+    maps reused as the unshifted view, fails here)."""
     from lstv.model import CheckpointInfo
     from lstv.pipeline import InferenceConfig, run_inference
 
     net = CountingNet()
+    predictor = RecordingPredictor(net, torch.device("cpu"))
     summary = run_inference(
         InferenceConfig(
             input_dir=phantom_dataset.root / "train_images",
@@ -55,8 +100,12 @@ def test_a_tta_run_makes_five_passes_per_study(tmp_path, phantom_dataset):
             tta=True,
             quiet=True,
         ),
-        predictor=Predictor(net, torch.device("cpu")),
+        predictor=predictor,
         checkpoint_info=CheckpointInfo(path="counting", sha256="0" * 64),
     )
     assert summary.n_completed == 3
     assert net.images_seen == 3 * len(TTA_SHIFTS)
+    assert len(predictor.seen) == 3
+    for image, views in predictor.seen:
+        unshifted = Predictor(CountingNet(), torch.device("cpu"))(image[None])[0]
+        assert_views_line_up(views, unshifted)

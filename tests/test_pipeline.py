@@ -150,6 +150,35 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, phantom_dataset, t
     assert len(rows) == full.n_completed
 
 
+def test_a_resume_counts_only_the_studies_it_selects(tmp_path, phantom_dataset, tiny_checkpoint):
+    """A series CSV that lost an already-done study, and a metrics CSV that lost another's row:
+    the resumed run redoes the second, and counts as completed only studies it selected (the
+    row of the dropped one stays, unchanged, but is not this run's).
+
+    Mutant ``run.n_completed = len(done)`` (the metrics CSV's studies, not this selection's):
+    fails (8 completed of 7 selected); without it: passes. Not equivalent: the resume checks
+    compare the settings that change results, and the selected studies are not among them."""
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dataset.root, data)
+    out = tmp_path / "out"
+    first = run_inference(config(data, out, tiny_checkpoint))
+    assert first.n_completed == first.n_selected == 8
+    csv_path = out / "lstv_uncertainty_metrics.csv"
+    rows = read_rows(csv_path)
+    lost, redo = rows[0]["study_id"], rows[1]["study_id"]
+    series_csv = data / "train_series_descriptions.csv"
+    lines = series_csv.read_text().splitlines(keepends=True)
+    series_csv.write_text("".join(lines[:1] + [x for x in lines[1:] if x.split(",")[0] != lost]))
+    text = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(x for x in text if x.split(",")[0] != redo))
+
+    resumed = run_inference(config(data, out, tiny_checkpoint))
+    assert (resumed.n_selected, resumed.n_skipped, resumed.n_completed) == (7, 6, 7)
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert (manifest["n_selected"], manifest["n_completed"], manifest["n_failed"]) == (7, 7, 0)
+    assert sorted(r["study_id"] for r in read_rows(csv_path)) == sorted(r["study_id"] for r in rows)
+
+
 def test_cpu_runs_are_deterministic_and_shards_add_up(tmp_path, phantom_dataset, tiny_checkpoint):
     data = phantom_dataset.root
     a = read_rows(

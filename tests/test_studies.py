@@ -236,3 +236,35 @@ def test_an_original_image_is_preferred_to_a_derived_one():
     original = index_record(2, "SAG T2", n_frames="15")
     assert choose_series([derived, original]) == (original, "description_pattern")
     assert choose_series([derived]) == (derived, "description_pattern")
+
+
+@pytest.mark.parametrize("description", ["SAG T1W", "SAG T1W TSE", "T1W_TSE_SAG", "sag_t1wi_fs"])
+def test_a_t1_weighted_description_is_never_taken_as_t2(description):
+    """``T1W``, ``T1WI`` rule a series out as T1, even when its headers look T2-weighted (the
+    description is the scanner operator's word; a mislabelled header does not overrule it).
+
+    Mutant ``t1\\w*`` -> ``t1\\d+`` in ``description_rejection``: fails (``SAG T1W`` is
+    chosen by the header rule); without it: passes."""
+    from lstv.studies import choose_series, description_rejection
+
+    assert description_rejection(description) == "T1"
+    t1w = index_record(1, description, n_frames="30")  # more slices than the T2
+    t2 = index_record(2, "series 2")
+    assert choose_series([t1w, t2]) == (t2, "headers")
+    assert choose_series([t1w]) == (None, "")
+
+
+def test_choose_series_prefers_the_exact_rsna_description_over_a_lower_series_id():
+    """``lstv infer`` selects with ``choose_series``: the exact "Sagittal T2/STIR" wins over any
+    other sagittal T2 description, whatever the series IDs, as the seed's rule says.
+
+    Mutant (the key without the exact-description term, so the lowest series ID wins): fails;
+    without it: passes."""
+    from lstv.studies import SeriesRecord, choose_series
+
+    other = SeriesRecord(1, 5, "Sagittal T2 FSE")
+    exact = SeriesRecord(1, 9, " SAGITTAL T2/STIR ")  # any case and padding
+    for records in ([other, exact], [exact, other]):
+        assert choose_series(records) == (exact, "description")
+    lower = SeriesRecord(1, 3, "Sagittal T2 FSE")
+    assert choose_series([other, lower]) == (lower, "description")

@@ -219,3 +219,15 @@ def test_mass_out_blob_growth_equals_three_3x3_dilations():
         by_definition = ndimage.binary_dilation(core, structure=eight, iterations=3)
         grown = ndimage.maximum_filter(core, size=7, mode="constant", cval=False)
         assert (grown == by_definition).all()
+
+
+@pytest.mark.parametrize(
+    ("entropy", "flagged"), [(4.99, False), (5.0, False), (math.nextafter(5.0, 6.0), True)]
+)
+def test_the_seed_flag_is_strictly_above_its_threshold(entropy, flagged):
+    """The seed flags L5/S1 entropy *above* 5.0: a study at exactly 5.0 is not flagged, one a
+    hair above is, and any threshold leaves a study exactly at it unflagged.
+
+    Mutant ``> self.flag_entropy`` -> ``>=``: fails (all three cases); without it: passes."""
+    assert RiskThresholds().flag(entropy) is flagged
+    assert RiskThresholds(flag_entropy=entropy).flag(entropy) is False
