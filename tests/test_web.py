@@ -1,4 +1,5 @@
 import io
+import threading
 import zipfile
 
 import numpy as np
