@@ -118,3 +118,52 @@ def test_queue_ranks_by_the_calibrated_score_when_the_run_has_one(tmp_path):
     assert queue["lstv_score_reason"][0].startswith("L5/S1 map has a second peak 23 mm")
     assert list(queue["lstv_flag"]) == [False, True, False]  # the seed's rule, beside it
     assert list(queue["risk_level"]) == ["Low", "High", "Medium"]
+
+
+def fill(path, entries):
+    """Write a reviewer's entries (study_id -> {column: value}) into a queue file."""
+    queue = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for study, values in entries.items():
+        for col, value in values.items():
+            queue.loc[queue["study_id"] == study, col] = value
+    queue.to_csv(path, index=False)
+
+
+def read_queue(path):
+    return pd.read_csv(path, dtype=str, keep_default_na=False).set_index("study_id")
+
+
+def test_a_review_of_only_the_lstv_column_is_kept(tmp_path):
+    """A reviewer who typed only the verdict (``lstv``) keeps it when the queue is written
+    again (``lstv report`` rewrites it); the columns left empty stay empty.
+
+    Mutant ``any(...)`` -> ``all(...)`` in ``keep_reviews`` (a review counts only with all
+    four columns filled): fails; without it: passes."""
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 5.5, 5.0])
+    path = write_audit_queue(csv, tmp_path / "audit_queue.csv", n=3)
+    fill(path, {"2": {"lstv": "0"}})
+    write_audit_queue(csv, path, n=3)
+    queue = read_queue(path)
+    assert queue.loc["2", ["lstv", "lstv_type", "reviewer", "notes"]].tolist() == ["0", "", "", ""]
+    assert (queue.loc[["1", "3"], "lstv"] == "").all()
+
+
+def test_a_reviewed_study_that_no_longer_ranks_stays_in_the_queue(tmp_path):
+    """New studies outrank a reviewed one: the queue keeps its top ``n`` and the reviewed study
+    after them, with its entries and the figures it was reviewed with.
+
+    Mutant (``keep_reviews`` without the studies that left the ranking): fails; without it:
+    passes."""
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3", "4"], [6.0, 5.5, 5.0, 4.0])
+    path = write_audit_queue(csv, tmp_path / "audit_queue.csv", n=3)
+    review = {"lstv": "1", "lstv_type": "sacralization", "reviewer": "dr a", "notes": "L5 fused"}
+    fill(path, {"3": review, "1": {"lstv": "0", "reviewer": "dr a"}})
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3", "4", "5", "6"], [6, 5.5, 5, 4, 7, 6.5])
+    write_audit_queue(csv, path, n=3)
+    queue = read_queue(path)
+    assert list(queue.index) == ["5", "6", "1", "3"]
+    assert list(queue["rank"]) == ["1", "2", "3", "4"]
+    assert queue.loc["3", list(review)].to_dict() == review
+    assert float(queue.loc["3", "l5_s1_entropy"]) == 5.0
+    assert queue.loc["1", ["lstv", "reviewer"]].tolist() == ["0", "dr a"]
+    assert (queue.loc[["5", "6"], ["lstv", "lstv_type", "reviewer", "notes"]] == "").all().all()

@@ -153,3 +153,23 @@ def test_reference_scales_are_finite_and_positive():
     ref = fit_reference(raw, SHA_A)
     assert all(math.isfinite(ref.centre[f]) and ref.scale[f] > 0 for f in FEATURES)
     assert isinstance(ref, Reference)
+
+
+def test_a_score_equal_to_the_threshold_is_not_flagged():
+    """The flag is a score *above* the threshold, in ``Reference.score`` and in the CSV's
+    ``lstv_score_flag`` (``score_rows``) alike: at the threshold no flag, a hair below it yes.
+
+    Mutant ``> self.threshold`` -> ``>=`` (in either place): fails; without it: passes."""
+    import dataclasses
+
+    raw = normal_features(np.random.default_rng(13), 30)
+    study = np.median(raw, axis=0)
+    study[FEATURES.index("l5_s1_entropy")] += 3.0
+    fitted = fit_reference(raw, SHA_A)
+    (score,), _, _ = fitted.score(study[None])
+    assert score > 0
+    for threshold, flagged in ((score, False), (math.nextafter(score, 0.0), True)):
+        ref = dataclasses.replace(fitted, threshold=threshold)
+        assert ref.score(study[None])[2].tolist() == [flagged]
+        (row,) = score_rows(rows_from(study[None]), ref)
+        assert row["lstv_score_flag"] is flagged
