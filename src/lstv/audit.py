@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstv.columns import AUDIT_COLUMNS, REVIEW_COLUMNS
 from lstv.rundir import RunDir, read_csv_rows, refuse_overwriting, write_csv_atomic
 from lstv.tables import ranking_score, read_metrics_csv, score_fields
 from lstv.uncertainty import RiskThresholds, resolve_thresholds
@@ -21,24 +22,6 @@ from lstv.uncertainty import RiskThresholds, resolve_thresholds
 logger = logging.getLogger(__name__)
 
 FLAG_SCORE = "l5_s1_entropy"
-AUDIT_COLUMNS = (
-    "rank",
-    "study_id",
-    "series_id",
-    "l5_s1_entropy",
-    "l4_l5_entropy",
-    "l5_s1_confidence",
-    "risk_level",
-    "lstv_flag",
-    "lstv_score",
-    "lstv_score_flag",
-    "lstv_score_reason",
-    "lstv",
-    "lstv_type",
-    "reviewer",
-    "notes",
-)
-REVIEW_COLUMNS = ("lstv", "lstv_type", "reviewer", "notes")
 
 
 def audit_queue(

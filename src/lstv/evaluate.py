@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstv.columns import HIGHER, LOWER, metric_column
 from lstv.levels import LEVEL_KEYS
 from lstv.tables import (  # noqa: F401 - part of this module's API since round 1
     NORMAL_TYPE,
@@ -38,6 +39,16 @@ _BOOTSTRAP_CHUNK = 4_000_000
 _METRIC_ORDER = ("entropy", "normalized_entropy", "spatial_entropy", "one_minus_confidence")
 
 
+def score_direction(name: str, numeric: bool) -> str:
+    """How a metrics column is read as a score: as declared in :mod:`lstv.columns` for the
+    columns lstv writes; for any other column (a later version's, another tool's) by its name:
+    ``*_entropy`` and numeric ``*_score`` columns as they are; '' for not a score."""
+    column = metric_column(name)
+    if column is not None:
+        return column.score
+    return HIGHER if name.endswith("_entropy") or (name.endswith("_score") and numeric) else ""
+
+
 def score_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
     """Every score in a metrics table, higher meaning more likely transitional.
 
@@ -50,15 +61,14 @@ def score_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
     """
     scores: dict[str, np.ndarray] = {}
     for col in metrics.columns:
-        if col.endswith(("_entropy", "_tta_mi", "_peak2", "_mass_out")) or (
-            col.endswith("_score") and pd.api.types.is_numeric_dtype(metrics[col])
-        ):
+        how = score_direction(col, pd.api.types.is_numeric_dtype(metrics[col]))
+        if how == HIGHER:
             values = pd.to_numeric(metrics[col], errors="coerce")
             if values.notna().any():
                 scores[col] = values.to_numpy(dtype=float)
-        elif col.endswith("_confidence") and col[: -len("_confidence")] in LEVEL_KEYS:
+        elif how == LOWER:
             conf = pd.to_numeric(metrics[col], errors="coerce").to_numpy(dtype=float)
-            scores[f"{col[: -len('_confidence')]}_one_minus_confidence"] = 1.0 - conf
+            scores[col.replace("_confidence", "_one_minus_confidence")] = 1.0 - conf
 
     def sort_key(name: str) -> tuple[int, int, str]:
         if name == "lstv_score":

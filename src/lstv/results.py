@@ -1,4 +1,5 @@
-"""What one row of ``lstv_uncertainty_metrics.csv`` holds: its columns and how a study becomes one.
+"""How a study becomes one row of ``lstv_uncertainty_metrics.csv`` (its columns are declared in
+:mod:`lstv.columns`).
 
 Where rows are stored (file names, appending, the manifest) is :mod:`lstv.rundir`'s business.
 """
@@ -9,34 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.columns import METRIC_COLUMNS, SCORE_COLUMNS, SEED_COLUMNS, SHAPE_FEATURES
 from lstv.levels import LEVEL_KEYS
 from lstv.rundir import RunDir, atomic_file
-from lstv.score import SCORE_COLUMNS
-from lstv.uncertainty import SHAPE_FEATURES, RiskThresholds
+from lstv.uncertainty import RiskThresholds
 
-SEED_COLUMNS = ["study_id", "series_id"] + [
-    f"{k}_{m}" for k in LEVEL_KEYS for m in ("confidence", "entropy", "spatial_entropy")
-]
-LEVEL_EXTRA_COLUMNS = ("normalized_entropy", "x", "y", "x_mm", "y_mm", "z_mm", "tta_mi")
-METRIC_COLUMNS = (
-    SEED_COLUMNS
-    + [f"{k}_{m}" for k in LEVEL_KEYS for m in LEVEL_EXTRA_COLUMNS]
-    + [
-        "series_description",
-        "n_slices",
-        "slice_index",
-        "image_height",
-        "image_width",
-        "lstv_flag",
-        "risk_level",
-    ]
-    # Shape features of every level map and the calibrated score (lstv.score); appended
-    # after the round-1 columns so readers of those keep working.
-    + [f"{k}_{m}" for k in LEVEL_KEYS for m in SHAPE_FEATURES]
-    + list(SCORE_COLUMNS)
-    # Why this series was run (lstv.studies: description, description_pattern or headers).
-    + ["selection_rule"]
-)
+__all__ = ["METRIC_COLUMNS", "SEED_COLUMNS", "metrics_row", "save_heatmaps"]
 
 
 def metrics_row(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.columns import SCORE_COLUMNS
 from lstv.levels import LEVEL_KEYS, LEVELS
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ REFERENCE_FORMAT = "lstv-score-reference"
 REFERENCE_VERSION = 1
 MIN_REFERENCE_STUDIES = 3
 FEW_REFERENCE_STUDIES = 20
-SCORE_COLUMNS = ("lstv_score", "lstv_score_driver", "lstv_score_flag", "lstv_score_reason")
 LEVEL_NAMES = dict(zip(LEVEL_KEYS, LEVELS, strict=True))  # l5_s1 -> L5/S1
 
 

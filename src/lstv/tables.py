@@ -12,20 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from lstv.levels import LEVEL_KEYS
+from lstv.columns import SEED_COLUMNS, metric_column
 from lstv.score import as_number
 
+ID_COLUMNS = [c for c in SEED_COLUMNS if metric_column(c).dtype == "id"]  # joined as text
 NORMAL_TYPE = "normal"
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
 
 def required_metric_columns() -> list[str]:
-    """Columns every metrics CSV must have: the seed's contract."""
-    cols = ["study_id", "series_id"]
-    for key in LEVEL_KEYS:
-        cols += [f"{key}_confidence", f"{key}_entropy", f"{key}_spatial_entropy"]
-    return cols
+    """Columns every metrics CSV must have: the seed's contract (:data:`lstv.columns.SEED`)."""
+    return list(SEED_COLUMNS)
 
 
 def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
@@ -49,7 +47,7 @@ def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"metrics CSV not found: {path}")
     try:
-        df = pd.read_csv(path, dtype={"study_id": str, "series_id": str})
+        df = pd.read_csv(path, dtype=dict.fromkeys(ID_COLUMNS, str))
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"metrics CSV {path} is empty (no header, no rows)") from exc
     except pd.errors.ParserError as exc:
@@ -59,11 +57,12 @@ def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
         raise ValueError(f"metrics CSV {path} lacks the contract columns: {', '.join(missing)}")
     if df.empty:
         raise ValueError(f"metrics CSV {path} has a header but no rows")
-    df["study_id"] = df["study_id"].astype(str).str.strip()
-    df["series_id"] = df["series_id"].astype(str).str.strip()
+    for col in ID_COLUMNS:
+        df[col] = df[col].astype(str).str.strip()
     # Contract columns and every entropy must be numbers; a "*_score" column only counts as a
     # score when it is numeric (score_columns), so a text column of that name is not an error.
-    numeric = required_metric_columns()[2:] + [c for c in df.columns if c.endswith("_entropy")]
+    contract = [c for c in SEED_COLUMNS if metric_column(c).dtype == "float"]
+    numeric = contract + [c for c in df.columns if c.endswith("_entropy")]
     for col in dict.fromkeys(numeric):
         try:
             df[col] = pd.to_numeric(df[col], errors="raise").astype(float)

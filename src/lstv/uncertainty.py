@@ -24,7 +24,6 @@ PEAK2_MIN_DISTANCE_MM = 20.0
 CORE_FRACTION = 0.5
 CORE_DILATIONS = 3
 TOP_K = 100
-SHAPE_FEATURES = ("peak2", "peak2_dx_mm", "peak2_dy_mm", "mass_out", "top100_entropy")
 
 
 class NonFiniteMapError(ValueError):

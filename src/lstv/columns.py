@@ -1,0 +1,226 @@
+"""Every column the project writes, once: its name, type, level template, unit and meaning.
+
+``lstv_uncertainty_metrics.csv`` and ``audit_queue.csv`` are declared here as ordered groups of
+:class:`Column`; the writers (:data:`lstv.results.METRIC_COLUMNS`, the audit queue), the
+readers (:mod:`lstv.tables`), ``lstv evaluate``'s list of scores and the README's column table
+all come from these declarations (``tests/test_columns.py`` keeps the README equal to them).
+
+A per-level column is a template: ``{level}_entropy`` stands for ``l1_l2_entropy`` ..
+``l5_s1_entropy``, and a group of per-level columns is written level by level (every column of
+``l1_l2``, then of ``l2_l3``, ...), as round 1 wrote them. Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from lstv.levels import LEVEL_KEYS
+
+LEVEL = "{level}"
+DTYPES = ("id", "int", "float", "bool", "text")
+# How lstv evaluate reads a column as a score (higher = more likely transitional):
+HIGHER = "higher"  # as it is
+LOWER = "lower"  # as 1 - value, named ``..._one_minus_...`` (a peak probability)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: ``name`` (a template with ``{level}`` for a per-level one), its type, unit
+    and meaning; ``score`` says how ``lstv evaluate`` reads it ('' for not a score)."""
+
+    name: str
+    dtype: str
+    meaning: str
+    unit: str = ""
+    score: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"column {self.name}: dtype {self.dtype!r} is not one of {DTYPES}")
+        if self.score not in ("", HIGHER, LOWER):
+            raise ValueError(f"column {self.name}: score {self.score!r} is not higher/lower")
+
+    @property
+    def per_level(self) -> bool:
+        return LEVEL in self.name
+
+    def at(self, level: str) -> Column:
+        """The column of one level (``{level}_entropy`` at ``l5_s1`` -> ``l5_s1_entropy``)."""
+        return replace(self, name=self.name.format(level=level))
+
+    def names(self, levels=LEVEL_KEYS) -> list[str]:
+        """The column's names in a CSV: one per level for a template, else its name."""
+        return [self.name.format(level=k) for k in levels] if self.per_level else [self.name]
+
+
+def _expand(groups: tuple[tuple[Column, ...], ...]) -> list[str]:
+    names = []
+    for group in groups:
+        if group[0].per_level:
+            names += [c.name.format(level=k) for k in LEVEL_KEYS for c in group]
+        else:
+            names += [c.name for c in group]
+    return names
+
+
+def _per_level(*columns: Column) -> tuple[Column, ...]:
+    assert all(c.per_level for c in columns)
+    return columns
+
+
+# --------------------------------------------------------------------------- metrics CSV
+
+# The seed's contract (round 0): downstream scripts read these names; never rename them.
+SEED = (
+    (
+        Column("study_id", "id", "the RSNA / DICOM study this row is about"),
+        Column("series_id", "id", "the sagittal T2 series the model read"),
+    ),
+    _per_level(
+        Column("{level}_confidence", "float", "peak probability of the level's map", score=LOWER),
+        Column(
+            "{level}_entropy",
+            "float",
+            "Shannon entropy of the level's map normalised to sum 1",
+            "nats",
+            HIGHER,
+        ),
+        Column(
+            "{level}_spatial_entropy",
+            "float",
+            "entropy of the map's 10 x 10 block sums",
+            "nats",
+            HIGHER,
+        ),
+    ),
+)
+LEVEL_DETAILS = _per_level(
+    Column(
+        "{level}_normalized_entropy",
+        "float",
+        "entropy / ln(H x W) of the map, 0..1",
+        score=HIGHER,
+    ),
+    Column("{level}_x", "float", "the level's point, empty when no pixel > 0.5", "pixels"),
+    Column("{level}_y", "float", "the level's point, empty when no pixel > 0.5", "pixels"),
+    Column("{level}_x_mm", "float", "the point in patient coordinates", "mm"),
+    Column("{level}_y_mm", "float", "the point in patient coordinates", "mm"),
+    Column("{level}_z_mm", "float", "the point in patient coordinates", "mm"),
+    Column(
+        "{level}_tta_mi",
+        "float",
+        "mutual information of shifted views (with --tta), empty without",
+        "nats",
+        HIGHER,
+    ),
+)
+SERIES = (
+    Column("series_description", "text", "the series' SeriesDescription"),
+    Column("n_slices", "int", "slices in the series"),
+    Column("slice_index", "int", "the slice the model read (0-based, the centre)"),
+    Column("image_height", "int", "rows of the slice", "pixels"),
+    Column("image_width", "int", "columns of the slice", "pixels"),
+    Column("lstv_flag", "bool", "the seed's rule: L5/S1 entropy > 5.0 (the flag threshold)"),
+    Column("risk_level", "text", "L5/S1 entropy High > 5.5, Medium 4.0-5.5, Low < 4.0"),
+)
+# Shape features of every level map (lstv.uncertainty.shape_features), for the score.
+SHAPE = _per_level(
+    Column(
+        "{level}_peak2",
+        "float",
+        "second peak's height over the first, farther than 20 mm from it",
+        score=HIGHER,
+    ),
+    Column("{level}_peak2_dx_mm", "float", "second peak's offset from the first, across", "mm"),
+    Column("{level}_peak2_dy_mm", "float", "second peak's offset from the first, down", "mm"),
+    Column(
+        "{level}_mass_out",
+        "float",
+        "share of the map's mass outside its main blob",
+        score=HIGHER,
+    ),
+    Column(
+        "{level}_top100_entropy",
+        "float",
+        "entropy of the map's 100 strongest pixels",
+        "nats",
+        HIGHER,
+    ),
+)
+# The calibrated score (lstv.score); empty without a reference.
+SCORE = (
+    Column("lstv_score", "float", "largest robust |z| of the map features", score=HIGHER),
+    Column("lstv_score_driver", "text", "the feature that gave the score"),
+    Column("lstv_score_flag", "bool", "score above the reference's threshold"),
+    Column("lstv_score_reason", "text", "the driver in plain words, with the normal value"),
+)
+SELECTION = (
+    Column(
+        "selection_rule",
+        "text",
+        "why this series was run: description, description_pattern or headers",
+    ),
+)
+# In file order: round 1's columns first, later ones appended so readers of those keep working.
+METRICS = (*SEED, LEVEL_DETAILS, SERIES, SHAPE, SCORE, SELECTION)
+
+METRIC_COLUMNS = _expand(METRICS)
+SEED_COLUMNS = _expand(SEED)
+SCORE_COLUMNS = tuple(c.name for c in SCORE)
+SHAPE_FEATURES = tuple(c.name.removeprefix("{level}_") for c in SHAPE)
+
+
+def metric_column(name: str) -> Column | None:
+    """The declaration of a metrics CSV column by its name in the file (``l5_s1_entropy``, a
+    per-level one, comes back named so); None for a column this lstv does not write."""
+    return _BY_NAME.get(name)
+
+
+_BY_NAME = {
+    n: (c if not c.per_level else replace(c, name=n))
+    for group in METRICS
+    for c in group
+    for n in c.names()
+}
+
+
+# --------------------------------------------------------------------------- audit queue
+
+# What a reviewer fills in (lstv review and a spreadsheet write only these).
+REVIEW = (
+    Column("lstv", "text", "1 transitional, 0 normal, empty not reviewed yet"),
+    Column("lstv_type", "text", "normal, sacralization or lumbarization"),
+    Column("reviewer", "text", "who reviewed the study"),
+    Column("notes", "text", "free text"),
+)
+AUDIT = (
+    Column("rank", "int", "1 = review first (highest score)"),
+    *(
+        metric_column(n)
+        for n in (
+            "study_id",
+            "series_id",
+            "l5_s1_entropy",
+            "l4_l5_entropy",
+            "l5_s1_confidence",
+            "risk_level",
+            "lstv_flag",
+            "lstv_score",
+            "lstv_score_flag",
+            "lstv_score_reason",
+        )
+    ),
+    *REVIEW,
+)
+AUDIT_COLUMNS = tuple(c.name for c in AUDIT)
+REVIEW_COLUMNS = tuple(c.name for c in REVIEW)
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def markdown_table(columns) -> str:
+    """A README table of ``columns`` (templates as they are): column, type, unit, meaning."""
+    lines = ["| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{c.name}` | {c.dtype} | {c.unit} | {c.meaning} |" for c in columns]
+    return "\n".join(lines) + "\n"
