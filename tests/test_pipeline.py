@@ -389,3 +389,43 @@ def test_sigterm_ends_a_study_in_flight_within_seconds(
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     assert json.loads((out / "run_manifest.json").read_text())["status"] == "interrupted"
+
+
+def test_a_checkpoint_config_with_nan_is_recorded_as_null(tmp_path, phantom_dataset, caplog):
+    """An older `lstv train` stored NaN for a level it never found; such a checkpoint runs and
+    its config is recorded, the NaN as null, with a warning naming the key."""
+    import torch
+
+    from lstv.model import PointNet, save_checkpoint
+
+    torch.manual_seed(0)
+    errors = {"l4_l5": 1.5, "l5_s1": float("nan")}
+    ckpt = save_checkpoint(
+        PointNet("resnet10t"), tmp_path / "c.pth", extra_config={"val_median_error_mm": errors}
+    )
+    out = tmp_path / "run"
+    run_inference(config(phantom_dataset.root, out, ckpt, mode="trial", n_trial=1))
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["checkpoint"]["config"]["val_median_error_mm"] == {"l4_l5": 1.5, "l5_s1": None}
+    assert "val_median_error_mm.l5_s1" in caplog.text
+
+
+def test_a_manifest_json_cannot_hold_is_refused_before_any_file(
+    tmp_path, phantom_dataset, tiny_checkpoint, monkeypatch
+):
+    """A refused run leaves no header-only metrics CSV, so the same command can run again."""
+    import lstv.pipeline
+
+    made = lstv.pipeline.new_manifest
+
+    def with_nan(*args, **kwargs):
+        return made(*args, **kwargs).replace(extra={"odd": {"figure": float("inf")}})
+
+    monkeypatch.setattr(lstv.pipeline, "new_manifest", with_nan)
+    out = tmp_path / "run"
+    run = config(phantom_dataset.root, out, tiny_checkpoint, mode="trial", n_trial=1)
+    with pytest.raises(ValueError, match=r"odd\.figure"):
+        run_inference(run)
+    assert not any(p.suffix in (".csv", ".json") for p in out.iterdir())
+    monkeypatch.setattr(lstv.pipeline, "new_manifest", made)
+    assert run_inference(run).n_completed == 1

@@ -195,3 +195,10 @@ def test_failures_of_retried_studies_go_the_others_stay(tmp_path):
     )
     run.keep_failures_except({"1"})
     assert [r["study_id"] for r in run.read_failures()] == ["2"]
+
+
+def test_a_manifest_with_nan_names_the_key_and_writes_nothing(tmp_path):
+    manifest = Manifest(checkpoint={"config": {"val": {"l5_s1": float("nan")}}, "x": [1.0]})
+    with pytest.raises(ValueError, match=r"at checkpoint\.config\.val\.l5_s1$"):
+        manifest.to_json(tmp_path / "run_manifest.json")
+    assert list(tmp_path.iterdir()) == []

@@ -94,3 +94,32 @@ def test_loss_falls_and_the_checkpoint_loads(train_data, tmp_path):
     assert np.mean(tuned.losses[:4]) < np.mean(result.losses[:4])
     _, tuned_info = load_checkpoint(tuned.checkpoint)
     assert tuned_info.config["init_from_sha256"] == info.sha256
+
+
+@pytest.mark.slow
+def test_a_two_step_checkpoint_has_no_nan_and_lstv_infer_runs_it(train_data, tmp_path):
+    """Two steps find few levels on the held-out normals: a level never found is null in the
+    checkpoint's config (never NaN), and `lstv infer` with that checkpoint writes its manifest."""
+    import json
+
+    from lstv.cli import main
+    from lstv.model import load_checkpoint
+
+    ckpt = tmp_path / "two_steps.pth"
+    argv = ["train", "--data_dir", str(train_data.root), "--output", str(ckpt)]
+    argv += ["--encoder", "resnet10t", "--image_size", "64", "--steps", "2", "--batch_size", "2"]
+    assert main([*argv, "--device", "cpu", "--num_workers", "0", "--quiet"]) == 0
+    _, info = load_checkpoint(ckpt)
+    json.dumps(info.config, allow_nan=False)  # raises on NaN or infinity
+    errors = info.config["val_median_error_mm"]
+    assert set(errors) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"}
+    assert all(v is None or v >= 0 for v in errors.values())
+
+    out = tmp_path / "run"
+    infer = ["infer", "--input_dir", str(train_data.images_dir)]
+    infer += ["--series_csv", str(train_data.series_csv), "--output_dir", str(out)]
+    infer += ["--checkpoint", str(ckpt), "--image_size", "64", "--mode", "prod"]
+    assert main([*infer, "--num_workers", "0", "--quiet"]) == 0
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["checkpoint"]["config"]["val_median_error_mm"] == errors

@@ -23,7 +23,7 @@ from lstv import __version__
 from lstv.config import InferenceConfig
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, metrics_row, save_heatmaps
-from lstv.rundir import Manifest, RunDir, check_header, utc_now
+from lstv.rundir import Manifest, RunDir, check_header, json_safe, non_finite_keys, utc_now
 from lstv.sample import Failure, Sample, SampleReader, iter_samples
 from lstv.score import score_rows
 from lstv.scoring import resolve_reference
@@ -107,6 +107,21 @@ def threshold_source(checkpoint_bands: dict | None, overrides: dict) -> str:
     return base + (f", overridden on the command line: {', '.join(given)}" if given else "")
 
 
+def recordable_config(checkpoint_info) -> dict | None:
+    """The checkpoint's ``config`` as the manifest records it: a NaN or infinite figure (a
+    validation error that an older ``lstv train`` could not compute) becomes null, with a
+    warning, so any checkpoint that loads can be run; the file itself is not changed."""
+    config = checkpoint_info.config
+    bad = non_finite_keys(config or {})
+    if bad:
+        log.warning(
+            "%s: the checkpoint's config holds NaN or infinity at %s; recorded as null",
+            checkpoint_info.path,
+            ", ".join(bad),
+        )
+    return json_safe(config)
+
+
 def new_manifest(
     config: InferenceConfig, checkpoint_info, device, tasks, validated, score=None
 ) -> Manifest:
@@ -123,7 +138,7 @@ def new_manifest(
         checkpoint={
             "path": checkpoint_info.path,
             "sha256": checkpoint_info.sha256,
-            "config": checkpoint_info.config,
+            "config": recordable_config(checkpoint_info),
         },
         image_size=config.image_size,
         thresholds=asdict(thresholds),
@@ -368,6 +383,7 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
                 config, checkpoint_info, predictor.device, tasks, validated, score
             )
             check_resumable(run_dir, manifest)
+            manifest.check_writable(run_dir.manifest_json)  # before any file is created
             if stop.requested is not None:  # stopped while starting: nothing was written
                 raise RunInterrupted(stop.requested)
             # Accepted: only now may earlier failure rows of the studies to retry go.

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -107,6 +108,32 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     """JSON that is valid by the standard: NaN or infinity is an error, not ``NaN``."""
     text = json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
     return write_text_atomic(path, text)
+
+
+def non_finite_keys(data: Any, key: str = "") -> list[str]:
+    """The dotted keys (``checkpoint.config.val_median_error_mm.l5_s1``) of every NaN or
+    infinite float in ``data``, walking dicts, lists and tuples."""
+    if isinstance(data, float):
+        return [] if math.isfinite(data) else [key or "(value)"]
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return []
+    return [bad for k, v in items for bad in non_finite_keys(v, f"{key}.{k}" if key else str(k))]
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None (JSON null): a figure that
+    could not be computed is unknown, which strict JSON can say."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
 
 
 def write_csv_atomic(path: str | Path, columns: Iterable[str], rows: Iterable[dict | list]) -> Path:
@@ -354,11 +381,19 @@ class Manifest:
                 data.pop(key)
         return {**self.extra, **data}
 
+    def check_writable(self, path: str | Path = MANIFEST_JSON) -> None:
+        """Raise a ValueError naming each key whose value JSON cannot hold (NaN, infinity):
+        a run checks this before it writes anything, so a refusal leaves no file behind."""
+        bad = non_finite_keys(self.to_dict())
+        if bad:
+            raise ValueError(
+                f"{path}: the manifest would hold NaN or infinity, which JSON cannot, at "
+                + ", ".join(bad)
+            )
+
     def to_json(self, path: str | Path) -> Path:
-        try:
-            return write_json_atomic(path, self.to_dict())
-        except ValueError as exc:  # NaN or infinity in a setting
-            raise ValueError(f"{path}: the manifest holds a value JSON cannot: {exc}") from exc
+        self.check_writable(path)
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> Manifest:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,12 +47,12 @@ class TrainResult:
     n_train: int
     n_val: int
     losses: list[float]
-    val_error_mm: dict[str, dict[str, float]] = field(default_factory=dict)
+    val_error_mm: dict[str, dict[str, float | None]] = field(default_factory=dict)
     risk_thresholds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     # The same errors on the held-out normals with a degenerated (Pfirrmann >= 4) L4/L5 or
     # L5/S1, the confounder of an L5/S1 score; empty when the labels carry no grades.
-    val_error_degenerated_mm: dict[str, dict[str, float]] = field(default_factory=dict)
+    val_error_degenerated_mm: dict[str, dict[str, float | None]] = field(default_factory=dict)
     n_val_degenerated: int = 0
 
     def summary(self) -> str:
@@ -63,23 +62,27 @@ class TrainResult:
             f"{np.mean(self.losses[-10:]):.4f}",
             f"validation on {self.n_val} held-out normal studies (error in mm, point found):",
         ]
-        for level, e in self.val_error_mm.items():
-            lines.append(
-                f"  {level:6s} median {e['median']:.2f}  mean {e['mean']:.2f}  "
-                f"found {e['found']:.0%}"
-            )
+        lines += [_error_line(level, e) for level, e in self.val_error_mm.items()]
         if self.val_error_degenerated_mm:
             lines.append(
                 f"of which {self.n_val_degenerated} with a Pfirrmann >= 4 disc at L4/L5 or L5/S1:"
             )
-            for level, e in self.val_error_degenerated_mm.items():
-                lines.append(
-                    f"  {level:6s} median {e['median']:.2f}  mean {e['mean']:.2f}  "
-                    f"found {e['found']:.0%}"
-                )
+            lines += [_error_line(level, e) for level, e in self.val_error_degenerated_mm.items()]
         if self.risk_thresholds:
             lines.append(f"risk bands set on the held-out normals: {self.risk_thresholds}")
         return "\n".join(lines)
+
+
+def _error_line(level: str, e: dict) -> str:
+    if e["median"] is None:
+        return f"  {level:6s} no point found in any study"
+    return f"  {level:6s} median {e['median']:.2f}  mean {e['mean']:.2f}  found {e['found']:.0%}"
+
+
+def _rounded_medians(errors: dict) -> dict:
+    """Per level, the median error in mm for the checkpoint's config; None (JSON null) for a
+    level never found, never NaN, which a run manifest (strict JSON) cannot hold."""
+    return {k: None if v["median"] is None else round(v["median"], 3) for k, v in errors.items()}
 
 
 def read_disc_labels(path: Path) -> dict[int, dict[str, tuple[int, float, float]]]:
@@ -228,9 +231,13 @@ def make_batch(
     return np.stack(images), np.stack(masks)
 
 
-def localisation_errors(predictor, slices: list[LabelledSlice]) -> dict[str, dict[str, float]]:
+def localisation_errors(
+    predictor, slices: list[LabelledSlice]
+) -> dict[str, dict[str, float | None]]:
     """Per level: median and mean distance (mm) from the predicted point to the label, and the
-    share of studies where a point was found (a missing point does not enter the distances)."""
+    share of studies where a point was found (a missing point does not enter the distances).
+    A level with no point in any study has no distance: median and mean are None, not NaN,
+    so the figures can go into a checkpoint's config and from there into a run's manifest."""
     from lstv.uncertainty import level_point
 
     dists: dict[str, list[float]] = {k: [] for k in LEVEL_KEYS}
@@ -249,8 +256,8 @@ def localisation_errors(predictor, slices: list[LabelledSlice]) -> dict[str, dic
     n = max(len(slices), 1)
     return {
         key: {
-            "median": float(np.median(d)) if d else math.nan,
-            "mean": float(np.mean(d)) if d else math.nan,
+            "median": float(np.median(d)) if d else None,
+            "mean": float(np.mean(d)) if d else None,
             "found": found[key] / n,
         }
         for key, d in dists.items()
@@ -365,10 +372,8 @@ def train(config: TrainConfig) -> TrainResult:
             "background_weight": config.background_weight,
             "lr": config.lr,
             **init,
-            "val_median_error_mm": {k: round(v["median"], 3) for k, v in errors.items()},
-            "val_median_error_mm_degenerated": {
-                k: round(v["median"], 3) for k, v in degenerated_errors.items()
-            },
+            "val_median_error_mm": _rounded_medians(errors),
+            "val_median_error_mm_degenerated": _rounded_medians(degenerated_errors),
             **(band_config if bands else {}),
         },
     )
