@@ -117,6 +117,28 @@ def test_resolve_thresholds_layers_flags_over_a_base():
     )
 
 
+def test_a_partial_override_that_does_not_fit_names_each_band_and_its_source():
+    """`lstv report --high_threshold 5.5` on a phantom run: the run's Medium (8.1859) stays and
+    is above the given High; the error says where each band came from and what to give."""
+    from lstv.uncertainty import resolve_thresholds
+
+    run = {"flag_entropy": 8.2485, "high_entropy": 8.3111, "medium_entropy": 8.1859}
+    with pytest.raises(ValueError) as raised:
+        resolve_thresholds(run, source="the run's manifest", high_entropy=5.5)
+    message = str(raised.value)
+    assert "medium_entropy 8.1859 (the run's manifest)" in message
+    assert "high_entropy 5.5 (command line)" in message
+    assert "flag_entropy 8.2485 (the run's manifest)" in message
+    assert "--medium_threshold" in message
+    # all three given: the run's bands play no part
+    assert resolve_thresholds(
+        run, source="x", flag_entropy=5.0, high_entropy=5.5, medium_entropy=4.0
+    ) == RiskThresholds(5.0, 5.5, 4.0)
+    # without a base the seed's defaults are the source
+    with pytest.raises(ValueError, match=r"high_entropy 5.5 \(the seed's defaults\)"):
+        resolve_thresholds(medium_entropy=6.0)
+
+
 def test_bands_calibrated_on_normals():
     from lstv.uncertainty import normal_calibrated_thresholds
 

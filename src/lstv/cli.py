@@ -196,7 +196,8 @@ def _run_bands(args):
     from lstv.uncertainty import resolve_thresholds
 
     recorded = RunDir(Path(args.csv).parent).run_thresholds()
-    return resolve_thresholds(recorded, **_threshold_overrides(args).given())
+    overrides = _threshold_overrides(args).given()
+    return resolve_thresholds(recorded, source="the run's manifest", **overrides)
 
 
 def _add_evaluate_flags(p: argparse.ArgumentParser) -> None:

@@ -129,7 +129,7 @@ def new_manifest(
     :class:`lstv.scoring.ScoreSetup`, whose reference or reason for none it records)."""
     checkpoint_bands = (checkpoint_info.config or {}).get("risk_thresholds")
     overrides = config.threshold_overrides.given()
-    thresholds = resolve_thresholds(checkpoint_bands, **overrides)
+    thresholds = resolve_thresholds(checkpoint_bands, source="the checkpoint's config", **overrides)
     return Manifest(
         command=config.command or "lstv infer",
         lstv_version=__version__,

@@ -70,15 +70,38 @@ def _finite_entropy(value: float) -> float:
     return value
 
 
-def resolve_thresholds(base: RiskThresholds | dict | None = None, **overrides) -> RiskThresholds:
+def resolve_thresholds(
+    base: RiskThresholds | dict | None = None, source: str = "", **overrides
+) -> RiskThresholds:
     """``base`` (a checkpoint's or a run's bands; the seed's defaults when None) with the
-    ``overrides`` that are not None (command-line flags) applied on top."""
+    ``overrides`` that are not None (command-line flags) applied on top.
+
+    An override replaces only its own band. When the result does not fit together (a Medium
+    above a given High), the ValueError names every band, its value and where it came from:
+    ``source`` (e.g. "the run's manifest") for ``base``, "command line" for an override.
+    """
     if isinstance(base, dict):
         base = RiskThresholds(
             **{k: float(v) for k, v in base.items() if k in RiskThresholds.__dataclass_fields__}
         )
+    source = source if base else "the seed's defaults"
     base = base or RiskThresholds()
-    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return dataclasses.replace(base, **given)
+    except ValueError as exc:
+        if not given:
+            raise
+        bands = ", ".join(
+            f"{name} {given.get(name, getattr(base, name)):g} "
+            f"({'command line' if name in given else source or 'base'})"
+            for name in RiskThresholds.__dataclass_fields__
+        )
+        raise ValueError(
+            f"{exc}. Bands: {bands}. A threshold given on the command line replaces only its "
+            f"own band; the others stay those of {source or 'the base'}: give the conflicting "
+            "ones too (--flag_threshold, --high_threshold, --medium_threshold)"
+        ) from None
 
 
 def normal_calibrated_thresholds(normal_l5_s1_entropy) -> RiskThresholds:
