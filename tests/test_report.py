@@ -422,6 +422,28 @@ def test_report_from_phantom_run(tmp_path, infer_output, phantom_dataset):
     assert_self_contained(html)
 
 
+def test_without_heatmaps_data_dir_thumbnails_show_the_dicom_slice(
+    tmp_path, infer_output, phantom_dataset
+):
+    """The hospital export's two commands save no heatmaps: with --data_dir the report still
+    draws each candidate's DICOM slice (with the CSV's points), and says the maps are missing."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("lstv_uncertainty_metrics.csv", "run_manifest.json", "failures.csv"):
+        shutil.copy(infer_output / name, run / name)
+    n = len(pd.read_csv(run / "lstv_uncertainty_metrics.csv"))
+    csv = run / "lstv_uncertainty_metrics.csv"
+    html = build_report(csv, tmp_path / "r.html", data_dir=phantom_dataset.images_dir).read_text()
+    assert html.count("points from the CSV; no heatmaps saved") == min(n, 20), html[-3000:]
+    assert html.count('alt="Centre slice of study') == min(n, 20)
+    # without --data_dir there is nothing to draw, and the note says how to get pictures
+    html = build_report(csv, tmp_path / "r2.html").read_text()
+    assert 'alt="Centre slice of study' not in html
+    assert "No heatmaps saved for this study" in html
+
+
 @pytest.mark.browser
 def test_browser_check_catches_errors(page, tmp_path):
     """The harness itself: a console error and a request off the machine must be seen."""

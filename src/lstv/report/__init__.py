@@ -436,7 +436,7 @@ def _thumbnail(
     study_id, series_id = str(row["study_id"]), str(row["series_id"])
     npz_path = heatmap_dir / f"{study_id}.npz"
     if not _safe_name(study_id) or not npz_path.is_file():
-        return None, "No heatmaps saved for this study (run lstv infer with --save_heatmaps)."
+        return _slice_without_maps(row, locate)
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             probs = np.asarray(npz["probs"], dtype=np.float32)
@@ -480,6 +480,28 @@ def _thumbnail(
         note += f"; flat map, nothing localised: {', '.join(flat)}"
     uri = png_data_uri(candidate_thumbnail(slice_img, maps, points), dpi=100)
     return uri, note
+
+
+def _slice_without_maps(row: pd.Series, locate: SeriesLocator | None) -> tuple[str | None, str]:
+    """Without saved heatmaps: the DICOM slice the model read, with the CSV's points, when
+    ``--data_dir`` finds the series (a hospital export's two-command path saves no heatmaps)."""
+    from lstv.plots import candidate_thumbnail, png_data_uri
+
+    missing = "No heatmaps saved for this study (run lstv infer with --save_heatmaps)."
+    if locate is None:
+        return None, missing
+    index = _value(row, "slice_index")
+    slice_index = int(index) if np.isfinite(index) else None
+    slice_img, why = _dicom_slice(locate, str(row["study_id"]), str(row["series_id"]), slice_index)
+    if slice_img is None:
+        return None, f"{missing} {why}."
+    points = {k: _csv_point(row, k) for k in THUMBNAIL_LEVELS}
+    uri = png_data_uri(candidate_thumbnail(slice_img, {}, points), dpi=100)
+    h, w = slice_img.shape
+    return uri, (
+        f"DICOM slice {slice_index} ({w} × {h}), points from the CSV; no heatmaps saved "
+        "(lstv infer --save_heatmaps adds the maps)"
+    )
 
 
 def _csv_point(row: pd.Series, key: str) -> tuple[float, float] | None:
