@@ -363,3 +363,25 @@ def test_debug_needs_a_numeric_study(monkeypatch):
     monkeypatch.delenv("LSTV_DEBUG_STUDY_ID", raising=False)
     with pytest.raises(SlurmError, match="usage: sbatch slurm_scripts/04_debug_single.sh"):
         run_step("debug", ["abc"], {"LSTV_USE_CONTAINER": "0", "LSTV_PROJECT_DIR": str(REPO)})
+
+
+@pytest.mark.parametrize("save", ["1", "0"])
+def test_debug_runs_infer_with_save_heatmaps_once(project, monkeypatch, save):
+    """04's pictures need heatmaps: the flag is there whatever LSTV_SAVE_HEATMAPS says, and
+    only once, so the manifest records the command as it was meant."""
+    import lstv.slurm
+
+    data = project / "data/raw"
+    (data / "train_images").mkdir(parents=True)
+    (data / "train_series_descriptions.csv").write_text("study_id,series_id\n")
+    (project / "models").mkdir()
+    (project / "models/point_net_checkpoint.pth").write_bytes(b"x")
+    calls = []
+    monkeypatch.setattr(lstv.slurm, "run_lstv", lambda s, r, args, env: calls.append(args))
+    settings = settings_for(project, LSTV_SAVE_HEATMAPS=save)
+    lstv.slurm.run_debug(settings, Runtime("host", "test"), {}, "4003253")
+    infer, report = calls
+    assert infer[0] == "infer" and infer.count("--save_heatmaps") == 1
+    assert infer[infer.index("--mode") + 1] == "debug"
+    assert infer[infer.index("--debug_study_id") + 1] == "4003253"
+    assert report[0] == "report"

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -610,10 +610,10 @@ def run_debug(settings: Settings, runtime: Runtime, env: Mapping[str, str], stud
     log_banner(settings, runtime, f"04 debug: study {study_id}", env)
     settings.require_inputs()
     out = settings.output_dir / "debug" / study_id
-    debug = ["--mode", "debug", "--debug_study_id", study_id, "--save_heatmaps"]
-    run_lstv(
-        settings, runtime, ["infer", *settings.infer_args(), *debug, "--output_dir", str(out)], env
-    )
+    debug = ["--mode", "debug", "--debug_study_id", study_id, "--output_dir", str(out)]
+    # Its pictures need the heatmaps whatever LSTV_SAVE_HEATMAPS says, and the flag goes once.
+    infer_args = replace(settings, save_heatmaps=True).infer_args()
+    run_lstv(settings, runtime, ["infer", *infer_args, *debug], env)
     run_lstv(settings, runtime, settings.report_args(out), env)
     log.info("done: figures in %s, report %s", out / "visualizations", out / "report.html")
 
