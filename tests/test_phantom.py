@@ -17,13 +17,12 @@ from lstv.phantom import (
     LSTV_SUBTYPES,
     LSTV_TYPES,
     RLE_LOSSLESS,
-    _plan_studies,
-    _valid_split,
     render_study,
     study_rng,
     write_phantom_dataset,
 )
-from lstv.phantom.render import _render_t2
+from lstv.phantom.dataset import plan_studies, valid_split
+from lstv.phantom.render import render_t2
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -174,7 +173,7 @@ def test_lstv_fraction_is_honoured(dataset):
         Counter({"normal": 3, "sacralization": 2, "lumbarization": 1})
     )
     for n, fraction in ((10, 0.3), (7, 0.0), (9, 1.0), (200, 0.25)):
-        plans = _plan_studies(n, fraction, seed=11)
+        plans = plan_studies(n, fraction, seed=11)
         counts = Counter(p.kind for p in plans)
         assert counts["sacralization"] + counts["lumbarization"] == round(n * fraction)
         assert abs(counts["sacralization"] - counts["lumbarization"]) <= 1
@@ -184,13 +183,13 @@ def test_lstv_fraction_is_honoured(dataset):
     ("n", "lstv_fraction", "valid_fraction"), [(4, 0.3, 0.25), (20, 0.3, 0.25), (50, 0.5, 0.2)]
 )
 def test_valid_split_is_stratified(n, lstv_fraction, valid_fraction):
-    plans = _plan_studies(n, lstv_fraction, seed=5)
-    valid = _valid_split(plans, valid_fraction, seed=5)
+    plans = plan_studies(n, lstv_fraction, seed=5)
+    valid = valid_split(plans, valid_fraction, seed=5)
     kinds = {p.study_id: p.kind for p in plans}
     assert len(valid) == max(2, round(n * valid_fraction)) and len(set(valid)) == len(valid)
     assert {kinds[i] == "normal" for i in valid} == {True, False}
-    assert _valid_split(plans, 1.0, seed=5) == sorted(kinds)
-    assert _valid_split(plans, 0.0, seed=5) == []
+    assert valid_split(plans, 1.0, seed=5) == sorted(kinds)
+    assert valid_split(plans, 0.0, seed=5) == []
 
 
 def test_same_seed_same_bytes_other_seed_other_ids(dataset, tmp_path):
@@ -280,7 +279,7 @@ def _hydrated_study(kind: str, subtype: str, discs: tuple[str, ...]):
     """The first study of ``kind``/``subtype`` whose ``discs`` are all grade 1: the
     transitional shapes are compared without degeneration in the way."""
     for index in range(40):
-        study, anatomy, _ = _render_t2(np.random.default_rng([2024, index]), kind, subtype)
+        study, anatomy, _ = render_t2(np.random.default_rng([2024, index]), kind, subtype)
         if all(anatomy.disc(name).grade == 1 for name in discs):
             return study
     raise AssertionError(f"no {subtype} study with hydrated {discs} in 40 draws")
@@ -480,8 +479,8 @@ def test_thoracolumbar_junction_overlaps_the_lumbar_range():
 
 
 def test_field_of_view_top_varies_from_t10_to_l1():
-    from lstv.phantom.geometry import FOV_TOPS, _place
-    from lstv.phantom.render import _sample_matrix
+    from lstv.phantom.geometry import FOV_TOPS, place_in_image
+    from lstv.phantom.render import sample_matrix
 
     tops = Counter()
     for i in range(200):
@@ -490,8 +489,8 @@ def test_field_of_view_top_varies_from_t10_to_l1():
         from lstv.phantom import sample_anatomy
 
         a = sample_anatomy(rng, kind)
-        rows, cols, spacing = _sample_matrix(rng)
-        placement = _place(rng, a, rows, cols, spacing)
+        rows, cols, spacing = sample_matrix(rng)
+        placement = place_in_image(rng, a, rows, cols, spacing)
         tops[placement.top] += 1
         body = a.bodies[a.index(placement.top)]
         l1_l2 = (a.bodies[a.index("L1")].inf_centre + a.bodies[a.index("L2")].sup_centre) / 2
@@ -591,3 +590,30 @@ def test_workers_write_the_same_bytes(tmp_path):
     assert len(files) > 3 * 15
     for rel in files:
         assert (one.root / rel).read_bytes() == (two.root / rel).read_bytes(), rel
+
+
+def test_phantom_modules_import_no_private_names_and_form_no_circle():
+    """Each phantom module uses only the public names of the others, and the imports between
+    them run one way (a circle hidden behind TYPE_CHECKING counts too)."""
+    import ast
+
+    import lstv.phantom
+
+    package = Path(lstv.phantom.__file__).parent
+    edges: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        edges[path.stem] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lstv.phantom."):
+                edges[path.stem].add(node.module.split(".")[2])
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private {private} from {node.module}"
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            n == goal or (n not in seen and reaches(n, goal, seen | {n}))
+            for n in edges.get(start, ())
+        )
+
+    circles = [m for m in edges if reaches(m, m, {m})]
+    assert circles == [], f"import circle through {circles}"

@@ -75,8 +75,6 @@ from lstv.phantom.dataset import (
     T1_DESCRIPTION,
     T2_DESCRIPTION,
     PhantomDataset,
-    _plan_studies,
-    _valid_split,
     write_phantom_dataset,
 )
 from lstv.phantom.dicom_writer import (
@@ -119,8 +117,6 @@ __all__ = [
     "RenderedStudy",
     "SeriesGeometry",
     "Vertebra",
-    "_plan_studies",
-    "_valid_split",
     "render_study",
     "sample_anatomy",
     "series_id_for",

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from lstv.phantom.geometry import _direction
+
+def axis_vectors(angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """(t, n): unit vector down the body axis and its posterior normal for a tilt angle."""
+    a = math.radians(angle_deg)
+    s, c = math.sin(a), math.cos(a)
+    return np.array([s, c]), np.array([c, -s])
+
 
 LSTV_TYPES = ("normal", "sacralization", "lumbarization")
 # Sacralization: partial (a narrowed disc, one transverse process fused) or complete (a bony
@@ -115,7 +121,7 @@ class Disc:
 
 
 @dataclass
-class _Body:
+class PlacedBody:
     """A placed vertebra: endplate centres and unit vectors in the canonical mm frame."""
 
     vertebra: Vertebra
@@ -144,7 +150,7 @@ class Anatomy:
     """
 
     kind: str
-    bodies: list[_Body]
+    bodies: list[PlacedBody]
     discs: list[Disc]
     canal_depth: dict[str, float]
     sac_half_width: float
@@ -529,16 +535,16 @@ def sample_anatomy(rng: np.random.Generator, kind: str, subtype: str | None = No
     )
 
 
-def _place_column(vertebrae: list[Vertebra], discs: list[Disc]) -> list[_Body]:
+def _place_column(vertebrae: list[Vertebra], discs: list[Disc]) -> list[PlacedBody]:
     """Chain bodies and discs from the top endplate down, endplate angle by endplate angle."""
     bodies = []
     sup_centre = np.zeros(2)
     sup_angle = vertebrae[0].angle - vertebrae[0].wedge / 2
     for i, v in enumerate(vertebrae):
         inf_angle = sup_angle + v.wedge
-        t, _ = _direction((sup_angle + inf_angle) / 2)
+        t, _ = axis_vectors((sup_angle + inf_angle) / 2)
         inf_centre = sup_centre + t * v.height
-        bodies.append(_Body(v, sup_centre, inf_centre, sup_angle, inf_angle))
+        bodies.append(PlacedBody(v, sup_centre, inf_centre, sup_angle, inf_angle))
         if i == len(discs):
             break
         d = discs[i]
@@ -549,7 +555,7 @@ def _place_column(vertebrae: list[Vertebra], discs: list[Disc]) -> list[_Body]:
         if d.kind in ("vestigial", "rudimentary", "gap"):
             limit = math.degrees(math.atan(1.2 * d.height / max(v.depth, 1.0)))
         disc_wedge = float(np.clip(target - inf_angle, -limit, limit))
-        td, nd = _direction(inf_angle + disc_wedge / 2)
+        td, nd = axis_vectors(inf_angle + disc_wedge / 2)
         # Anterolisthesis: everything below slips back, i.e. the upper body lies anterior.
         sup_centre = inf_centre + td * d.height + nd * d.slip
         sup_angle = inf_angle + disc_wedge

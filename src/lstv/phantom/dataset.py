@@ -16,16 +16,16 @@ from lstv import rsna
 from lstv.levels import LEVEL_KEYS, LEVELS
 from lstv.phantom.anatomy import LSTV_SUBTYPES
 from lstv.phantom.dicom_writer import (
-    _MAX_STUDIES_PER_SEED,
     EXPLICIT_VR_LITTLE_ENDIAN,
     JPEG_LOSSLESS_SV1,
+    MAX_STUDIES_PER_SEED,
     RLE_LOSSLESS,
-    _SeriesSpec,
-    _write_series,
+    SeriesSpec,
     series_id_for,
     study_id_for,
+    write_series_files,
 )
-from lstv.phantom.render import _render_axial, _render_t1, _render_t2, study_rng
+from lstv.phantom.render import render_axial, render_t1, render_t2, study_rng
 from lstv.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _balanced(rng: np.random.Generator, n: int, counts: dict[str, int], rest: st
     return [values[i] for i in rng.permutation(n)]
 
 
-def _plan_studies(n: int, lstv_fraction: float, seed: int) -> list[_StudyPlan]:
+def plan_studies(n: int, lstv_fraction: float, seed: int) -> list[_StudyPlan]:
     rng = np.random.default_rng([seed, 0xDA7A])
     n_lstv = int(round(n * lstv_fraction))
     n_sacral = n_lstv // 2 + (int(rng.integers(2)) if n_lstv % 2 else 0)
@@ -121,7 +121,7 @@ def _plan_studies(n: int, lstv_fraction: float, seed: int) -> list[_StudyPlan]:
     ]
 
 
-def _valid_split(plans: list[_StudyPlan], valid_fraction: float, seed: int) -> list[int]:
+def valid_split(plans: list[_StudyPlan], valid_fraction: float, seed: int) -> list[int]:
     """Held-out ids: ``valid_fraction`` of the studies, stratified by kind.
 
     Where both kinds exist (and there are at least three studies) at least one normal and one
@@ -162,7 +162,7 @@ def _write_study(
 ) -> tuple[list[tuple[int, int, str]], list[tuple], tuple]:
     """Render and write one study; returns its series rows, label rows and lstv_labels row."""
     rng = study_rng(seed, plan.index)
-    t2, anatomy, placement = _render_t2(rng, plan.kind, plan.subtype)
+    t2, anatomy, placement = render_t2(rng, plan.kind, plan.subtype)
     n_slices = t2.volume.shape[0]
     year, month, day = (
         int(rng.integers(2018, 2024)),
@@ -177,10 +177,10 @@ def _write_study(
     number = 1
     extra = []
     if plan.with_t1:
-        t1 = _render_t1(rng, anatomy, t2, placement)
+        t1 = render_t1(rng, anatomy, t2, placement)
         extra.append((1, T1_DESCRIPTION, "T1", t1.volume, t1.geometry))
     if plan.with_axial:
-        vol, geom = _render_axial(rng, anatomy, t2)
+        vol, geom = render_axial(rng, anatomy, t2)
         if len(vol):
             extra.append((2, AXIAL_DESCRIPTION, "T2", vol, geom))
     t2_instances = _instance_numbers(rng, n_slices, plan.shuffled)
@@ -192,7 +192,7 @@ def _write_study(
     series.sort(key=lambda s: s[0] if s[0] else 1.5)  # T1, then T2, then axial, as scanned
     for j, description, contrast, volume, geometry, syntax, instances in series:
         series_id = series_id_for(seed, plan.index, j)
-        spec = _SeriesSpec(
+        spec = SeriesSpec(
             plan.study_id,
             series_id,
             number,
@@ -204,7 +204,7 @@ def _write_study(
             clock,
             field_strength,
         )
-        _write_series(study_dir / str(series_id), volume, geometry, spec, seed)
+        write_series_files(study_dir / str(series_id), volume, geometry, spec, seed)
         series_rows.append((plan.study_id, series_id, description))
         number += 1
     t2_series = series_id_for(seed, plan.index, 0)
@@ -284,8 +284,8 @@ def write_phantom_dataset(
     Raises:
         ValueError: an argument out of range.
     """
-    if not 1 <= n_studies <= _MAX_STUDIES_PER_SEED:
-        raise ValueError(f"n_studies must be in 1..{_MAX_STUDIES_PER_SEED}, got {n_studies}")
+    if not 1 <= n_studies <= MAX_STUDIES_PER_SEED:
+        raise ValueError(f"n_studies must be in 1..{MAX_STUDIES_PER_SEED}, got {n_studies}")
     if not 0.0 <= lstv_fraction <= 1.0:
         raise ValueError(f"lstv_fraction must be in [0, 1], got {lstv_fraction}")
     if not 0.0 <= valid_fraction <= 1.0:
@@ -305,7 +305,7 @@ def write_phantom_dataset(
     images_dir = root / rsna.TRAIN_IMAGES
     images_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / SETTINGS_JSON, settings)
-    plans = _plan_studies(n_studies, lstv_fraction, seed)
+    plans = plan_studies(n_studies, lstv_fraction, seed)
     series_rows, label_rows, lstv_rows = [], [], []
     with _study_writer(images_dir, seed, min(workers, len(plans))) as write:
         results = write(plans)
@@ -328,7 +328,7 @@ def write_phantom_dataset(
         [(*r[:5], f"{r[5]:.6f}", f"{r[6]:.6f}") for r in label_rows],
     )
     _write_csv(lstv_csv, LSTV_LABEL_COLUMNS, lstv_rows)
-    valid_ids = _valid_split(plans, valid_fraction, seed)
+    valid_ids = valid_split(plans, valid_fraction, seed)
     np.save(valid_path, np.array(valid_ids, dtype=np.int64))
     log.info(
         "wrote %d phantom studies (%d transitional, %d held out) to %s",

@@ -14,7 +14,7 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
 
-_MAX_STUDIES_PER_SEED = 100_000
+MAX_STUDIES_PER_SEED = 100_000
 # Study and series ids are a bijection of k = (seed, index) modulo a prime P just below 9.99e9
 # (an affine map, then cubing, which permutes Z_P because gcd(3, P - 1) = 1), offset into 7-10
 # digits: distinct pairs give distinct ids, so different seeds never share an id.
@@ -36,17 +36,17 @@ def _scrambled_id(k: int, mul: int, add: int) -> int:
 
 def study_id_for(seed: int, index: int) -> int:
     """The study id of study ``index`` of seed ``seed`` (7-10 digits, unique per pair)."""
-    return _scrambled_id(seed * _MAX_STUDIES_PER_SEED + index, _STUDY_ID_MUL, _STUDY_ID_ADD)
+    return _scrambled_id(seed * MAX_STUDIES_PER_SEED + index, _STUDY_ID_MUL, _STUDY_ID_ADD)
 
 
 def series_id_for(seed: int, index: int, series: int) -> int:
     """The series id of series ``series`` (0..3) of study ``index`` of seed ``seed``."""
-    k = (seed * _MAX_STUDIES_PER_SEED + index) * 4 + series
+    k = (seed * MAX_STUDIES_PER_SEED + index) * 4 + series
     return _scrambled_id(k, _SERIES_ID_MUL, _SERIES_ID_ADD)
 
 
 @dataclass(frozen=True)
-class _SeriesSpec:
+class SeriesSpec:
     """Per-series DICOM header values."""
 
     study_id: int
@@ -108,7 +108,7 @@ def _rle_plugin() -> str:
 
 
 def _base_dataset(
-    spec: _SeriesSpec,
+    spec: SeriesSpec,
     geometry: SeriesGeometry,
     frame_of_reference: str,
     study_uid: str,
@@ -187,8 +187,8 @@ def _base_dataset(
     return ds
 
 
-def _write_series(
-    series_dir: Path, volume: np.ndarray, geometry: SeriesGeometry, spec: _SeriesSpec, seed: int
+def write_series_files(
+    series_dir: Path, volume: np.ndarray, geometry: SeriesGeometry, spec: SeriesSpec, seed: int
 ) -> None:
     """Write one file per slice, ``{InstanceNumber}.dcm``, in the spec's transfer syntax."""
     from pydicom.encaps import encapsulate

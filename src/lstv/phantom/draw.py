@@ -7,28 +7,25 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lstv.phantom.anatomy import Anatomy, Degeneration, _Body
+from lstv.phantom.anatomy import Anatomy, Degeneration, PlacedBody, axis_vectors
 from lstv.phantom.geometry import (
-    _band,
-    _direction,
-    _ellipse,
-    _endplate,
-    _extend,
-    _lateral,
-    _normals,
-    _Placement,
-    _rounded_quad,
-    _smooth_line,
+    Placement,
+    band_polygon,
+    ellipse_polygon,
+    endplate_ends,
+    extend_line,
+    lateral_fraction,
+    line_normals,
+    rounded_quad,
+    smooth_line,
 )
 from lstv.phantom.tissues import (
-    _BLUR0,
-    _BOWEL0,
-    _N_LABELS,
-    _NUCLEUS0,
     ABDOMEN,
     AIR,
     ANNULUS,
     BLADDER,
+    BLUR0,
+    BOWEL0,
     CORD,
     CORTEX,
     CSF,
@@ -41,7 +38,9 @@ from lstv.phantom.tissues import (
     MODIC_FAT,
     MODIC_OEDEMA,
     MUSCLE,
+    N_LABELS,
     NERVE,
+    NUCLEUS0,
     POST_BONE,
     SCLEROSIS,
     SKIN,
@@ -52,7 +51,7 @@ from lstv.phantom.tissues import (
 class _Canvas:
     """A label map with polygon drawing in canonical mm coordinates."""
 
-    def __init__(self, placement: _Placement):
+    def __init__(self, placement: Placement):
         self.p = placement
         self.labels = np.zeros((placement.rows, placement.cols), np.uint8)
         self.px_mm = 1.0 / placement.spacing
@@ -82,7 +81,7 @@ def _column_lines(anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             break
         in_sacrum = in_sacrum or body.name == sacrum_top
         for which in ("sup", "inf"):
-            pts.append(_endplate(body, which, 0.0)[1])
+            pts.append(endplate_ends(body, which, 0.0)[1])
             if in_sacrum:
                 d = sacral_depths[body.name] * (0.9 if which == "inf" else 1.0)
             elif shape == "thoracic":
@@ -99,7 +98,7 @@ def _column_lines(anatomy: Anatomy) -> tuple[np.ndarray, np.ndarray, np.ndarray]
                 csf.append(1.0)
     pts = np.array(pts)
     s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
-    line = _smooth_line(_extend(pts, 120.0, 5.0), 1.0, 3.0)
+    line = smooth_line(extend_line(pts, 120.0, 5.0), 1.0, 3.0)
     ls = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(line, axis=0).T))]) - 120.0
     return line, np.interp(ls, s, depth), np.interp(ls, s, csf)
 
@@ -109,9 +108,9 @@ def _anterior_line(anatomy: Anatomy) -> np.ndarray:
     for body in anatomy.bodies:
         if body.vertebra.shape == "coccygeal":
             break
-        pts.append(_endplate(body, "sup", 0.0)[0])
-        pts.append(_endplate(body, "inf", 0.0)[0])
-    return _smooth_line(_extend(np.array(pts), 150.0, 40.0), 2.0, 6.0)
+        pts.append(endplate_ends(body, "sup", 0.0)[0])
+        pts.append(endplate_ends(body, "inf", 0.0)[0])
+    return smooth_line(extend_line(np.array(pts), 150.0, 40.0), 2.0, 6.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,9 +139,11 @@ def _lines(a: Anatomy) -> _Lines:
     if isinstance(cached, _Lines):
         return cached
     wall, canal, csf = _column_lines(a)
-    rough = _smooth_line(_extend(wall, 0.0, 250.0), 4.0, 40.0)
+    rough = smooth_line(extend_line(wall, 0.0, 250.0), 4.0, 40.0)
     ant = _anterior_line(a)
-    lines = _Lines(wall, _normals(wall), canal, csf, rough, _normals(rough), ant, _normals(ant))
+    lines = _Lines(
+        wall, line_normals(wall), canal, csf, rough, line_normals(rough), ant, line_normals(ant)
+    )
     a.cache["lines"] = lines
     return lines
 
@@ -158,55 +159,55 @@ def _draw_soft_tissue(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
     skin_back = muscle_back + a.fat_thickness + 12.0 * ramp
     front = -(a.abdominal_depth + belly + 40.0 * ramp)
     wall_fat = a.fat_thickness * 0.6
-    cv.fill(_band(rough, rough_n, front - 3.0, skin_back + 2.0), SKIN)
-    cv.fill(_band(rough, rough_n, front, skin_back), FAT)
-    cv.fill(_band(rough, rough_n, front + wall_fat, front + wall_fat + 9.0), MUSCLE)
-    cv.fill(_band(rough, rough_n, front + wall_fat + 9.0, -10.0), ABDOMEN)
+    cv.fill(band_polygon(rough, rough_n, front - 3.0, skin_back + 2.0), SKIN)
+    cv.fill(band_polygon(rough, rough_n, front, skin_back), FAT)
+    cv.fill(band_polygon(rough, rough_n, front + wall_fat, front + wall_fat + 9.0), MUSCLE)
+    cv.fill(band_polygon(rough, rough_n, front + wall_fat + 9.0, -10.0), ABDOMEN)
     # Liver (and heart above it) anterior to the lower thoracic spine.
     t12 = a.bodies[a.index("T12")]
-    cv.fill(_ellipse(t12.sup_centre + np.array([-105.0, -25.0]), (95.0, 80.0), 10.0), LIVER)
+    cv.fill(ellipse_polygon(t12.sup_centre + np.array([-105.0, -25.0]), (95.0, 80.0), 10.0), LIVER)
     ant, ant_n = ln.ant, ln.ant_n
     l1 = a.bodies[a.index("L1")]
     first = int(np.argmin(np.hypot(*(ant - l1.sup_centre).T)))
     # Bowel loops: ellipsoids cut by the slice, each with a darker wall.
     room = a.abdominal_depth - a.vessel_depth - 30.0
     for (pos, depth, xc, ru, rv, rx, ang), label in zip(
-        a.bowel, range(_BOWEL0, _N_LABELS), strict=False
+        a.bowel, range(BOWEL0, N_LABELS), strict=False
     ):
-        f = _lateral(dx - xc, rx)
+        f = lateral_fraction(dx - xc, rx)
         if f <= 0:
             continue
         i = min(first + int(pos * (len(ant) - first)), len(ant) - 1)
         dist = a.vessel_depth + 8.0 + ru + depth * max(room - 2 * ru, 0.0)
         c = ant[i] - ant_n[i] * dist
-        cv.fill(_ellipse(c, (rv * f + 1.0, ru * f + 1.0), ang, 20), MUSCLE)
-        cv.fill(_ellipse(c, (rv * f, ru * f), ang, 20), label)
+        cv.fill(ellipse_polygon(c, (rv * f + 1.0, ru * f + 1.0), ang, 20), MUSCLE)
+        cv.fill(ellipse_polygon(c, (rv * f, ru * f), ang, 20), label)
     # Pelvis: rectum in front of the lower sacrum, bladder in front of it.
     s3 = a.bodies[a.index("S3")]
-    _, n3 = _direction(s3.vertebra.angle)
-    f = _lateral(dx, 22.0)
+    _, n3 = axis_vectors(s3.vertebra.angle)
+    f = lateral_fraction(dx, 22.0)
     if f > 0:
         rectum = s3.inf_centre - n3 * (s3.vertebra.depth / 2 + 22.0)
-        cv.fill(_ellipse(rectum, (30.0, 16.0 * f), s3.vertebra.angle), MUSCLE)
-        cv.fill(_ellipse(rectum, (27.0, 13.0 * f), s3.vertebra.angle), _BOWEL0)
-    f = _lateral(dx, 45.0)
+        cv.fill(ellipse_polygon(rectum, (30.0, 16.0 * f), s3.vertebra.angle), MUSCLE)
+        cv.fill(ellipse_polygon(rectum, (27.0, 13.0 * f), s3.vertebra.angle), BOWEL0)
+    f = lateral_fraction(dx, 45.0)
     if f > 0:
         bladder = s3.inf_centre - n3 * (s3.vertebra.depth / 2 + 85.0) + np.array([0.0, 25.0])
-        cv.fill(_ellipse(bladder, (38.0 * f, 45.0 * f), 0.0), BLADDER)
+        cv.fill(ellipse_polygon(bladder, (38.0 * f, 45.0 * f), 0.0), BLADDER)
     # Paraspinal muscle behind the canal; at the midline only between the processes.
     behind = canal + 2.0
-    cv.fill(_band(rough, rough_n, 18.0, muscle_back), MUSCLE)
-    cv.fill(_band(wall, wall_n, behind, behind + 10.0), MUSCLE)
+    cv.fill(band_polygon(rough, rough_n, 18.0, muscle_back), MUSCLE)
+    cv.fill(band_polygon(wall, wall_n, behind, behind + 10.0), MUSCLE)
     # Prevertebral vessels: aorta (patient left, +x) and IVC, ending at the L4 bifurcation.
     l4 = a.bodies[a.index("L4")]
     stop = int(np.argmin(np.hypot(*(ant - (l4.sup_centre + l4.inf_centre) / 2).T)))
     for xc, radius in ((6.0, 11.0), (-20.0, 12.0)):
-        f = _lateral(dx - xc, radius)
+        f = lateral_fraction(dx - xc, radius)
         if f > 0:
             depth = a.vessel_depth * f
             seg = slice(0, stop + 1)
             cv.fill(
-                _band(
+                band_polygon(
                     ant[seg],
                     ant_n[seg],
                     -2.5 - (a.vessel_depth - depth) / 2,
@@ -215,14 +216,14 @@ def _draw_soft_tissue(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
                 VESSEL,
             )
     # Psoas lateral to the bodies, growing from L1 down to the sacrum.
-    f = _lateral(dx, 60.0)
+    f = lateral_fraction(dx, 60.0)
     if abs(dx) > 12.0 and f > 0:
         s1 = a.bodies[a.index("S1")]
         last = int(np.argmin(np.hypot(*(ant - s1.inf_centre).T)))
         grow = np.linspace(0.2, 1.0, max(last - first, 2))
         width = 28.0 * grow * f * min(1.0, (abs(dx) - 12.0) / 8.0)
         seg = slice(first, first + len(grow))
-        cv.fill(_band(ant[seg], ant_n[seg], 18.0 * f, 18.0 * f - width), MUSCLE)
+        cv.fill(band_polygon(ant[seg], ant_n[seg], 18.0 * f, 18.0 * f - width), MUSCLE)
 
 
 def _draw_canal(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
@@ -231,27 +232,27 @@ def _draw_canal(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
     sac = a.sac_half_width
     if abs(dx) > sac + 16.0:
         # Beyond the lateral recess: intertransverse muscle, and the lateral sacral mass.
-        cv.fill(_band(wall, wall_n, 0.0, canal + 2.0), MUSCLE)
+        cv.fill(band_polygon(wall, wall_n, 0.0, canal + 2.0), MUSCLE)
         sacrum = a.bodies[a.index("S2" if a.kind == "lumbarization" else "S1")]
-        i0 = int(np.argmin(np.hypot(*(wall - _endplate(sacrum, "sup", 0.0)[1]).T)))
-        cv.fill(_band(wall[i0:], wall_n[i0:], -1.0, canal[i0:] + 2.0), MARROW)
+        i0 = int(np.argmin(np.hypot(*(wall - endplate_ends(sacrum, "sup", 0.0)[1]).T)))
+        cv.fill(band_polygon(wall[i0:], wall_n[i0:], -1.0, canal[i0:] + 2.0), MARROW)
         return
-    cv.fill(_band(wall, wall_n, 0.0, canal + 2.0), EPIDURAL_FAT)
-    cv.fill(_band(wall, wall_n, canal, canal + 2.0), LIGAMENT)
-    f = _lateral(dx, sac)
+    cv.fill(band_polygon(wall, wall_n, 0.0, canal + 2.0), EPIDURAL_FAT)
+    cv.fill(band_polygon(wall, wall_n, canal, canal + 2.0), LIGAMENT)
+    f = lateral_fraction(dx, sac)
     if f > 0:
         width = (canal - 3.5) * csf * f
         centre = 1.0 + (canal - 3.5) / 2
-        cv.fill(_band(wall, wall_n, centre - width / 2, centre + width / 2), CSF)
+        cv.fill(band_polygon(wall, wall_n, centre - width / 2, centre + width / 2), CSF)
         # Cord down to the conus near L1/L2, then the cauda equina roots layered dorsally.
         l1 = a.bodies[a.index("L1")]
         conus = l1.inf_centre + (l1.inf_centre - l1.sup_centre) * a.conus_level
         stop = int(np.argmin(np.hypot(*(wall - conus).T)))
-        fc = _lateral(dx, a.cord_half_width)
+        fc = lateral_fraction(dx, a.cord_half_width)
         if fc > 0:
             half = 4.2 * fc * np.clip((stop - np.arange(stop)) / 25.0, 0.25, 1.0)
             mid = (centre + 0.1 * (canal - 3.5))[:stop]
-            cv.fill(_band(wall[:stop], wall_n[:stop], mid - half, mid + half), CORD)
+            cv.fill(band_polygon(wall[:stop], wall_n[:stop], mid - half, mid + half), CORD)
         for k, off in enumerate(a.root_offsets):
             lateral = -6.0 + 4.0 * k
             if abs(dx - lateral) > 2.5:
@@ -267,9 +268,9 @@ def _draw_canal(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
         for body, disc in zip(a.bodies[:-1], a.discs, strict=True):
             if body.vertebra.shape in ("sacral", "coccygeal"):
                 break
-            sup_post = _endplate(body, "sup", dx)[1]
-            inf_post = _endplate(body, "inf", dx)[1]
-            _, n = _direction(body.sup_angle)
+            sup_post = endplate_ends(body, "sup", dx)[1]
+            inf_post = endplate_ends(body, "inf", dx)[1]
+            _, n = axis_vectors(body.sup_angle)
             h = body.vertebra.height
             ped = np.array(
                 [
@@ -279,13 +280,13 @@ def _draw_canal(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
                     sup_post + n * 0.5 + (inf_post - sup_post) * 0.5,
                 ]
             )
-            cv.fill(_rounded_quad(ped, (0.0, 0.0, 0.0, 0.0), 2.0), POST_BONE)
+            cv.fill(rounded_quad(ped, (0.0, 0.0, 0.0, 0.0), 2.0), POST_BONE)
             if disc.kind in ("normal", "thoracic", "rudimentary"):
                 fc = inf_post + n * (_canal_at(a, body) * 0.45 + 1.0)
                 axes = (0.38 * h * strength + 0.1, _canal_at(a, body) * 0.32 * strength + 0.1)
-                cv.fill(_ellipse(fc, axes, body.inf_angle), EPIDURAL_FAT)
+                cv.fill(ellipse_polygon(fc, axes, body.inf_angle), EPIDURAL_FAT)
                 cv.fill(
-                    _ellipse(
+                    ellipse_polygon(
                         fc - (inf_post - sup_post) * 0.12,
                         (2.8 * strength + 0.1, 2.4 * strength + 0.1),
                         0.0,
@@ -295,7 +296,7 @@ def _draw_canal(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> None:
                 )
 
 
-def _canal_at(a: Anatomy, body: _Body) -> float:
+def _canal_at(a: Anatomy, body: PlacedBody) -> float:
     """Canal depth (mm) at a mobile vertebra."""
     return a.canal_depth["thoracic" if body.vertebra.shape == "thoracic" else "lumbar"]
 
@@ -308,9 +309,9 @@ def _draw_posterior_elements(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> 
         v = body.vertebra
         if v.shape in ("sacral", "coccygeal") or body.name == sacrum_top:
             break
-        sup_post = _endplate(body, "sup", 0.0)[1]
-        inf_post = _endplate(body, "inf", 0.0)[1]
-        t, n = _direction(v.angle)
+        sup_post = endplate_ends(body, "sup", 0.0)[1]
+        inf_post = endplate_ends(body, "inf", 0.0)[1]
+        t, n = axis_vectors(v.angle)
         h = v.height
         canal_mm = _canal_at(a, body) + 2.0
         thoracic = v.shape == "thoracic"
@@ -324,19 +325,19 @@ def _draw_posterior_elements(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> 
             tip_h = (0.28 if thoracic else 0.55) * h
             tip_top = base_top + n * length + t * drop
             poly = np.array([base_top, tip_top, tip_top + t * tip_h, base_bot])
-            outline = _rounded_quad(poly, (-1.0, 0.0, -1.0, 0.0), 3.0)
+            outline = rounded_quad(poly, (-1.0, 0.0, -1.0, 0.0), 3.0)
             cv.fill(outline, POST_BONE)
             cv.line(outline, CORTEX, 0.8, closed=True)
         elif abs(dx) < 13.0:
             poly = np.array([base_top, base_top + n * 8.0, base_bot + n * 8.0, base_bot])
-            outline = _rounded_quad(poly, (0.0,) * 4, 2.5)
+            outline = rounded_quad(poly, (0.0,) * 4, 2.5)
             cv.fill(outline, POST_BONE)
             cv.line(outline, CORTEX, 0.8, closed=True)
         elif abs(dx) < 26.0:
             # Facet column: superior and inferior articular processes with a joint line.
             top = sup_post + n * (canal_mm - 4.0) - t * (0.1 * h)
             poly = np.array([top, top + n * 16.0, top + n * 16.0 + t * 1.05 * h, top + t * h])
-            cv.fill(_rounded_quad(poly, (0.0,) * 4, 3.0), POST_BONE)
+            cv.fill(rounded_quad(poly, (0.0,) * 4, 3.0), POST_BONE)
             joint = np.array([top + t * 0.8 * h + n * 2.0, top + t * 0.95 * h + n * 14.0])
             cv.line(joint, FACET_FLUID, 0.9)
         elif v.shape in ("lumbar", "transitional") and abs(dx) < 48.0:
@@ -346,53 +347,53 @@ def _draw_posterior_elements(cv: _Canvas, a: Anatomy, dx: float, ln: _Lines) -> 
                 state = a.transverse[1 if dx > 0 else 0]
             if state == "normal":
                 c = sup_post + n * 4.0 + t * (0.35 * h)
-                cv.fill(_ellipse(c, (0.22 * h, 6.0), v.angle), POST_BONE)
+                cv.fill(ellipse_polygon(c, (0.22 * h, 6.0), v.angle), POST_BONE)
             else:
                 _draw_transverse(cv, a, body, state)
     # Sacral canal roof, a little thicker along the median crest.
-    top = _endplate(a.bodies[a.index(sacrum_top)], "sup", 0.0)[1]
-    bottom = _endplate(a.bodies[a.index("S5")], "inf", 0.0)[1]
+    top = endplate_ends(a.bodies[a.index(sacrum_top)], "sup", 0.0)[1]
+    bottom = endplate_ends(a.bodies[a.index("S5")], "inf", 0.0)[1]
     i0 = int(np.argmin(np.hypot(*(wall - top).T)))
     i1 = int(np.argmin(np.hypot(*(wall - bottom).T)))
     seg = slice(i0, i1 + 1)
     roof = 8.0 if abs(dx) < 4.0 else 6.0 if abs(dx) < 30.0 else 12.0
-    poly = _band(wall[seg], wall_n[seg], canal[seg] + 1.0, canal[seg] + 1.0 + roof)
+    poly = band_polygon(wall[seg], wall_n[seg], canal[seg] + 1.0, canal[seg] + 1.0 + roof)
     cv.fill(poly, POST_BONE)
     cv.line(poly, CORTEX, 0.8, closed=True)
 
 
-def _draw_transverse(cv: _Canvas, a: Anatomy, body: _Body, state: str) -> None:
+def _draw_transverse(cv: _Canvas, a: Anatomy, body: PlacedBody, state: str) -> None:
     """A dysplastic transverse process (over 19 mm high, Castellvi I) of the transitional
     vertebra, reaching down to the sacral ala where it forms a pseudo-joint (II) or fuses (III).
     """
     v = body.vertebra
-    t, n = _direction(v.angle)
+    t, n = axis_vectors(v.angle)
     h = v.height
-    sup_post = _endplate(body, "sup", 0.0)[1]
+    sup_post = endplate_ends(body, "sup", 0.0)[1]
     top = sup_post + n * 4.0 + t * (0.1 * h)
     if state == "enlarged":
-        cv.fill(_ellipse(top + t * 0.45 * h, (0.5 * h, 9.0), v.angle), POST_BONE)
+        cv.fill(ellipse_polygon(top + t * 0.45 * h, (0.5 * h, 9.0), v.angle), POST_BONE)
         return
     sacrum = a.bodies[a.index(body.name) + 1]
-    ala = _endplate(sacrum, "sup", 0.0)[1] + n * 4.0
+    ala = endplate_ends(sacrum, "sup", 0.0)[1] + n * 4.0
     reach = float(np.dot(ala - top, t)) + (3.0 if state == "fused" else -1.2)
     centre = top + t * reach / 2
     if state == "fused":  # one piece of bone with the ala: marrow, no joint line
-        cv.fill(_ellipse(centre, (reach / 2, 9.5), v.angle), MARROW)
+        cv.fill(ellipse_polygon(centre, (reach / 2, 9.5), v.angle), MARROW)
         return
-    cv.fill(_ellipse(centre, (reach / 2, 9.0), v.angle), POST_BONE)
+    cv.fill(ellipse_polygon(centre, (reach / 2, 9.0), v.angle), POST_BONE)
     joint = top + t * (reach + 0.6)
     cv.line(np.array([joint - n * 8.0, joint + n * 8.0]), CORTEX, 1.6)
     cv.line(np.array([joint - n * 7.0, joint + n * 7.0]), FACET_FLUID, 0.7)
 
 
 def _draw_endplate_changes(
-    cv: _Canvas, upper: _Body, lower: _Body, quad: np.ndarray, g: Degeneration
+    cv: _Canvas, upper: PlacedBody, lower: PlacedBody, quad: np.ndarray, g: Degeneration
 ) -> None:
     """Modic-like bands under both endplates and spurs at the anterior corners of a disc."""
     ua, up, lp, la = quad
-    t_u, n_u = _direction(upper.inf_angle)
-    t_l, n_l = _direction(lower.sup_angle)
+    t_u, n_u = axis_vectors(upper.inf_angle)
+    t_l, n_l = axis_vectors(lower.sup_angle)
     if g.modic:
         label = {1: MODIC_OEDEMA, 2: MODIC_FAT, 3: SCLEROSIS}[g.modic]
         # Into the upper body is up (-t), into the lower one down (+t).
@@ -401,7 +402,7 @@ def _draw_endplate_changes(
             a2, p2 = ant + along * 2.5, post - along * 2.5
             near, far = inward * 1.0, inward * (1.0 + g.modic_depth)
             band = np.array([a2 + near, p2 + near, p2 + far, a2 + far])
-            cv.fill(_rounded_quad(band, (0.0,) * 4, 1.5), label)
+            cv.fill(rounded_quad(band, (0.0,) * 4, 1.5), label)
     if g.osteophyte:
         s = g.osteophyte
         # From each anterior corner, a spur pointing forward and towards the disc.
@@ -421,10 +422,10 @@ def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarr
     quads = []
     for i, d in enumerate(a.discs):
         upper, lower = bodies[i], bodies[i + 1]
-        fu = _lateral(dx, upper.vertebra.half_width)
-        fl = _lateral(dx, lower.vertebra.half_width)
-        ua, up = _endplate(upper, "inf", dx)
-        la, lp = _endplate(lower, "sup", dx)
+        fu = lateral_fraction(dx, upper.vertebra.half_width)
+        fl = lateral_fraction(dx, lower.vertebra.half_width)
+        ua, up = endplate_ends(upper, "inf", dx)
+        la, lp = endplate_ends(lower, "sup", dx)
         centre = (ua + up + la + lp) / 4
         angle = (upper.inf_angle + lower.sup_angle) / 2
         centres[d.name] = (centre, angle)
@@ -436,21 +437,24 @@ def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarr
         if d.kind in ("normal", "thoracic"):
             g = d.degeneration
             bulge = (1.2 if d.kind == "normal" else 0.6) + g.bulge
-            poly = _rounded_quad(quad, (-0.6, -bulge, -0.6, -bulge), 1.0)
+            poly = rounded_quad(quad, (-0.6, -bulge, -0.6, -bulge), 1.0)
             cv.fill(poly, ANNULUS)
             # Nucleus: hydrated centre, narrower laterally than the annulus.
-            fn = _lateral(dx, upper.vertebra.half_width * 0.6)
+            fn = lateral_fraction(dx, upper.vertebra.half_width * 0.6)
             if fn > 0:
-                _, n_d = _direction(angle)
+                _, n_d = axis_vectors(angle)
                 depth = np.hypot(*(up - ua))
                 half_h = d.height / 2 + (0.8 if d.kind == "normal" else 0.3)
                 axes = (half_h * 0.85, depth * 0.41 * fn / max(fu, 1e-3))
                 c = centre + n_d * depth * 0.02
                 if g.blur > 0:
                     # The border is lost: a mid-signal zone around a smaller nucleus.
-                    cv.fill(_ellipse(c, (axes[0], axes[1] * (1 + 0.2 * g.blur)), angle), _BLUR0 + i)
+                    cv.fill(
+                        ellipse_polygon(c, (axes[0], axes[1] * (1 + 0.2 * g.blur)), angle),
+                        BLUR0 + i,
+                    )
                     axes = (axes[0] * (1 - 0.3 * g.blur), axes[1] * (1 - 0.45 * g.blur))
-                cv.fill(_ellipse(c, axes, angle), _NUCLEUS0 + i)
+                cv.fill(ellipse_polygon(c, axes, angle), NUCLEUS0 + i)
                 if g.cleft:  # the intranuclear cleft of an ageing disc
                     cv.line(
                         np.array([c - n_d * axes[1] * 0.8, c + n_d * axes[1] * 0.8]), ANNULUS, 0.7
@@ -458,23 +462,23 @@ def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarr
                 if g.vacuum:
                     cv.line(np.array([c - n_d * axes[1] * 0.6, c + n_d * axes[1] * 0.3]), AIR, 0.8)
         elif d.kind == "gap":
-            cv.fill(_rounded_quad(quad, (0.0,) * 4, 0.5), LIGAMENT)
+            cv.fill(rounded_quad(quad, (0.0,) * 4, 0.5), LIGAMENT)
     for body in bodies:
         v = body.vertebra
-        if _lateral(dx, v.half_width) <= 0:
+        if lateral_fraction(dx, v.half_width) <= 0:
             continue
-        sa, sp = _endplate(body, "sup", dx)
-        ia, ip = _endplate(body, "inf", dx)
+        sa, sp = endplate_ends(body, "sup", dx)
+        ia, ip = endplate_ends(body, "inf", dx)
         quad = np.array([sa, sp, ip, ia])
         concave = 0.9 if v.shape in ("lumbar", "thoracic", "transitional") else 0.3
         radius = {"coccygeal": 2.5, "sacral": 2.5}.get(v.shape, 3.2)
-        poly = _rounded_quad(quad, (concave, 0.4, concave, 0.7), radius)
+        poly = rounded_quad(quad, (concave, 0.4, concave, 0.7), radius)
         cv.fill(poly, MARROW)
         cv.line(poly, CORTEX, 0.9, closed=True)
         if v.shape in ("lumbar", "thoracic") and abs(dx) < 3.0:
             # Basivertebral vein: a short bright notch in the posterior wall.
             mid = (sp + ip) / 2
-            _, n = _direction(v.angle)
+            _, n = axis_vectors(v.angle)
             cv.line(np.array([mid, mid - n * 6.0]), EPIDURAL_FAT, 1.0)
     for i, d in enumerate(a.discs):
         g = d.degeneration
@@ -486,10 +490,10 @@ def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarr
         if quad is None or d.kind not in ("vestigial", "rudimentary"):
             continue
         ua, up, lp, la = quad
-        _, n_up = _direction(bodies[i].inf_angle)
-        t_up, _ = _direction(bodies[i].inf_angle)
-        _, n_lo = _direction(bodies[i + 1].sup_angle)
-        t_lo, _ = _direction(bodies[i + 1].sup_angle)
+        _, n_up = axis_vectors(bodies[i].inf_angle)
+        t_up, _ = axis_vectors(bodies[i].inf_angle)
+        _, n_lo = axis_vectors(bodies[i + 1].sup_angle)
+        t_lo, _ = axis_vectors(bodies[i + 1].sup_angle)
         bridge = np.array(
             [
                 ua - t_up * 1.2 + n_up * 1.5,
@@ -506,31 +510,33 @@ def _draw_column(cv: _Canvas, a: Anatomy, dx: float) -> dict[str, tuple[np.ndarr
         if d.extent > 0:
             axes = (max(d.height / 2, 0.5), depth * d.extent / 2)
             shift = (
-                _direction(angle)[1]
+                axis_vectors(angle)[1]
                 * depth
                 * (0.5 - d.extent / 2)
                 * (0.4 if d.kind == "rudimentary" else 0.0)
             )
             if d.kind == "rudimentary":
                 # Sclerotic endplates around a thin, dim disc remnant.
-                cv.fill(_ellipse(centre + shift, (axes[0] + 0.9, axes[1] + 0.5), angle), CORTEX)
-            cv.fill(_ellipse(centre + shift, axes, angle), _NUCLEUS0 + i)
+                cv.fill(
+                    ellipse_polygon(centre + shift, (axes[0] + 0.9, axes[1] + 0.5), angle), CORTEX
+                )
+            cv.fill(ellipse_polygon(centre + shift, axes, angle), NUCLEUS0 + i)
         else:
             cv.line(
                 np.array(
                     [
-                        centre - _direction(angle)[1] * depth * 0.3,
-                        centre + _direction(angle)[1] * depth * 0.3,
+                        centre - axis_vectors(angle)[1] * depth * 0.3,
+                        centre + axis_vectors(angle)[1] * depth * 0.3,
                     ]
                 ),
-                _NUCLEUS0 + i,
+                NUCLEUS0 + i,
                 0.6,
             )
     return centres
 
 
-def _draw_slice(
-    a: Anatomy, placement: _Placement, dx: float
+def draw_slice(
+    a: Anatomy, placement: Placement, dx: float
 ) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, float]]]:
     """Label map of one sagittal slice ``dx`` mm from the midline, and its disc centres (mm)."""
     cv = _Canvas(placement)

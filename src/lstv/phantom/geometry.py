@@ -1,7 +1,7 @@
 """Geometry in the canonical mm frame (curves, bands, endplates) and its placement in the image.
 
 The canonical frame has u = anterior -> posterior and v = superior -> inferior; a
-:class:`_Placement` maps it onto image columns and rows.
+:class:`Placement` maps it onto image columns and rows.
 """
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from lstv.phantom.anatomy import Anatomy, _Body
+from lstv.phantom.anatomy import Anatomy, PlacedBody, axis_vectors
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +42,6 @@ class SeriesGeometry:
     orientation: tuple[float, ...] = SAGITTAL_ORIENTATION
 
 
-def _direction(angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """(t, n): unit vector down the body axis and its posterior normal for a tilt angle."""
-    a = math.radians(angle_deg)
-    s, c = math.sin(a), math.cos(a)
-    return np.array([s, c]), np.array([c, -s])
-
-
 _EDGE_T = np.linspace(0.0, 1.0, 8)
 _CORNER_T = np.linspace(0.15, 0.85, 4)[None, :, None]
 _NEXT = np.array([1, 2, 3, 0])
@@ -62,7 +53,7 @@ def _bezier(p0: np.ndarray, c: np.ndarray, p1: np.ndarray, ts: np.ndarray) -> np
     return (1 - ts) ** 2 * p0 + 2 * (1 - ts) * ts * c + ts**2 * p1
 
 
-def _rounded_quad(corners: np.ndarray, bulge: tuple[float, ...], radius: float) -> np.ndarray:
+def rounded_quad(corners: np.ndarray, bulge: tuple[float, ...], radius: float) -> np.ndarray:
     """A quadrilateral with curved edges and rounded corners, as a dense polygon.
 
     Args:
@@ -88,7 +79,7 @@ def _rounded_quad(corners: np.ndarray, bulge: tuple[float, ...], radius: float) 
     return np.concatenate([edges, corner], axis=1).reshape(-1, 2)
 
 
-def _ellipse(
+def ellipse_polygon(
     centre: np.ndarray, axes: tuple[float, float], angle_deg: float, n: int = 28
 ) -> np.ndarray:
     """Polygon of an ellipse; ``axes`` are the semi-axes along (t, n) of ``angle_deg``."""
@@ -96,11 +87,11 @@ def _ellipse(
         phi = np.linspace(0, 2 * np.pi, n, endpoint=False)
         _CIRCLES[n] = (np.cos(phi)[:, None], np.sin(phi)[:, None])
     cos, sin = _CIRCLES[n]
-    t, nn = _direction(angle_deg)
+    t, nn = axis_vectors(angle_deg)
     return centre + cos * (axes[0] * t) + sin * (axes[1] * nn)
 
 
-def _smooth_line(points: np.ndarray, step: float, window_mm: float) -> np.ndarray:
+def smooth_line(points: np.ndarray, step: float, window_mm: float) -> np.ndarray:
     """Resample a polyline to ``step`` mm and smooth it with a moving average."""
     seg = np.hypot(*np.diff(points, axis=0).T)
     s = np.concatenate([[0.0], np.cumsum(seg)])
@@ -114,21 +105,21 @@ def _smooth_line(points: np.ndarray, step: float, window_mm: float) -> np.ndarra
     return line
 
 
-def _normals(line: np.ndarray) -> np.ndarray:
-    """Posterior unit normals of a top-to-bottom line (the n of :func:`_direction`)."""
+def line_normals(line: np.ndarray) -> np.ndarray:
+    """Posterior unit normals of a top-to-bottom line (the n of :func:`axis_vectors`)."""
     tangent = np.gradient(line, axis=0)
     tangent /= np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9
     return np.stack([tangent[:, 1], -tangent[:, 0]], 1)
 
 
-def _band(line: np.ndarray, normals: np.ndarray, a, b) -> np.ndarray:
+def band_polygon(line: np.ndarray, normals: np.ndarray, a, b) -> np.ndarray:
     """Polygon between offsets ``a`` and ``b`` (scalars or per-point arrays) along the normals."""
     a = np.broadcast_to(np.asarray(a, float), (len(line),))[:, None]
     b = np.broadcast_to(np.asarray(b, float), (len(line),))[:, None]
     return np.concatenate([line + normals * a, (line + normals * b)[::-1]])
 
 
-def _extend(points: np.ndarray, before: float, after: float) -> np.ndarray:
+def extend_line(points: np.ndarray, before: float, after: float) -> np.ndarray:
     """Extend a polyline straight beyond its ends by ``before``/``after`` mm."""
     d0 = points[0] - points[1]
     d1 = points[-1] - points[-2]
@@ -137,13 +128,13 @@ def _extend(points: np.ndarray, before: float, after: float) -> np.ndarray:
     return np.concatenate([[points[0] + d0 * before], points, [points[-1] + d1 * after]])
 
 
-def _lateral(dx: float, half_width: float) -> float:
+def lateral_fraction(dx: float, half_width: float) -> float:
     """Fraction of a structure's sagittal extent left at lateral offset ``dx`` (ellipsoid)."""
     r = dx / half_width if half_width > 0 else 2.0
     return math.sqrt(1.0 - r * r) if abs(r) < 1.0 else 0.0
 
 
-def _endplate(body: _Body, which: str, dx: float) -> tuple[np.ndarray, np.ndarray]:
+def endplate_ends(body: PlacedBody, which: str, dx: float) -> tuple[np.ndarray, np.ndarray]:
     """(anterior end, posterior end) of a body's endplate in a slice ``dx`` mm off the midline.
 
     Laterally the anterior wall recedes faster than the posterior one (bodies are kidney-shaped).
@@ -153,8 +144,8 @@ def _endplate(body: _Body, which: str, dx: float) -> tuple[np.ndarray, np.ndarra
         centre, angle, depth = body.sup_centre, body.sup_angle, v.depth
     else:
         centre, angle, depth = body.inf_centre, body.inf_angle, v.depth * v.taper
-    _, n = _direction(angle)
-    f = _lateral(dx, v.half_width)
+    _, n = axis_vectors(angle)
+    f = lateral_fraction(dx, v.half_width)
     ant = depth / 2 - 0.72 * (1 - f) * depth
     post = depth / 2 - 0.28 * (1 - f) * depth
     return centre - n * ant, centre + n * post
@@ -171,7 +162,7 @@ _FOV_TOP_WEIGHTS = (0.25, 0.3, 0.3, 0.15)
 
 
 @dataclass(frozen=True)
-class _Placement:
+class Placement:
     """Maps canonical mm (u, v) to pixel (column, row): ``(R @ p + offset) / spacing``.
 
     ``top`` names the vertebra whose body the first image row cuts (one of :data:`FOV_TOPS`).
@@ -195,23 +186,23 @@ class _Placement:
         return np.asarray(pts, float) @ self._matrix + self._shift
 
 
-def _place(
+def place_in_image(
     rng: np.random.Generator, anatomy: Anatomy, rows: int, cols: int, spacing: float
-) -> _Placement:
+) -> Placement:
     """Rotate and shift the column: the top of the view cuts a body from T10 to L1, and the
     top of the sacrum is in view (two sacral segments where the field of view allows).
 
     A top that would push the sacrum out of a short field of view moves down a vertebra.
     """
     rotation = rng.uniform(-10.0, 10.0)
-    probe = _Placement(rotation, (0.0, 0.0), 1.0, rows, cols)
+    probe = Placement(rotation, (0.0, 0.0), 1.0, rows, cols)
     sacrum = "S2" if anatomy.kind == "lumbarization" else "S1"
     must = anatomy.bodies[anatomy.index(sacrum)]
     want = anatomy.bodies[anatomy.index(sacrum) + 1]
-    must_y = float(probe.to_pixels(np.array([*_endplate(must, "sup", 0.0)]))[:, 1].max()) + 15.0
-    want_y = float(probe.to_pixels(np.array([*_endplate(want, "inf", 0.0)]))[:, 1].max()) + 4.0
+    must_y = float(probe.to_pixels(np.array([*endplate_ends(must, "sup", 0.0)]))[:, 1].max()) + 15.0
+    want_y = float(probe.to_pixels(np.array([*endplate_ends(want, "inf", 0.0)]))[:, 1].max()) + 4.0
     l3 = anatomy.bodies[anatomy.index("L3")]
-    l3_post = probe.to_pixels(_endplate(l3, "sup", 0.0)[1])
+    l3_post = probe.to_pixels(endplate_ends(l3, "sup", 0.0)[1])
     height_mm, width_mm = rows * spacing, cols * spacing
     first = int(rng.choice(len(FOV_TOPS), p=_FOV_TOP_WEIGHTS))
     for name in FOV_TOPS[first:]:
@@ -231,4 +222,4 @@ def _place(
         log.debug("field of view %.0f mm is short for this column", height_mm)
         top = lo
     du = width_mm * rng.uniform(0.50, 0.62) - float(l3_post[0])
-    return _Placement(rotation, (du, -top), spacing, rows, cols, name)
+    return Placement(rotation, (du, -top), spacing, rows, cols, name)

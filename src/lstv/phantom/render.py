@@ -9,24 +9,24 @@ import numpy as np
 
 from lstv.levels import LEVELS
 from lstv.phantom.anatomy import Anatomy, sample_anatomy
-from lstv.phantom.draw import _draw_slice
-from lstv.phantom.geometry import AXIAL_ORIENTATION, SeriesGeometry, _place, _Placement
+from lstv.phantom.draw import draw_slice
+from lstv.phantom.geometry import AXIAL_ORIENTATION, Placement, SeriesGeometry, place_in_image
 from lstv.phantom.tissues import (
-    _BLUR0,
-    _BOWEL0,
-    _N_LABELS,
-    _NUCLEUS0,
-    _T1_SIGNAL,
-    _T2_SIGNAL,
-    _TEXTURE,
     AIR,
     ANNULUS,
+    BLUR0,
+    BOWEL0,
     CSF,
     FAT,
     MARROW,
     MUSCLE,
+    N_LABELS,
     NERVE,
+    NUCLEUS0,
     POST_BONE,
+    T1_SIGNAL,
+    T2_SIGNAL,
+    TEXTURE,
     VESSEL,
 )
 
@@ -76,30 +76,30 @@ def _lookup_tables(
     a: Anatomy, contrast: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-label signal and texture amplitude for one study."""
-    base = _T2_SIGNAL if contrast == "T2" else _T1_SIGNAL
-    lut = np.zeros(_N_LABELS, np.float32)
+    base = T2_SIGNAL if contrast == "T2" else T1_SIGNAL
+    lut = np.zeros(N_LABELS, np.float32)
     for label, value in base.items():
         lut[label] = value * rng.uniform(0.92, 1.08)
     lut[CSF] = base[CSF]
     for i, d in enumerate(a.discs):
         if contrast == "T2":
-            lut[_NUCLEUS0 + i] = (
+            lut[NUCLEUS0 + i] = (
                 d.signal
                 if d.kind not in ("vestigial", "rudimentary")
                 else (d.signal * lut[MARROW] / 0.46)
             )
         else:
-            lut[_NUCLEUS0 + i] = 0.32 if d.kind in ("normal", "thoracic") else lut[MARROW] * 0.8
+            lut[NUCLEUS0 + i] = 0.32 if d.kind in ("normal", "thoracic") else lut[MARROW] * 0.8
         # A degenerated disc's nucleus fades into its annulus through a mid-signal border.
-        lut[_BLUR0 + i] = (lut[_NUCLEUS0 + i] + lut[ANNULUS]) / 2
+        lut[BLUR0 + i] = (lut[NUCLEUS0 + i] + lut[ANNULUS]) / 2
     for j, s in enumerate(a.bowel_signal):
-        lut[_BOWEL0 + j] = s if contrast == "T2" else 0.3 + 0.4 * (s - 0.4)
-    amp = np.zeros(_N_LABELS, np.float32)
-    for label, value in _TEXTURE.items():
+        lut[BOWEL0 + j] = s if contrast == "T2" else 0.3 + 0.4 * (s - 0.4)
+    amp = np.zeros(N_LABELS, np.float32)
+    for label, value in TEXTURE.items():
         amp[label] = value
-    amp[_BOWEL0:] = 0.12
+    amp[BOWEL0:] = 0.12
     for i, d in enumerate(a.discs):  # degenerated nuclei are inhomogeneous
-        amp[_NUCLEUS0 + i] = amp[_BLUR0 + i] = 0.07 * (d.grade - 1)
+        amp[NUCLEUS0 + i] = amp[BLUR0 + i] = 0.07 * (d.grade - 1)
     return lut, amp
 
 
@@ -157,7 +157,7 @@ def _synthesise(
     return cv2.addWeighted(sharp, 1.0 - partial_volume, coarse, partial_volume, 0.0)
 
 
-def _sample_matrix(rng: np.random.Generator) -> tuple[int, int, float]:
+def sample_matrix(rng: np.random.Generator) -> tuple[int, int, float]:
     rows = int(rng.choice([320, 352, 384, 416, 448, 480, 512]))
     cols = rows if rng.random() < 0.8 else max(320, rows - int(rng.choice([16, 32, 64])))
     lo, hi = max(0.5, 270.0 / rows), min(0.9, 340.0 / rows)
@@ -175,7 +175,7 @@ def _render_series(
     n_slices: int,
     thickness: float,
     gap: float,
-    placement: _Placement,
+    placement: Placement,
     origin: np.ndarray,
     mid_offset: float,
     contrast: str,
@@ -201,7 +201,7 @@ def _render_series(
     for k in range(n_slices):
         # Volume order follows the slice normal, which is -x for this orientation.
         dx = mid_offset - (k - mid) * step
-        labels, centres = _draw_slice(a, placement, dx)
+        labels, centres = draw_slice(a, placement, dx)
         if k == mid:
             mid_centres = centres
         # A shifted texture per slice, so neighbouring slices do not repeat the marrow pattern.
@@ -239,15 +239,15 @@ def _render_series(
     )
 
 
-def _render_t2(
+def render_t2(
     rng: np.random.Generator, kind: str, subtype: str | None = None
-) -> tuple[RenderedStudy, Anatomy, _Placement]:
+) -> tuple[RenderedStudy, Anatomy, Placement]:
     a = sample_anatomy(rng, kind, subtype)
-    rows, cols, spacing = _sample_matrix(rng)
+    rows, cols, spacing = sample_matrix(rng)
     n_slices = int(rng.integers(15, 21))
     thickness = round(float(rng.uniform(3.0, 4.0)), 2)
     gap = round(float(rng.choice([0.0, 0.0, 0.3, 0.5])), 2)
-    placement = _place(rng, a, rows, cols, spacing)
+    placement = place_in_image(rng, a, rows, cols, spacing)
     origin = np.round(
         np.array(
             [
@@ -290,7 +290,7 @@ def render_study(rng: np.random.Generator, kind: str, subtype: str | None = None
         order hengck23's demo and :func:`lstv.dicom.read_series` stack them in, so ``D // 2`` is
         the slice the localizer reads, for even ``D`` too.
     """
-    return _render_t2(rng, kind, subtype)[0]
+    return render_t2(rng, kind, subtype)[0]
 
 
 def study_rng(seed: int, index: int) -> np.random.Generator:
@@ -298,14 +298,14 @@ def study_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, 0x5EED])
 
 
-def _render_t1(
-    rng: np.random.Generator, a: Anatomy, t2: RenderedStudy, placement: _Placement
+def render_t1(
+    rng: np.random.Generator, a: Anatomy, t2: RenderedStudy, placement: Placement
 ) -> RenderedStudy:
     """A small sagittal T1 of the same patient: 320 x 320, 5-7 slices, same frame of reference."""
     g = t2.geometry
     size = 320
     spacing = round(g.pixel_spacing * g.rows / size, 4)
-    scaled = _Placement(placement.rotation, placement.offset, spacing, size, size)
+    scaled = Placement(placement.rotation, placement.offset, spacing, size, size)
     origin = g.positions[t2.mid_index].copy()
     return _render_series(
         a,
@@ -323,7 +323,7 @@ def _render_t1(
     )
 
 
-def _render_axial(
+def render_axial(
     rng: np.random.Generator, a: Anatomy, t2: RenderedStudy
 ) -> tuple[np.ndarray, SeriesGeometry]:
     """A few axial T2 slices through the lower lumbar discs (a simple cross-section drawing)."""
@@ -352,7 +352,7 @@ def _render_axial(
         cv2.ellipse(
             lab, disc_c, (axes[0] + int(2 * px), axes[1] + int(2 * px)), 0, 0, 360, ANNULUS, -1
         )
-        cv2.ellipse(lab, disc_c, axes, 0, 0, 360, _NUCLEUS0 + a.index(name.split("/")[0]), -1)
+        cv2.ellipse(lab, disc_c, axes, 0, 0, 360, NUCLEUS0 + a.index(name.split("/")[0]), -1)
         canal_c = (int(centre_x), int(centre_y + 28 * px))
         for side in (-1, 1):
             psoas = (int(centre_x + side * 38 * px), int(centre_y - 2 * px))
