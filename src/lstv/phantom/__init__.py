@@ -31,7 +31,69 @@ spondylolisthesis at L4/L5 or L5/S1; disc height grows gradually from T10 down, 
 T12/L1 within the lumbar range; and the top of the field of view cuts a vertebra from T10 to L1
 (:data:`FOV_TOPS`), so the count from the top is not always visible. ``lstv_labels.csv`` carries
 ``study_id, lstv, lstv_type``, then ``lstv_subtype``, ``castellvi`` and ``pfirrmann_l1_l2`` ..
-``pfirrmann_l5_s1`` (a completely sacralized L5/S1 is graded 5 for what it looks like).
+``pfirrmann_l5_s1`` (a completely sacralized L5/S1 is graded 5 for what it looks like), then the
+drawn values of the cues below: ``l5_wedge_deg`` (the angle between the upper and lower
+endplates of the vertebra counted as L5 from L1, positive when taller anteriorly),
+``lumbosacral_angle_deg`` (Ferguson's: the upper endplate of the segment counted as S1 against
+the image's horizontal) and ``s1_s2_remnant`` (``none``, ``faint``, ``residual``, ``full``).
+
+Normal spines vary where a score reads, with the spread published for real ones, and each
+transitional cue is drawn from a distribution that overlaps the normal one (constants in
+:mod:`~lstv.phantom.anatomy`; measured on 200 draws per subtype with ``sample_anatomy`` and
+``place_in_image``, mean +- SD):
+
+.. list-table:: Cues, their normal and transitional distributions, and the sources
+   :header-rows: 1
+
+   * - cue
+     - normal
+     - transitional
+     - source
+   * - lumbosacral (Ferguson's) angle, ``lumbosacral_angle_deg``
+     - S1's upper endplate against the image's horizontal ~ N(44.5, 9.9), 18-71 (measured
+       43.3 +- 9.4), correlated with the lordosis (r = 0.64); the pelvic tilt on the table is
+       the image rotation that realises it
+     - sacralized: as normal (S1 is the sacrum); a lumbarized S1 is mobile and squared, its
+       endplate flatter (35 +- 9 rudimentary, 26 +- 9 full): the sacral slope is drawn at S2
+     - Okpala 2014, 274 supine radiographs: 44.5 +- 9.9, range 18-71 (PMC4199170)
+   * - lumbar lordosis
+     - segment angles x N(1.2, 0.33): L1-S1 42 +- 10 degrees
+     - as normal
+     - 30-80 degrees (Hegazy 2014, 93 MRIs); supine 37 +- 13, standing 50 +- 11 (627
+       volunteers, PMC6680033)
+   * - L5 tilt towards the sacrum
+     - lordosis-driven, +- 1.2 degrees
+     - +N(6, 2) degrees complete, +N(4, 2) partial: about 1.1 and 0.8 of the normal spread
+     - L5 incidence 22.4 normal vs 32.8 sacralized, about 1.1 SD (Dominguez et al., Eur
+       Spine J 2016, 147 volunteers)
+   * - L5 wedge, ``l5_wedge_deg``
+     - 5.6 +- 2.5 degrees (lordosis-driven + N(0, 2))
+     - +N(2.5, 2) complete (7.8 +- 3.4), +N(1.5, 2) partial (6.8 +- 3.0)
+     - a "rhombus-shaped" sacralized L5 (Tokgoz 2014, 1049 MRIs); no published wedge angle
+       found, so the overlap is set to about one SD
+   * - L5 height and taper
+     - height x (1 + N(0, 0.025)); taper 0.97 + N(0, 0.03)
+     - height x N(0.95, 0.03) complete, N(0.965, 0.03) partial; taper N(0.87, 0.04),
+       N(0.91, 0.04)
+     - none found; overlap about one to two SD
+   * - L5/S1 disc height
+     - N(10, 1.6) mm before degeneration (L1/L2..L4/L5 SD 1.0 mm); Pfirrmann 4-5 lowers it
+       to 25-78%
+     - complete: rudimentary, 1-3 mm or absent; partial: 5-7 mm, grade 3-4; both overlap the
+       degenerated normals
+     - L5/S1 middle height 11.3 +- 1.7 mm, L4/L5 10.8 +- 1.0 (40 adults, "Age-related
+       changes in height and wedging of L4/L5 and L5/S1")
+   * - S1/S2 remnant, ``s1_s2_remnant``
+     - none 25%, a faint line 36%, a small residual disc (2.5-4.2 mm) 39%
+     - lumbarized: ``residual`` (rudimentary) or ``full`` (well-formed), about half each
+     - an S1/S2 disc persisted in 39% of 56 adult sacra (Nayak et al., J Can Chiropr Assoc
+       2016); a lumbarized S1 has a well-formed S1-2 disc (Tokgoz 2014)
+
+So a sacralized L5 is no longer always shorter, trapezoid and tilted by a fixed share of the
+way to S1: what separates it from a normal L5 beyond the literature's overlap is the defining
+anatomy (a rudimentary or narrowed L5/S1 disc, fused transverse processes), and for
+lumbarization a squared S1 with a disc below it, which a residual S1/S2 disc in a normal spine
+now resembles.
 
 Label convention for transitional studies (``train_label_coordinates.csv``): levels are counted
 from the top, as a radiologist reading a whole-spine localiser would, with L1 the first vertebra

@@ -240,26 +240,43 @@ _GRADE_HEIGHT = {2: (0.92, 1.0), 3: (0.78, 0.92), 4: (0.55, 0.78), 5: (0.25, 0.4
 _GRADE_SIGNAL = {2: (0.66, 0.84), 3: (0.45, 0.62), 4: (0.26, 0.42), 5: (0.10, 0.20)}
 _SPONDYLOLISTHESIS_RATE = 0.08
 
+# Published spreads the column is drawn from; the package docstring's table gives the sources.
+# Lumbosacral (Ferguson's) angle in the image: mean, SD, range (274 supine radiographs).
+FERGUSON_ANGLE = (44.5, 9.9, 18.0, 71.0)
+# Lordosis factor on the table's segment angles: mean 1.2, SD 0.33 gives L1-S1 lordosis of
+# about 42 +- 11 degrees (supine 37 +- 13, standing 50 +- 11; range 30-80).
+LORDOSIS_FACTOR = (1.2, 0.33)
+LORDOSIS_SLOPE_R = 0.64  # L1-L5 lordosis against L5 incidence (Dominguez et al. 2016)
+L5_WEDGE_SD = 2.0  # degrees, on top of the lordosis-driven wedge
+L5_TAPER_SD = 0.03
+LUMBAR_DISC_SD = 1.0  # mm, L1/L2..L4/L5 central height
+LUMBOSACRAL_DISC_SD = 1.6  # mm, L5/S1 (middle height 11.3 +- 1.7 mm)
+# S1/S2 of a sacral S1: a disc persisted between S1 and S2 in 39% of 56 adult sacra.
+S1_S2_REMNANT_P = {"none": 0.25, "faint": 0.36, "residual": 0.39}
+# A sacralized L5 against a normal one, each (mean, SD): height factor, taper (inferior over
+# superior depth), extra tilt towards the sacrum and extra wedge (degrees). The tilt mirrors the
+# L5 incidence difference (22 vs 33 degrees, about 1.1 SD); no published L5 height, taper or
+# wedge of a sacralized L5 was found, so those overlap the normal ones by about one SD.
+TRANSITIONAL_L5 = {
+    "sacralization_partial": {
+        "height": (0.965, 0.03), "taper": (0.91, 0.04), "tilt": (4.0, 2.0), "wedge": (1.5, 2.0),
+    },
+    "sacralization_complete": {
+        "height": (0.95, 0.03), "taper": (0.87, 0.04), "tilt": (6.0, 2.0), "wedge": (2.5, 2.0),
+    },
+}  # fmt: skip
+
 
 def _column_rows(kind: str, subtype: str = "") -> list[list]:
     """The column table of :data:`_NORMAL_COLUMN`, changed for a transitional kind."""
     rows = [list(r) for r in _NORMAL_COLUMN]
     by_name = {r[0]: r for r in rows}
     if kind == "sacralization":
-        # L5 joins the sacrum: shorter, narrower below, tilted towards S1, wider laterally;
-        # a partly sacralized L5 is less so.
-        partial = subtype == "sacralization_partial"
-        l4_angle, s1_angle = by_name["L4"][6], by_name["S1"][6]
-        l5_angle = l4_angle + (0.45 if partial else 0.62) * (s1_angle - l4_angle)
-        by_name["L5"][1:7] = [
-            "transitional",
-            25.5 if partial else 24.5,
-            40.0,
-            0.9 if partial else 0.84,
-            30.0 if partial else 32.0,
-            l5_angle,
-        ]
-        by_name["S1"][6] = s1_angle + 2.0
+        # L5 joins the sacrum and is wider laterally (its transverse processes meet the ala);
+        # its height, taper, tilt and wedge are drawn around the normal L5's in
+        # _sample_vertebrae, overlapping as the literature says.
+        by_name["L5"][1] = "transitional"
+        by_name["L5"][5] = 30.0 if subtype == "sacralization_partial" else 32.0
     elif kind == "lumbarization":
         # S1 becomes a sixth lumbar-type body; the lumbosacral angle moves down to S1/S2.
         by_name["S1"][1:7] = ["lumbar", 26.0, 38.0, 0.97, 25.0, 19.0]
@@ -273,7 +290,21 @@ def _sample_vertebrae(
     rng: np.random.Generator, kind: str, subtype: str, size: float, lordosis: float
 ) -> list[Vertebra]:
     vertebrae = []
+    transitional = TRANSITIONAL_L5.get(subtype)
     for name, shape, height, depth, taper, half_width, angle in _column_rows(kind, subtype):
+        if name == "L5":
+            # Every L5 varies in taper; a sacralized one is drawn shorter, more tapered and
+            # tilted towards the sacrum by amounts that overlap the normal spread.
+            height_f, taper_mean, tilt = 1.0, taper, 0.0
+            if transitional is not None:
+                height_f = rng.normal(*transitional["height"])
+                taper_mean = rng.normal(*transitional["taper"])
+                tilt = rng.normal(*transitional["tilt"])
+            height *= height_f
+            taper = float(np.clip(taper_mean + rng.normal(0.0, L5_TAPER_SD), 0.75, 1.0))
+            angle = angle * lordosis + tilt
+        else:
+            angle = angle * lordosis
         vertebrae.append(
             Vertebra(
                 name=name,
@@ -282,7 +313,7 @@ def _sample_vertebrae(
                 depth=depth * size * (1 + rng.normal(0.0, 0.025)),
                 taper=taper,
                 half_width=half_width * size,
-                angle=angle * lordosis + rng.normal(0.0, 1.2),
+                angle=angle + rng.normal(0.0, 1.2),
                 wedge=0.0,
             )
         )
@@ -290,10 +321,12 @@ def _sample_vertebrae(
     for i, v in enumerate(vertebrae):
         prev_angle = vertebrae[max(i - 1, 0)].angle
         next_angle = vertebrae[min(i + 1, len(vertebrae) - 1)].angle
-        share = 0.7 if v.shape in ("sacral", "coccygeal", "transitional") else 0.35
+        share = 0.7 if v.shape in ("sacral", "coccygeal") else 0.35
         wedge = share * (next_angle - prev_angle) / 2
-        if v.shape == "transitional":
-            wedge = max(wedge, 7.0)
+        if v.name == "L5":
+            wedge += rng.normal(0.0, L5_WEDGE_SD)
+            if transitional is not None:
+                wedge += rng.normal(*transitional["wedge"])
         vertebrae[i] = Vertebra(**{**v.__dict__, "wedge": wedge})
     return vertebrae
 
@@ -372,6 +405,8 @@ def _sample_disc(
             rng.uniform(0.45, 0.8),
             collapsed,
         )
+    if upper.name == "S1" and upper.shape == "sacral":
+        return _s1_s2_remnant(rng, name)
     if upper.shape == "sacral" and lower.shape == "sacral":
         # Fused sacral levels keep a thin remnant, fainter further down.
         level = int(upper.name[1])
@@ -403,9 +438,48 @@ def _sample_disc(
             rng.uniform(0.72, 0.95) if junction else rng.uniform(0.62, 0.85),
         )
     else:
-        height = float(np.clip(_LUMBAR_DISC_HEIGHT[name] + rng.normal(0.0, 0.8), 8.0, 12.0))
+        sd = LUMBOSACRAL_DISC_SD if name == "L5/S1" else LUMBAR_DISC_SD
+        height = float(np.clip(_LUMBAR_DISC_HEIGHT[name] + rng.normal(0.0, sd), 6.5, 14.5))
         disc = Disc(name, "normal", height, rng.uniform(0.78, 1.0))
     return _degenerate(rng, disc, _sample_grade(rng, load, name))
+
+
+def _s1_s2_remnant(rng: np.random.Generator, name: str) -> Disc:
+    """The S1/S2 level of a sacrum whose S1 is sacral: no remnant, a faint line or a small
+    residual disc, with the prevalences of :data:`S1_S2_REMNANT_P`."""
+    kind = str(rng.choice(list(S1_S2_REMNANT_P), p=list(S1_S2_REMNANT_P.values())))
+    if kind == "none":  # fully fused: the remnant has the marrow's signal and no extent
+        return Disc(name, "vestigial", rng.uniform(1.0, 1.6), 0.46, 0.0)
+    if kind == "faint":
+        return Disc(
+            name,
+            "vestigial",
+            rng.uniform(1.1, 2.3),
+            0.58 * rng.uniform(0.9, 1.05),
+            rng.uniform(0.35, 0.6),
+        )
+    # A small residual disc: taller, brighter and wider than a faint line, still in a fused
+    # sacrum (no facet joints), and so partly like a rudimentary lumbarized S1/S2.
+    return Disc(
+        name, "vestigial", rng.uniform(2.5, 4.2), rng.uniform(0.62, 0.85), rng.uniform(0.5, 0.8)
+    )
+
+
+def s1_s2_remnant(anatomy: Anatomy) -> str:
+    """What lies between S1 and S2: ``none``, ``faint``, ``residual`` or ``full`` (a lumbarized
+    S1's well-formed disc); a rudimentary lumbarized S1/S2 is a residual disc."""
+    disc = anatomy.disc("S1/S2")
+    if disc.kind == "normal":
+        return "full"
+    if disc.kind == "rudimentary" or disc.height >= 2.5:
+        return "residual"
+    return "faint" if disc.extent > 0 else "none"
+
+
+def l5_wedge_deg(anatomy: Anatomy) -> float:
+    """The angle between the upper and lower endplates of L5 (positive: taller anteriorly)."""
+    body = anatomy.bodies[anatomy.index("L5")]
+    return float(body.inf_angle - body.sup_angle)
 
 
 def _sample_transverse(rng: np.random.Generator, subtype: str) -> tuple[str, tuple[str, str]]:
@@ -499,7 +573,12 @@ def sample_anatomy(rng: np.random.Generator, kind: str, subtype: str | None = No
     if subtype not in LSTV_SUBTYPES[kind]:
         raise ValueError(f"subtype of {kind} must be one of {LSTV_SUBTYPES[kind]}, got {subtype!r}")
     size = rng.uniform(0.95, 1.12)
-    lordosis = rng.uniform(0.75, 1.25)
+    z = rng.normal()
+    lordosis = float(np.clip(LORDOSIS_FACTOR[0] + LORDOSIS_FACTOR[1] * z, 0.55, 2.0))
+    # The sacrum's slope in the image follows the lordosis (r = LORDOSIS_SLOPE_R).
+    r = LORDOSIS_SLOPE_R
+    ferguson = FERGUSON_ANGLE[0] + FERGUSON_ANGLE[1] * (r * z + math.sqrt(1 - r * r) * rng.normal())
+    ferguson = float(np.clip(ferguson, *FERGUSON_ANGLE[2:]))
     load = rng.beta(1.5, 1.6)  # the patient's degeneration load, 0..1
     vertebrae = _sample_vertebrae(rng, kind, subtype, size, lordosis)
     discs = [
@@ -531,7 +610,12 @@ def sample_anatomy(rng: np.random.Generator, kind: str, subtype: str | None = No
         subtype=subtype,
         castellvi=castellvi,
         transverse=transverse,
-        extra={"size": size, "lordosis": lordosis, "degeneration_load": load},
+        extra={
+            "size": size,
+            "lordosis": lordosis,
+            "degeneration_load": load,
+            "ferguson_target": ferguson,
+        },
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from lstv import rsna
 from lstv.levels import LEVEL_KEYS, LEVELS
-from lstv.phantom.anatomy import LSTV_SUBTYPES
+from lstv.phantom.anatomy import LSTV_SUBTYPES, l5_wedge_deg, s1_s2_remnant
 from lstv.phantom.dicom_writer import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     JPEG_LOSSLESS_SV1,
@@ -25,6 +25,7 @@ from lstv.phantom.dicom_writer import (
     study_id_for,
     write_series_files,
 )
+from lstv.phantom.geometry import lumbosacral_angle_deg
 from lstv.phantom.render import render_axial, render_t1, render_t2, study_rng
 from lstv.rundir import write_json_atomic
 
@@ -42,6 +43,9 @@ LSTV_LABEL_COLUMNS = (
     "lstv_subtype",
     "castellvi",
     *(f"pfirrmann_{key}" for key in LEVEL_KEYS),
+    "l5_wedge_deg",
+    "lumbosacral_angle_deg",
+    "s1_s2_remnant",
 )
 
 
@@ -220,6 +224,9 @@ def _write_study(
         t2.subtype,
         t2.castellvi,
         *(t2.grades[level] for level in LEVELS),
+        f"{l5_wedge_deg(anatomy):.1f}",
+        f"{lumbosacral_angle_deg(anatomy, placement):.1f}",
+        s1_s2_remnant(anatomy),
     )
     return series_rows, label_rows, lstv_row
 

@@ -158,6 +158,8 @@ def endplate_ends(body: PlacedBody, which: str, dx: float) -> tuple[np.ndarray, 
 # T10 (three thoracic discs in view) to L1 (the first disc in view is L1/L2, nothing to count
 # from).
 FOV_TOPS = ("T10", "T11", "T12", "L1")
+# In-plane rotation of the column in the image, degrees (see place_in_image).
+ROTATION_RANGE = (-28.0, 14.0)
 _FOV_TOP_WEIGHTS = (0.25, 0.3, 0.3, 0.15)
 
 
@@ -194,9 +196,14 @@ def place_in_image(
 
     A top that would push the sacrum out of a short field of view moves down a vertebra.
     """
-    rotation = rng.uniform(-10.0, 10.0)
-    probe = Placement(rotation, (0.0, 0.0), 1.0, rows, cols)
     sacrum = "S2" if anatomy.kind == "lumbarization" else "S1"
+    # The patient's pelvic tilt on the table: the rotation that gives the first sacral segment
+    # its drawn lumbosacral angle against the image's horizontal (image angle = frame angle -
+    # rotation), kept within what a lumbar protocol's field of view holds.
+    base = anatomy.bodies[anatomy.index(sacrum)].sup_angle
+    target = anatomy.extra.get("ferguson_target", base)
+    rotation = float(np.clip(base - target + rng.normal(0.0, 1.0), *ROTATION_RANGE))
+    probe = Placement(rotation, (0.0, 0.0), 1.0, rows, cols)
     must = anatomy.bodies[anatomy.index(sacrum)]
     want = anatomy.bodies[anatomy.index(sacrum) + 1]
     must_y = float(probe.to_pixels(np.array([*endplate_ends(must, "sup", 0.0)]))[:, 1].max()) + 15.0
@@ -223,3 +230,12 @@ def place_in_image(
         top = lo
     du = width_mm * rng.uniform(0.50, 0.62) - float(l3_post[0])
     return Placement(rotation, (du, -top), spacing, rows, cols, name)
+
+
+def lumbosacral_angle_deg(anatomy: Anatomy, placement: Placement) -> float:
+    """Ferguson's angle: the superior endplate of the segment counted as S1 (the anatomical S1:
+    in a lumbarized column the squared, mobile one) against the image's horizontal, degrees."""
+    body = anatomy.bodies[anatomy.index("S1")]
+    ant, post = (placement.to_pixels(p) for p in endplate_ends(body, "sup", 0.0))
+    dx, dy = post - ant
+    return float(math.degrees(math.atan2(-dy, dx)))
