@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from lstv.results import METRIC_COLUMNS, SEED_COLUMNS, metrics_row
+from lstv.results import METRIC_COLUMNS, SEED_COLUMNS, StudyResult, metrics_row
 from lstv.sample import Sample
 from lstv.studies import StudyTask
-from lstv.uncertainty import RiskThresholds, study_metrics
+from lstv.uncertainty import RiskThresholds
 
 
 def make_sample(height=400, width=320):
@@ -35,9 +35,9 @@ def test_seed_columns_come_first_in_their_order():
 def test_row_maps_points_to_original_pixels_and_patient_mm():
     probs = np.full((6, 160, 160), 0.01)
     probs[5, 80, 40] = 0.9  # L5/S1 at model pixel x=40, y=80
-    row = metrics_row(
-        1, 2, "Sagittal T2/STIR", study_metrics(probs), make_sample(), RiskThresholds()
-    )
+    sample = make_sample()
+    result = StudyResult.from_maps(probs, sample.slice_shape)
+    row = metrics_row(result, sample, RiskThresholds())
     assert row["l5_s1_x"] == pytest.approx(40 * 320 / 160)
     assert row["l5_s1_y"] == pytest.approx(80 * 400 / 160)
     # x moves along the row cosine (+y) by the column spacing, y along -z by the row spacing

@@ -33,30 +33,22 @@ def analyse_volume(
     volume: np.ndarray,
     image_size: int = DEFAULT_IMAGE_SIZE,
     pixel_spacing=None,
-) -> dict:
-    """Per-level metrics of a (D, H, W) uint8 volume, read at its centre slice ``D // 2``.
+    reference=None,
+):
+    """The result of a (D, H, W) uint8 volume, read at its centre slice ``D // 2``: a
+    :class:`lstv.results.StudyResult`, the same object ``lstv infer`` writes as a row.
 
-    Points (``point``) are (x, y) in the original slice's pixels, or None; ``probs`` holds the
-    (6, S, S) maps. With the centre slice's ``pixel_spacing`` (mm between rows, between
-    columns) the map-shape features that the calibrated score uses are measured too.
+    As a mapping: level key -> metrics, with ``point`` as (x, y) in the original slice's pixels
+    or None; ``probs`` holds the (6, S, S) maps. With the centre slice's ``pixel_spacing`` (mm
+    between rows, between columns) the map-shape features are measured too, and with a score
+    ``reference`` (:class:`lstv.score.Reference` of this checkpoint) ``.score`` holds the
+    calibrated score.
     """
     from lstv.inference import model_input
-    from lstv.uncertainty import model_pixel_mm, study_metrics
+    from lstv.results import StudyResult
 
     if volume.ndim != 3 or volume.dtype != np.uint8:
         raise TypeError(f"expected a (D, H, W) uint8 volume, got {volume.dtype} {volume.shape}")
     centre = volume[volume.shape[0] // 2]
     probs = predictor(model_input(volume, image_size)[None])[0]
-    pixel_mm = (
-        None
-        if pixel_spacing is None
-        else model_pixel_mm(pixel_spacing, centre.shape, probs.shape[-2:])
-    )
-    metrics = study_metrics(probs, pixel_mm)
-    from lstv.sample import model_to_original
-
-    for m in metrics.values():
-        if m["point"] is not None:
-            m["point"] = model_to_original(m["point"], image_size, centre.shape)
-    metrics["probs"] = probs
-    return metrics
+    return StudyResult.from_maps(probs, centre.shape, pixel_spacing, reference)

@@ -22,10 +22,9 @@ import numpy as np
 from lstv import __version__
 from lstv.config import InferenceConfig
 from lstv.levels import DEFAULT_IMAGE_SIZE
-from lstv.results import METRIC_COLUMNS, metrics_row, save_heatmaps
+from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row, save_heatmaps
 from lstv.rundir import Manifest, RunDir, check_header, json_safe, non_finite_keys, utc_now
 from lstv.sample import Failure, Sample, SampleReader, iter_samples
-from lstv.score import score_rows
 from lstv.scoring import resolve_reference
 from lstv.studies import (
     StudyTask,
@@ -36,10 +35,8 @@ from lstv.studies import (
     study_tasks,
 )
 from lstv.uncertainty import (
-    model_pixel_mm,
     mutual_information,
     resolve_thresholds,
-    study_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -252,26 +249,17 @@ class _Run:
             # The batch forward already made the unshifted view's maps: reuse them.
             views = self.predictor.predict_views(sample.image, unshifted=probs)
             tta_mi = mutual_information(views)
-        pixel_mm = model_pixel_mm(sample.pixel_spacing, sample.slice_shape, probs.shape[-2:])
-        metrics = study_metrics(probs, pixel_mm)
-        row = metrics_row(
-            task.study_id,
-            task.series_id,
-            task.series_description,
-            metrics,
-            sample,
-            self.thresholds,
-            tta_mi,
+        result = StudyResult.from_maps(
+            probs, sample.slice_shape, sample.pixel_spacing, self.reference, tta_mi, "this run"
         )
-        if self.reference is not None:
-            row.update(score_rows([row], self.reference, "this run")[0])
+        row = metrics_row(result, sample, self.thresholds)
         if self.config.save_heatmaps or self.config.visualize:
             save_heatmaps(self.run_dir, task.study_id, task.series_id, probs, sample)
         if self.config.visualize:
             from lstv.visualize import save_study_figures
 
             save_study_figures(
-                self.run_dir.visualizations, sample, probs, metrics, row["risk_level"]
+                self.run_dir.visualizations, sample, probs, result.levels, row["risk_level"]
             )
         self.metrics.write(row, sync=False)
         self.n_completed += 1

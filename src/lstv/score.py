@@ -451,16 +451,3 @@ def score_rows(rows: list[dict], ref: Reference, source: str = "metrics") -> lis
             }
         )
     return out
-
-
-def score_study(metrics: dict[str, dict], ref: Reference) -> dict:
-    """The score columns of one study from :func:`lstv.uncertainty.study_metrics` output
-    (measured with the pixel size, so the shape features are there)."""
-    row = {}
-    for level, values in metrics.items():
-        if not isinstance(values, dict):
-            continue
-        for name, value in values.items():
-            if isinstance(value, int | float):
-                row[f"{level}_{name}"] = value
-    return score_rows([row], ref, "study metrics")[0]

@@ -162,31 +162,18 @@ def analyse_folder(
     from lstv.dicom import read_series
     from lstv.index import upload_series_files
     from lstv.inference import model_input
-    from lstv.sample import original_to_model
-    from lstv.score import SCORE_COLUMNS, score_study
     from lstv.visualize import figure_png, heatmap_figure
 
     # One series as uploaded, or the one lstv infer would pick from a whole study's export.
     series = read_series(upload_series_files(folder), limits)
     centre = series.centre_index
     result = analyse_volume(
-        predictor, series.volume, image_size, pixel_spacing=series.pixel_spacings[centre]
+        predictor, series.volume, image_size, series.pixel_spacings[centre], reference
     )
-    score = score_study(result, reference) if reference is not None else None
-    probs = result.pop("probs")
     image = model_input(series.volume, image_size)
-    model_points = {}
-    for key, m in result.items():
-        point = m["point"]
-        model_points[key] = dict(
-            m,
-            point=None
-            if point is None
-            else original_to_model(point, image_size, series.volume.shape[1:]),
-        )
     title = f"slice {centre + 1} of {series.volume.shape[0]}"
-    png = figure_png(heatmap_figure(image, probs, model_points, title))
-    l5_s1 = result["l5_s1"]["entropy"]
+    png = figure_png(heatmap_figure(image, result.probs, result.levels, title))
+    l5_s1 = result.levels["l5_s1"]["entropy"]
 
     def plain(value):  # JSON has no NaN: a second peak that was not found is null
         return None if isinstance(value, float) and not math.isfinite(value) else value
@@ -196,14 +183,12 @@ def analyse_folder(
         "levels": {
             key: {k: plain(v) for k, v in m.items() if k != "point"}
             | {"point": None if m["point"] is None else [round(c, 1) for c in m["point"]]}
-            for key, m in result.items()
+            for key in result.levels
+            for m in [result[key]]  # original pixels
         },
         "risk_level": thresholds.risk(l5_s1),
         "lstv_flag": thresholds.flag(l5_s1),
-        **{
-            k: None if v == "" else v
-            for k, v in (score or dict.fromkeys(SCORE_COLUMNS, "")).items()
-        },
+        **{k: None if v == "" else v for k, v in result.score.items()},
         "lstv_score_threshold": None if reference is None else reference.threshold,
         "thresholds": dataclasses.asdict(thresholds),
         "figure_png_base64": base64.b64encode(png).decode("ascii"),
