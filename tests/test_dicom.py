@@ -250,3 +250,34 @@ def test_declared_bytes_round_bits_up_to_whole_bytes(bits, bytes_per_sample):
     ds = pydicom.Dataset()
     ds.Rows, ds.Columns, ds.BitsAllocated = 30, 20, bits
     assert declared_pixel_bytes(ds) == 30 * 20 * bytes_per_sample
+
+
+READ_MAIN = """
+import sys
+from lstv.dicom import SeriesReadError, read_series
+try:
+    read_series(sys.argv[1:])
+except SeriesReadError as exc:
+    print(exc)
+"""
+
+
+def test_a_fifo_named_as_a_series_file_is_refused_not_waited_on(tmp_path):
+    """17.2: an index path naming a FIFO blocked lstv infer's reader for good."""
+    import os
+    import subprocess
+    import sys
+
+    files = sorted(write_series(tmp_path / "s").iterdir())
+    fifo = tmp_path / "s" / "pipe.dcm"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [sys.executable, "-c", READ_MAIN, *map(str, files), str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pipe.dcm: not a regular file (a FIFO)" in proc.stdout
+    with pytest.raises(SeriesReadError, match="s: not a regular file"):
+        read_series([tmp_path / "s"])  # a folder listed as a file

@@ -161,3 +161,61 @@ def test_dicomdir_lists_the_instances(tmp_path, phantom_dataset):
     assert [r["n_instances"] for r in result.rows] == [len(files)]
     assert result.n_files == len(files)
     assert np.all([r["orientation"] == "sagittal" for r in result.rows])
+
+
+INDEX_MAIN = """
+import sys
+from lstv.index import index_tree
+result = index_tree(sys.argv[1], num_workers=1)
+print(sorted(result.skipped.items()), [r["n_instances"] for r in result.rows])
+"""
+
+
+def test_a_dicomdir_record_naming_a_fifo_is_skipped_not_waited_on(tmp_path, phantom_dataset):
+    """17.2: the folder walk skipped FIFOs, but a DICOMDIR record naming one hung lstv index."""
+    import os
+    import subprocess
+    import sys
+
+    from pydicom.fileset import FileSet
+
+    study_id, series_id, _ = read_series_table(phantom_dataset.series_csv)[0]
+    files = sorted((phantom_dataset.images_dir / str(study_id) / str(series_id)).glob("*.dcm"))
+    fileset = FileSet()
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.PatientID = ds.get("PatientID") or "PHANTOM"
+        fileset.add(ds)
+    fileset.write(tmp_path / "cd")
+    members = sorted((tmp_path / "cd").rglob("*"))
+    victim = next(p for p in members if p.is_file() and p.name != "DICOMDIR")
+    victim.unlink()
+    os.mkfifo(victim)
+    proc = subprocess.run(
+        [sys.executable, "-c", INDEX_MAIN, str(tmp_path / "cd")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"[('not a regular file', 1)] [{len(files) - 1}]"
+
+
+def test_a_semicolon_in_a_file_name_survives_the_index(tmp_path, phantom_dataset):
+    """17.5: a ``;`` in a file name failed its study with "No such file" in lstv infer."""
+    from lstv.dicom import read_series
+
+    rows = read_series_table(phantom_dataset.series_csv)
+    study_id, series_id, _ = next(r for r in rows if r[2] == "Sagittal T2/STIR")
+    files = sorted((phantom_dataset.images_dir / str(study_id) / str(series_id)).glob("*.dcm"))
+    export = tmp_path / "export"
+    (export / "SER;1").mkdir(parents=True)
+    (export / "mixed").mkdir()
+    for i, f in enumerate(files):  # half in a folder of their own, half among others' files
+        shutil.copy(f, export / ("SER;1" if i % 2 else "mixed") / f"IM;{i}")
+    shutil.copy(pydicom.data.get_testdata_file("MR_small.dcm"), export / "mixed" / "x")
+    out = tmp_path / "series.csv"
+    build_index(export, out, num_workers=1)
+    (task,) = [t for t in study_tasks(out) if t.series_description == "Sagittal T2/STIR"]
+    series = read_series(task.series_source(export))
+    assert len(series.paths) == len(files)

@@ -545,3 +545,58 @@ def test_without_a_score_the_report_says_how_to_get_one(report_html):
     html = report_html.read_text()
     assert "highest L5/S1 entropy" in html and "<th>Why</th>" not in html
     assert "lstv calibrate" in html
+
+
+# ----------------------------------------------------------------- paths from an index (issue 17)
+
+METRICS = "lstv_uncertainty_metrics.csv"
+REPORT_MAIN = """
+import sys
+from lstv.report import build_report
+build_report(sys.argv[1], sys.argv[2], data_dir=sys.argv[3])
+"""
+
+
+def test_report_thumbnails_never_wait_on_a_fifo_nor_leave_data_dir(
+    tmp_path, infer_output, phantom_dataset
+):
+    """17.2 and 17.10: an index path naming a FIFO hung ``lstv report --data_dir``; paths
+    outside ``--data_dir`` follow the one rule lstv infer follows."""
+    import csv
+    import os
+    import shutil
+
+    run = shutil.copytree(infer_output, tmp_path / "run")
+    data = shutil.copytree(phantom_dataset.images_dir, tmp_path / "images")
+    with open(run / METRICS, newline="") as f:
+        done = [(r["study_id"], r["series_id"]) for r in csv.DictReader(f)]
+    # An index of the export, as lstv index writes its path column (relative to the export).
+    rows = [
+        {"study_id": a, "series_id": b, "series_description": "Sagittal T2/STIR",
+         "study_uid": a, "path": f"{a}/{b}"}
+        for a, b in done
+    ]  # fmt: skip
+    os.mkfifo(data / "pipe")
+    rows[0]["path"] = "pipe"
+    rows[1]["path"] = "../images/" + rows[1]["path"]  # inside after all: still read
+    rows[2]["path"] = str(phantom_dataset.images_dir / rows[2]["path"])  # outside
+    index = tmp_path / "series.csv"
+    with open(index, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    manifest["series_csv"] = str(index)
+    (run / "run_manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-c", REPORT_MAIN, str(run / METRICS), str(out), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    assert "pipe: not a regular file (a FIFO)" in html
+    assert "leads outside the folder" in html
+    assert html.count("DICOM slice") == len(rows) - 2

@@ -268,3 +268,40 @@ def test_choose_series_prefers_the_exact_rsna_description_over_a_lower_series_id
         assert choose_series(records) == (exact, "description")
     lower = SeriesRecord(1, 3, "Sagittal T2 FSE")
     assert choose_series([other, lower]) == (lower, "description")
+
+
+# --- index paths (issue 17) -------------------------------------------------------------------
+
+
+def test_index_paths_outside_the_input_folder_are_refused_by_one_rule(tmp_path):
+    """17.10: infer read ``../`` and absolute index paths that report refused."""
+    root = tmp_path / "export"
+    (root / "ser").mkdir(parents=True)
+    (root / "ser" / "IM1").write_bytes(b"x")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "IM1").write_bytes(b"x")
+    (root / "link").symlink_to(outside)
+    assert StudyTask(1, 2, path="ser").series_source(root) == [root / "ser" / "IM1"]
+    for path in ("../elsewhere", str(outside), "ser;../elsewhere/IM1", "link"):
+        with pytest.raises(ValueError, match=r"outside the folder .*export"):
+            StudyTask(1, 2, path=path).series_source(root)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["a;b/IM1"], ["x/IM;1", "x/IM2"], ["[1]/IM1", "[1]/IM2"], ["s p/é;\n"], ["folder;x"]],
+)
+def test_index_paths_survive_any_legal_file_name(names):
+    """17.5: the index joined file names with ``;``, so a ``;`` in a name broke its study."""
+    from lstv.studies import join_paths, split_paths
+
+    assert split_paths(join_paths(names)) == names
+
+
+def test_old_index_paths_are_still_read():
+    from lstv.studies import split_paths
+
+    assert split_paths("PAT0/SER1") == ["PAT0/SER1"]
+    assert split_paths("a/IM1;a/IM2;b/IM3") == ["a/IM1", "a/IM2", "b/IM3"]
+    assert split_paths("[x]/IM1;[x]/IM2") == ["[x]/IM1", "[x]/IM2"]  # not JSON: the old way

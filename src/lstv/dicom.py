@@ -8,9 +8,12 @@ normal, order sagittal groups by x, stack, and normalise the whole volume to 8 b
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -119,6 +122,51 @@ def frame_geometry(ds, frame: int):
     return tuple(found)
 
 
+class NotRegularFileError(SeriesReadError):
+    """A path from data (an index, a DICOMDIR) that names a FIFO, device, socket or folder."""
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open ``path`` for reading in binary if, and only if, it is a regular file.
+
+    Every path that comes from data (an index's ``path``, a DICOMDIR record, a report's
+    ``--data_dir``) is opened through here: opening a FIFO blocks until a writer comes, which
+    may be never, and a device streams without end. The file is checked before it is opened
+    and again on the open descriptor (opened non-blocking), so a swap in between is caught.
+
+    Raises:
+        NotRegularFileError: the path names anything but a regular file (symlinks followed).
+        OSError: the path is missing or unreadable.
+    """
+    path = Path(path)
+
+    def refuse(mode: int) -> None:
+        for test, kind in _FILE_KINDS:
+            if test(mode):
+                raise NotRegularFileError(f"{path.name}: not a regular file ({kind})")
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{path.name}: not a regular file")
+
+    refuse(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        refuse(os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_slices(path: Path, budget: DecodeBudget | None = None) -> list[_Slice]:
     """The frames of one file: one for a classic image, each frame of a multi-frame (Enhanced
     MR) file with its own geometry from the functional groups. ``budget`` bounds what decoding
@@ -126,7 +174,10 @@ def _read_slices(path: Path, budget: DecodeBudget | None = None) -> list[_Slice]
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path)
+        with open_regular(path) as f:
+            ds = pydicom.dcmread(f)
+    except NotRegularFileError:
+        raise
     except Exception as exc:
         raise SeriesReadError(f"{path.name}: not a readable DICOM file ({exc})") from exc
     if "PixelData" not in ds:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lstv.dicom import folder_files, frame_geometry
+from lstv.dicom import NotRegularFileError, folder_files, frame_geometry, open_regular
 from lstv.rundir import write_csv_atomic
-from lstv.studies import PATH_SEPARATOR
+from lstv.studies import join_paths
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,10 @@ def read_header(path: str) -> InstanceHeader | str:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with open_regular(path) as f:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+    except NotRegularFileError:
+        return "not a regular file"
     except (InvalidDicomError, EOFError, OSError):
         return "not DICOM"
     except Exception:  # a DICOM preamble with a broken data set after it
@@ -312,8 +315,8 @@ def _series_path(members: list[InstanceHeader], folder_sizes: Counter) -> str:
     if len(folders) == 1:
         folder = folders.pop()
         if folder_sizes[folder] == len(members) and folder != ".":
-            return folder
-    return PATH_SEPARATOR.join(sorted(m.path for m in members))
+            return join_paths([folder])
+    return join_paths(sorted(m.path for m in members))
 
 
 def _most_common(values) -> str:

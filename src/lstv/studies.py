@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from lstv.rsna import SAGITTAL_T2, SERIES_COLUMNS
 
 log = logging.getLogger(__name__)
 
-# Separates the files in an index's ``path`` column (lstv.index writes it).
+# Separates the files in an index's ``path`` column (lstv.index writes it); a list whose names
+# hold it is written as a JSON array instead (see join_paths).
 PATH_SEPARATOR = ";"
 # A column only an index has: its rows carry headers for the selection to fall back on.
 INDEX_MARKER = "study_uid"
@@ -42,16 +44,65 @@ class StudyTask:
 
     def series_source(self, images_dir: Path) -> Path | list[Path]:
         """What :func:`lstv.dicom.read_series` reads: the RSNA folder (its ``.dcm`` files),
-        or every file of the index's folder, or the index's files."""
+        or every file of the index's folder, or the index's files.
+
+        Raises:
+            ValueError: an index path that leads outside ``images_dir`` (``..``, an absolute
+                path, a symlink out): ``infer`` and ``report`` read only inside the folder given.
+        """
         from lstv.dicom import folder_files
 
         if not self.path:
             return self.series_dir(images_dir)
-        parts = [p for p in self.path.split(PATH_SEPARATOR) if p]
-        first = Path(images_dir) / parts[0]
-        if len(parts) == 1 and first.is_dir():
-            return folder_files(first)
-        return [Path(images_dir) / p for p in parts]
+        paths = inside_paths(images_dir, split_paths(self.path))
+        if len(paths) == 1 and paths[0].is_dir():
+            return folder_files(paths[0])
+        return paths
+
+
+def join_paths(parts: list[str]) -> str:
+    """An index's ``path`` cell for a folder or files: joined by ``;`` as ever, or, when a name
+    holds a ``;`` (or could be read as JSON), a JSON array, so any legal file name survives."""
+    parts = [str(p) for p in parts]
+    if any(PATH_SEPARATOR in p or not p for p in parts) or parts[0].startswith("["):
+        return json.dumps(parts, ensure_ascii=False)
+    return PATH_SEPARATOR.join(parts)
+
+
+def split_paths(text: str) -> list[str]:
+    """The paths of an index's ``path`` cell (:func:`join_paths`; older indexes: ``;``)."""
+    if text.startswith("["):
+        try:
+            parts = json.loads(text)
+        except ValueError:
+            parts = None  # an older index whose first name starts with "["
+        if isinstance(parts, list) and parts and all(isinstance(p, str) for p in parts):
+            return parts
+    return [p for p in text.split(PATH_SEPARATOR) if p]
+
+
+def inside_paths(root: str | Path, parts: list[str]) -> list[Path]:
+    """``root / part`` for each index path, refusing any that leads outside ``root`` once
+    ``..`` and symlinks are resolved: an index names files of the export it was made from.
+
+    Raises:
+        ValueError: names the path and the folder.
+    """
+    root = Path(root)
+    resolved_root = root.resolve()
+    paths = []
+    for part in parts:
+        path = root / part
+        resolved = path.resolve()
+        if resolved != resolved_root and resolved_root not in resolved.parents:
+            raise ValueError(
+                f"index path {part!r} leads outside the folder {root} the run reads; "
+                "lstv reads only files inside it (re-index the export from its top folder)"
+            )
+        paths.append(path)
+    if not paths:
+        raise ValueError("the index lists no path for this series")
+    return paths
 
 
 def is_sagittal_t2(description: str) -> bool:
