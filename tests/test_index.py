@@ -219,3 +219,69 @@ def test_a_semicolon_in_a_file_name_survives_the_index(tmp_path, phantom_dataset
     (task,) = [t for t in study_tasks(out) if t.series_description == "Sagittal T2/STIR"]
     series = read_series(task.series_source(export))
     assert len(series.paths) == len(files)
+
+
+def test_what_could_not_be_read_is_said(tmp_path, messy_export, monkeypatch, capsys):
+    """17.6: an unreadable folder made its studies vanish without a word, and an unreadable
+    file counted as "not DICOM". (The tests run as root, whom permissions do not stop, so the
+    refusals are simulated where the operating system would raise them.)"""
+    import os
+
+    import lstv.index
+    from lstv.cli import main
+
+    locked = sorted(messy_export.glob("PAT1/*"))[0]
+    locked_file = sorted(messy_export.glob("PAT2/*/*/IM00000"))[0]
+    scandir, open_regular = os.scandir, lstv.index.open_regular
+
+    def refuse_folder(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    def refuse_file(path):
+        if str(path) == str(locked_file):
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_regular(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_folder)
+    monkeypatch.setattr(lstv.index, "open_regular", refuse_file)
+    out = tmp_path / "series.csv"
+    assert main(["index", "--input_dir", str(messy_export), "--output", str(out),
+                 "--num_workers", "1", "--quiet"]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "1 unreadable file (permission denied)" in said
+    where = locked.relative_to(messy_export)
+    assert f"1 folder could not be read ({where}: permission denied)" in said
+
+
+def test_two_patients_sharing_a_study_uid_are_kept_apart_with_a_warning(
+    tmp_path, phantom_dataset, caplog
+):
+    """17.7: two patients' files under one StudyInstanceUID were merged into one study, and
+    the selection then ran patient B's series for patient A's study."""
+    rows = read_series_table(phantom_dataset.series_csv)
+    by_study = {}
+    for study_id, series_id, description in rows:
+        by_study.setdefault(study_id, []).append((series_id, description))
+    (a, a_series), (b, b_series) = list(by_study.items())[:2]
+    export = tmp_path / "export"
+    uid = None
+    for patient, study_id, series in (("PAT-A", a, a_series), ("PAT-B", b, b_series)):
+        for series_id, _ in series:
+            folder = export / patient / str(series_id)
+            folder.mkdir(parents=True)
+            source = phantom_dataset.images_dir / str(study_id) / str(series_id)
+            for f in sorted(source.glob("*")):
+                ds = pydicom.dcmread(f)
+                uid = uid or ds.StudyInstanceUID
+                ds.StudyInstanceUID, ds.PatientID = uid, patient  # a PACS that reused the UID
+                ds.save_as(folder / f.name)
+    with caplog.at_level("WARNING", logger="lstv.index"):
+        result = index_tree(export, num_workers=1)
+    assert result.n_studies == 2
+    assert "shared by 2 patients" in caplog.text and uid in caplog.text
+    by_id = {}
+    for r in result.rows:
+        by_id.setdefault(r["study_id"], set()).add(r["path"].split("/")[0])
+    assert sorted(map(sorted, by_id.values())) == [["PAT-A"], ["PAT-B"]]

@@ -482,10 +482,11 @@ def cmd_index(args) -> int:
         args.input_dir, args.output, num_workers=args.num_workers, progress=not args.quiet
     )
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
+    folders = result.unreadable_text()
     print(
         f"{len(result.rows)} series of {result.n_studies} studies ({result.n_instances} "
-        f"instances of {result.n_files} files{'; skipped ' + skipped if skipped else ''}) "
-        f"in {args.output}"
+        f"instances of {result.n_files} files{'; skipped ' + skipped if skipped else ''}"
+        f"{'; ' + folders if folders else ''}) in {args.output}"
     )
     return 0
 

@@ -123,6 +123,7 @@ class InstanceHeader:
     study_uid: str
     series_uid: str
     sop_uid: str
+    patient_id: str
     series_description: str
     n_frames: int
     planes: tuple[str, ...]
@@ -150,8 +151,10 @@ def read_header(path: str) -> InstanceHeader | str:
             ds = pydicom.dcmread(f, stop_before_pixels=True)
     except NotRegularFileError:
         return "not a regular file"
-    except (InvalidDicomError, EOFError, OSError):
+    except (InvalidDicomError, EOFError):
         return "not DICOM"
+    except OSError as exc:  # permission denied, an I/O error: not the file's content
+        return f"unreadable file ({(exc.strerror or type(exc).__name__).lower()})"
     except Exception:  # a DICOM preamble with a broken data set after it
         return "unreadable DICOM"
     try:
@@ -182,6 +185,7 @@ def read_header(path: str) -> InstanceHeader | str:
             study_uid=study_uid,
             series_uid=series_uid,
             sop_uid=_text(ds.get("SOPInstanceUID")) or path,
+            patient_id=_text(ds.get("PatientID")),
             series_description=_text(ds.get("SeriesDescription")),
             n_frames=n_frames,
             planes=planes,
@@ -228,17 +232,26 @@ def dicomdir_files(dicomdir: Path) -> list[Path] | None:
         return None
 
 
-def candidate_files(input_dir: Path, exclude: set[Path] = frozenset()) -> list[Path]:
+def candidate_files(
+    input_dir: Path, exclude: set[Path] = frozenset(), unreadable: dict | None = None
+) -> list[Path]:
     """Every regular file under ``input_dir`` (any depth, any name, symlinks not followed);
-    only those a top-level DICOMDIR references when there is a readable one."""
+    only those a top-level DICOMDIR references when there is a readable one. Folders that
+    cannot be listed go into ``unreadable`` (relative path -> why), so they can be named."""
     input_dir = Path(input_dir)
     if (input_dir / DICOMDIR).is_file():
         files = dicomdir_files(input_dir / DICOMDIR)
         if files is not None:
             log.info("%s: %d instances listed in the DICOMDIR", input_dir, len(files))
             return [f for f in files if f.resolve() not in exclude]
+
+    def note(exc: OSError) -> None:
+        where = os.path.relpath(exc.filename, input_dir) if exc.filename else str(input_dir)
+        if unreadable is not None:
+            unreadable[where] = (exc.strerror or type(exc).__name__).lower()
+
     files = []
-    for root, dirs, names in os.walk(input_dir):
+    for root, dirs, names in os.walk(input_dir, onerror=note):
         dirs.sort()
         for name in sorted(names):
             path = Path(root) / name
@@ -258,6 +271,17 @@ class IndexResult:
     n_files: int
     skipped: Counter = field(default_factory=Counter)
     n_duplicates: int = 0
+    unreadable_folders: dict = field(default_factory=dict)  # relative path -> why
+
+    def unreadable_text(self) -> str:
+        """The folders that could not be listed, in a sentence ("" when none)."""
+        folders = self.unreadable_folders
+        if not folders:
+            return ""
+        named = ", ".join(f"{path}: {why}" for path, why in sorted(folders.items())[:5])
+        more = f" and {len(folders) - 5} more" if len(folders) > 5 else ""
+        plural = "folder" if len(folders) == 1 else "folders"
+        return f"{len(folders)} {plural} could not be read ({named}{more})"
 
     @property
     def n_instances(self) -> int:
@@ -329,23 +353,44 @@ def _median(values) -> float | str:
     return float(np.median(values)) if values else ""
 
 
+def _study_keys(headers: list[InstanceHeader]):
+    """What identifies a study: its StudyInstanceUID, or, where files of several patients
+    (PatientID) carry the same one (a PACS or anonymiser that reused it), the UID and the
+    patient, so two patients' series are never merged into one study."""
+    patients: dict[str, set[str]] = {}
+    for h in headers:
+        patients.setdefault(h.study_uid, set()).add(h.patient_id)
+    shared = {uid for uid, ids in patients.items() if len(ids - {""}) > 1}
+    for uid in sorted(shared):
+        log.warning(
+            "StudyInstanceUID %s is shared by %d patients (different PatientID): indexed as %d "
+            "separate studies; check the export",
+            uid,
+            len(patients[uid] - {""}),
+            len(patients[uid]),
+        )
+    return lambda h: f"{h.study_uid}\\{h.patient_id}" if h.study_uid in shared else h.study_uid
+
+
 def series_rows(headers: list[InstanceHeader], folder_sizes: Counter) -> tuple[list[dict], int]:
     """One row per series, sorted by study and series ID, and the number of duplicate
     instances (same SOPInstanceUID in several files) left out."""
+    study_key = _study_keys(headers)
     by_series: dict[tuple[str, str], dict[str, InstanceHeader]] = {}
     duplicates = 0
     for h in headers:
-        members = by_series.setdefault((h.study_uid, h.series_uid), {})
+        members = by_series.setdefault((study_key(h), h.series_uid), {})
         if h.sop_uid in members:
             duplicates += 1
             continue
         members[h.sop_uid] = h
     rows = []
     ids: dict[int, str] = {}
-    for (study_uid, series_uid), by_sop in by_series.items():
+    for (key, series_uid), by_sop in by_series.items():
         members = sorted(by_sop.values(), key=lambda m: m.path)
-        study_id, series_id = uid_to_id(study_uid), uid_to_id(series_uid)
-        for number, uid in ((study_id, study_uid), (series_id, series_uid)):
+        study_uid = members[0].study_uid
+        study_id, series_id = uid_to_id(key), uid_to_id(series_uid)
+        for number, uid in ((study_id, key), (series_id, series_uid)):
             if ids.setdefault(number, uid) != uid:
                 raise ValueError(f"UIDs {uid} and {ids[number]} hash to the same ID {number}")
         planes = {p for m in members for p in m.planes}
@@ -394,13 +439,14 @@ def index_tree(
         raise FileNotFoundError(f"--input_dir not found: {input_dir}")
     if num_workers is None:
         num_workers = min(8, os.cpu_count() or 1)
-    files = candidate_files(input_dir, {Path(p).resolve() for p in exclude})
+    unreadable: dict[str, str] = {}
+    files = candidate_files(input_dir, {Path(p).resolve() for p in exclude}, unreadable)
     headers = read_all_headers(files, input_dir, num_workers, progress)
     found = [h for h in headers if isinstance(h, InstanceHeader)]
     skipped = Counter(h for h in headers if isinstance(h, str))
     folder_sizes = _folder_sizes(input_dir, {str(Path(h.path).parent) for h in found})
     rows, duplicates = series_rows(found, folder_sizes)
-    result = IndexResult(rows, len(files), skipped, duplicates)
+    result = IndexResult(rows, len(files), skipped, duplicates, unreadable)
     log.info(
         "%s: %d files, %d instances in %d series of %d studies",
         input_dir,
@@ -410,7 +456,10 @@ def index_tree(
         result.n_studies,
     )
     for reason, count in sorted(skipped.items()):
-        log.info("skipped %d file(s): %s", count, reason)
+        level = logging.WARNING if reason.startswith("unreadable file") else logging.INFO
+        log.log(level, "skipped %d file(s): %s", count, reason)
+    if unreadable:
+        log.warning("%s: the studies in them are not in the index", result.unreadable_text())
     if duplicates:
         log.warning("left out %d duplicate instance(s) (same SOPInstanceUID)", duplicates)
     return result
@@ -468,9 +517,11 @@ def build_index(
     result = index_tree(input_dir, num_workers, progress, exclude={Path(output)})
     if not result.rows:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
+        folders = result.unreadable_text()
         raise ValueError(
             f"no DICOM images under {input_dir} ({result.n_files} files"
             + (f": {reasons})" if reasons else ")")
+            + (f"; {folders}" if folders else "")
         )
     write_index(result.rows, output)
     return result
