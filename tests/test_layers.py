@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lstv"
 CORE = {
     "levels", "rsna", "errors", "config", "intensity", "dicom", "studies", "index", "model",
     "inference", "sample", "uncertainty", "rundir", "results", "tables", "score", "columns",
-    "plots", "visualize",
+    "plots", "visualize", "study_view",
 }  # fmt: skip
 APPLICATIONS = {
     "pipeline", "report", "evaluate", "audit", "merge", "train", "web", "demo", "cli", "api",

@@ -25,13 +25,20 @@ def test_api_analyses_an_uploaded_series(client, series_files):
     assert body["n_slices"] == len(series_files)
     assert set(body["levels"]) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"}
     assert body["risk_level"] in ("High", "Medium", "Low")
-    assert body["figure_png_base64"].startswith("iVBOR")  # a PNG
+    assert body["series"]["description"] == "Sagittal T2/STIR" and body["series"]["why"]
+    # The study view the page draws: every slice as 16-bit data, the maps of the five levels.
+    meta = client.get("/" + body["view"]).json
+    assert meta["shape"][0] == len(series_files) and len(meta["levels"]) == 5
+    volume = client.get("/" + body["view"] + "/volume")
+    assert len(volume.data) == 2 * int(np.prod(meta["shape"]))
+    heatmaps = client.get("/" + body["view"] + "/heatmaps")
+    assert len(heatmaps.data) == 5 * meta["heatmap_size"] ** 2
 
 
 def test_html_result_page(client, series_files):
     res = client.post("/analyse", data=upload(series_files), content_type="multipart/form-data")
     assert res.status_code == 200
-    assert b"data:image/png;base64," in res.data and b"l5_s1" in res.data
+    assert b'id="result-data"' in res.data and b"l5_s1" in res.data
 
 
 def test_zip_member_paths_cannot_escape_the_temp_dir(client, series_files, tmp_path):
@@ -143,7 +150,7 @@ def test_the_checkpoint_reference_adds_the_calibrated_score(tmp_path, series_fil
     assert body["lstv_score_threshold"] == pytest.approx(ref.threshold)
     assert "peak2" in body["levels"]["l5_s1"]
     page = client.post("/analyse", data=upload(series_files), content_type="multipart/form-data")
-    assert b"Calibrated LSTV score" in page.data and b"Why:" in page.data
+    assert b"\"lstv_score_reason\": \"" in page.data  # the page script shows it
 
 
 def test_without_a_reference_the_score_is_null(client, series_files):
@@ -155,17 +162,17 @@ def test_without_a_reference_the_score_is_null(client, series_files):
 
 def test_concurrent_analyses_are_bounded_with_a_clear_503(app, series_files, monkeypatch):
     """17.1: each upload declaring millions of frames held a core, with no bound on how many."""
-    import lstv.web
+    import lstv.web.demo
 
     started, release = threading.Event(), threading.Event()
-    analyse = lstv.web.analyse_folder
+    analyse = lstv.web.demo.analyse_folder
 
     def slow_analyse(*args, **kwargs):
         started.set()
         release.wait(30)
         return analyse(*args, **kwargs)
 
-    monkeypatch.setattr(lstv.web, "analyse_folder", slow_analyse)
+    monkeypatch.setattr(lstv.web.demo, "analyse_folder", slow_analyse)
     limit = app.config.get("LSTV_MAX_ANALYSES", 2)
     results = []
 

@@ -1,14 +1,22 @@
 """The audit queue: the studies a radiologist should review first.
 
 The queue ranks studies by the flag score (L5/S1 entropy, highest first) and leaves the
-``lstv``, ``lstv_type``, ``reviewer`` and ``notes`` columns empty. Once a reviewer fills them, the
-file is a labels CSV for ``lstv evaluate --labels`` (unfilled rows are ignored there).
+``lstv``, ``lstv_type``, ``reviewer`` and ``notes`` columns empty, right after the IDs
+(``rank``, ``study_id``, ``series_id``, ``study_instance_uid``) and before ``path``, where the
+study's series lies. Once a reviewer fills them (``lstv review`` or a spreadsheet), the file is
+a labels CSV for ``lstv evaluate --labels`` and ``lstv calibrate --labels`` (unfilled rows are
+ignored there, ``unsure`` ones skipped and counted).
+
+:func:`save_review` changes one row's review columns and nothing else, atomically, and only
+when the file is still the one the reviewer's page loaded (:func:`queue_token`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +33,9 @@ FLAG_SCORE = "l5_s1_entropy"
 
 
 def audit_queue(
-    metrics: pd.DataFrame, n: int = 60, thresholds: RiskThresholds | None = None
+    metrics: pd.DataFrame,
+    n: int = 60,
+    thresholds: RiskThresholds | None = None,
 ) -> pd.DataFrame:
     """The ``n`` studies with the highest score, ranked, with empty review columns.
 
@@ -34,6 +44,7 @@ def audit_queue(
     Risk level and flag are recomputed with ``thresholds`` (default ``RiskThresholds()``), so the
     queue agrees with the report built with the same thresholds. A study listed twice (merged
     shards) appears once; ties are broken by study ID so the queue is reproducible.
+    ``study_instance_uid`` and ``path`` are left empty (see :func:`study_locations`).
     """
     if n < 0:
         raise ValueError(f"audit queue size must be >= 0, got {n}")
@@ -72,7 +83,43 @@ def audit_queue(
     queue["lstv_score_reason"] = [s["lstv_score_reason"] for s in scores]
     for col in REVIEW_COLUMNS:
         queue[col] = ""
+    queue["study_instance_uid"] = queue["path"] = ""
     return queue[list(AUDIT_COLUMNS)]
+
+
+def study_locations(run: RunDir, study_ids) -> dict[str, tuple[str, str]]:
+    """Study ID -> (StudyInstanceUID, path of its series) for a run, to find a study in PACS
+    or on disk: from the run's ``lstv index`` CSV when it used one (its ``study_uid`` and
+    ``path`` columns, relative to the run's input folder), else the RSNA layout's
+    ``{input_dir}/{study}/{series}``, with the UID read from one header there."""
+    manifest = run.read_manifest() if run.manifest_json.is_file() else None
+    if manifest is None:
+        return {}
+    index = Path(manifest.series_csv) if manifest.series_csv else None
+    if index is not None and index.is_file():
+        from lstv.studies import is_index
+
+        if is_index(index):
+            _, rows = read_csv_rows(index)
+            return {r["study_id"]: (r.get("study_uid") or "", r.get("path") or "") for r in rows}
+    root = Path(manifest.input_dir) if manifest.input_dir else None
+    if root is None or not root.is_dir():
+        return {}
+    folders = [root / s for s in study_ids if s.isdigit()]
+    return {f.name: _rsna_location(f) for f in folders if f.is_dir()}
+
+
+def _rsna_location(study: Path) -> tuple[str, str]:
+    """(StudyInstanceUID from the first file found, the study's folder)."""
+    import pydicom
+
+    for path in sorted(study.glob("*/*.dcm"))[:1]:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            return str(ds.get("StudyInstanceUID", "")), str(study)
+        except Exception:  # noqa: BLE001 - a bad header only loses the UID
+            break
+    return "", str(study)
 
 
 def write_audit_queue(
@@ -100,6 +147,9 @@ def write_audit_queue(
     output_path = Path(output_path)
     refuse_overwriting(output_path, [csv_path], "audit queue")
     queue = audit_queue(read_metrics_csv(csv_path), n=n, thresholds=thresholds)
+    found = study_locations(RunDir(Path(csv_path).parent), queue["study_id"])
+    queue["study_instance_uid"] = [found.get(s, ("", ""))[0] for s in queue["study_id"]]
+    queue["path"] = [found.get(s, ("", ""))[1] for s in queue["study_id"]]
     queue = keep_reviews(queue, output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     rows = queue.astype(str).map(spreadsheet_safe).to_dict("records")
@@ -151,3 +201,102 @@ def spreadsheet_safe(value: str) -> str:
     if text.startswith(FORMULA_PREFIXES) and not _NUMBER.fullmatch(text):
         return "'" + text
     return text
+
+
+# --------------------------------------------------------------------------- reviewing
+
+# What each verdict writes into the review columns ``lstv`` and ``lstv_type``.
+VERDICTS = {
+    "normal": ("0", "normal"),
+    "sacralization": ("1", "sacralization"),
+    "lumbarization": ("1", "lumbarization"),
+    "unsure": ("unsure", ""),
+    "lstv": ("1", ""),  # transitional, type not given (as a spreadsheet may hold it)
+    "": ("", ""),  # undone: not reviewed
+}
+_SAVE_LOCK = threading.Lock()
+
+
+class StaleQueueError(ValueError):
+    """The queue changed on disk since the reviewer's page read it; nothing was written."""
+
+
+def queue_token(path: str | Path) -> str:
+    """What a page must send back to save: the file's modification time and content hash, so
+    an edit in a spreadsheet or another tab's save is seen even within one clock tick."""
+    path = Path(path)
+    data = path.read_bytes()
+    return f"{path.stat().st_mtime_ns}-{hashlib.sha256(data).hexdigest()[:20]}"
+
+
+def read_queue(path: str | Path) -> tuple[list[str], list[dict[str, str]], str]:
+    """The queue's header, its rows and its :func:`queue_token`.
+
+    Raises:
+        ValueError: The file lacks ``study_id`` or a review column.
+    """
+    with _SAVE_LOCK:
+        token = queue_token(path)
+        header, rows = read_csv_rows(path)
+    missing = [c for c in ("study_id", *REVIEW_COLUMNS) if c not in header]
+    if missing:
+        raise ValueError(f"{path} is not an audit queue: it lacks {', '.join(missing)}")
+    return header, rows, token
+
+
+def review_values(verdict: str, reviewer: str, notes: str) -> dict[str, str]:
+    """The review columns for a verdict (normal, sacralization, lumbarization, unsure or ""
+    to undo), a reviewer's name and a note."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r} is not one of {', '.join(v for v in VERDICTS if v)}")
+    lstv, lstv_type = VERDICTS[verdict]
+    return {"lstv": lstv, "lstv_type": lstv_type, "reviewer": reviewer, "notes": notes}
+
+
+def verdict_of(row: dict[str, str]) -> str:
+    """The verdict a queue row holds (a key of :data:`VERDICTS`), however it was typed; a cell
+    the labels reader would refuse reads as ``invalid: ...``."""
+    from lstv.tables import is_unsure, normalise_type, parse_lstv_label
+
+    if is_unsure(row.get("lstv")):
+        return "unsure"
+    try:
+        label, kind = parse_lstv_label(row.get("lstv")), normalise_type(row.get("lstv_type"))
+    except ValueError as exc:
+        return f"invalid: {exc}"
+    if np.isnan(label):
+        return ""
+    if label == 0:
+        return "normal"
+    return kind if kind and kind != "normal" else "lstv"
+
+
+def save_review(path: str | Path, study_id: str, values: dict[str, str], token: str) -> str:
+    """Write one study's review columns and return the file's new token.
+
+    Only the review columns of that row change; every other cell is written back as read.
+    The file is replaced atomically, and each value goes through :func:`spreadsheet_safe`.
+
+    Raises:
+        StaleQueueError: The file is not the one ``token`` was taken from (edited in a
+            spreadsheet, or saved from another tab): nothing is written.
+        ValueError: No such study in the queue, or a column that is not a review column.
+    """
+    wrong = sorted(set(values) - set(REVIEW_COLUMNS))
+    if wrong:
+        raise ValueError(f"only the review columns can be written, not {', '.join(wrong)}")
+    path = Path(path)
+    with _SAVE_LOCK:
+        if queue_token(path) != token:
+            raise StaleQueueError(
+                f"{path.name} changed on disk since this page loaded it (edited in a "
+                "spreadsheet, or saved from another tab); nothing was written: reload the page"
+            )
+        header, rows = read_csv_rows(path)
+        matches = [r for r in rows if r.get("study_id") == study_id]
+        if len(matches) != 1:
+            raise ValueError(f"study {study_id} is in {path.name} {len(matches)} times, not once")
+        for col, value in values.items():
+            matches[0][col] = spreadsheet_safe(" ".join(str(value).split()))
+        write_csv_atomic(path, header, rows)
+        return queue_token(path)

@@ -34,6 +34,9 @@ def reference_rows(
         )
         return rows, f"all {len(rows)} studies of {csv_path.name} (no labels)"
     labels, n_unreviewed = read_labels(labels_path)
+    n_unsure = labels.attrs.get("n_unsure", 0)
+    if n_unsure:
+        log.info("%d studies marked unsure in %s are left out", n_unsure, labels_path)
     normal = set(labels.loc[labels["lstv"] == 0, "study_id"])
     chosen = [r for r in rows if str(r["study_id"]).strip() in normal]
     found = {str(r["study_id"]).strip() for r in chosen}
@@ -49,7 +52,8 @@ def reference_rows(
             f"no study of {csv_path} is labelled normal (lstv = 0) in {labels_path}"
             + (f" ({n_unreviewed} rows not reviewed yet)" if n_unreviewed else "")
         )
-    return chosen, f"{len(chosen)} studies labelled normal in {Path(labels_path).name}"
+    unsure = f" ({n_unsure} unsure left out)" if n_unsure else ""
+    return chosen, f"{len(chosen)} studies labelled normal in {Path(labels_path).name}{unsure}"
 
 
 def calibrate(

@@ -423,6 +423,26 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _add_review_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="an lstv infer output folder")
+    p.add_argument(
+        "--data_dir", type=Path, help="where its DICOM lies; default: the run's input folder"
+    )
+    p.add_argument("--reviewer", default="", help="name written in the reviewer column")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--blind", action="store_true", help="hide the score until a verdict")
+
+
+def cmd_review(args) -> int:
+    from lstv.web.review import create_review_app
+
+    app = create_review_app(args.run_dir, args.data_dir, args.reviewer, args.blind)
+    # Patient images: this machine only, never a public address.
+    print(f"reviewing {args.run_dir} on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
+    app.run(host="127.0.0.1", port=args.port)
+    return 0
+
+
 def _add_slurm_flags(p: argparse.ArgumentParser) -> None:
     from lstv.slurm import STEPS  # standard library only: --help stays quick
 
@@ -560,6 +580,7 @@ COMMANDS = {
     "train": (_add_train_flags, cmd_train, "train a localizer on normal phantoms"),
     "demo": (_add_demo_flags, cmd_demo, "phantoms -> infer -> report -> evaluate, end to end"),
     "serve": (_add_serve_flags, cmd_serve, "web demo: upload one series, see its heatmaps"),
+    "review": (_add_review_flags, cmd_review, "label a run's audit queue, one key per study"),
     "slurm": (_add_slurm_flags, cmd_slurm, "the steps of the sbatch scripts in slurm_scripts/"),
 }
 

@@ -188,18 +188,23 @@ _BY_NAME = {
 
 # What a reviewer fills in (lstv review and a spreadsheet write only these).
 REVIEW = (
-    Column("lstv", "text", "1 transitional, 0 normal, empty not reviewed yet"),
-    Column("lstv_type", "text", "normal, sacralization or lumbarization"),
+    Column("lstv", "text", "1 transitional, 0 normal, unsure (skipped and counted), empty not "
+           "reviewed yet"),
+    Column("lstv_type", "text", "normal, sacralization or lumbarization (common spellings mapped)"),
     Column("reviewer", "text", "who reviewed the study"),
     Column("notes", "text", "free text"),
 )
+# The IDs first, then the review columns, then where to find the study and why it ranks.
 AUDIT = (
     Column("rank", "int", "1 = review first (highest score)"),
+    metric_column("study_id"),
+    metric_column("series_id"),
+    Column("study_instance_uid", "text", "StudyInstanceUID, to find the study in PACS"),
+    *REVIEW,
+    Column("path", "text", "where the study's series lies (the index's path, or its folder)"),
     *(
         metric_column(n)
         for n in (
-            "study_id",
-            "series_id",
             "l5_s1_entropy",
             "l4_l5_entropy",
             "l5_s1_confidence",
@@ -210,7 +215,6 @@ AUDIT = (
             "lstv_score_reason",
         )
     ),
-    *REVIEW,
 )
 AUDIT_COLUMNS = tuple(c.name for c in AUDIT)
 REVIEW_COLUMNS = tuple(c.name for c in REVIEW)

@@ -418,6 +418,7 @@ def evaluate_frames(
             "n_metrics": int(metrics["study_id"].nunique()),
             "n_labels": int(len(labels)),
             "n_unreviewed": int(n_unreviewed),
+            "n_unsure": int(labels.attrs.get("n_unsure", 0)),
             "n_matched": int(len(joined)),
             "missing_in_labels": missing_in_labels,
             "missing_in_metrics": missing_in_metrics,
@@ -518,9 +519,10 @@ def evaluate(
         roc_figure(joined["lstv"].to_numpy(dtype=int), scores, groups, result), out / "roc.png"
     )
     logger.info(
-        "evaluated %d scores on %d studies -> %s",
+        "evaluated %d scores on %d studies (%d marked unsure left out) -> %s",
         len(scores),
         result["join"]["n_matched"],
+        result["join"]["n_unsure"],
         out,
     )
     return result

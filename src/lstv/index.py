@@ -527,17 +527,21 @@ def build_index(
     return result
 
 
-def upload_series_files(folder: str | Path) -> list[Path]:
-    """The files of the series to analyse among uploaded files (the web demo): all of them when
-    they are one series, else the series :func:`lstv.studies.select_series` picks, as
-    ``lstv infer`` would from an index of them.
+def upload_series_files(folder: str | Path):
+    """The series to analyse among uploaded files (the web demo): the one series
+    :func:`lstv.studies.select_series` picks, as ``lstv infer`` would from an index of them,
+    even when only one series was uploaded (a lone sagittal T1 gets no verdict).
+
+    Returns:
+        (files, task): the series' files and its :class:`lstv.studies.StudyTask` (its
+        description and the rule that chose it).
 
     Raises:
         ValueError: no DICOM image, several studies, or no usable sagittal T2 series (the
             message lists what the upload had).
     """
     from lstv.rsna import SERIES_COLUMNS
-    from lstv.studies import SeriesRecord, StudyTask, select_series
+    from lstv.studies import SeriesRecord, select_series
 
     folder = Path(folder)
     result = index_tree(folder, num_workers=1)
@@ -548,23 +552,18 @@ def upload_series_files(folder: str | Path) -> list[Path]:
         raise ValueError(f"the upload holds no DICOM image ({skipped})")
     if result.n_studies > 1:
         raise ValueError(f"the upload holds {result.n_studies} studies: upload one study")
-    if len(result.rows) == 1:
-        chosen = result.rows[0]
-    else:
-        extra = [c for c in INDEX_COLUMNS if c not in SERIES_COLUMNS]
-        records = [
-            SeriesRecord(
-                r["study_id"],
-                r["series_id"],
-                r["series_description"],
-                {c: "" if r[c] is None else str(r[c]) for c in extra},
-            )
-            for r in result.rows
-        ]
-        (task,) = select_series(records)
-        if task.series_id is None:
-            raise ValueError(task.note)
-        chosen = next(r for r in result.rows if r["series_id"] == task.series_id)
-        log.info("upload: %d series, analysing %r", len(result.rows), chosen["series_description"])
-    source = StudyTask(chosen["study_id"], chosen["series_id"], path=chosen["path"])
-    return source.series_source(folder)
+    extra = [c for c in INDEX_COLUMNS if c not in SERIES_COLUMNS]
+    records = [
+        SeriesRecord(
+            r["study_id"],
+            r["series_id"],
+            r["series_description"],
+            {c: "" if r[c] is None else str(r[c]) for c in extra},
+        )
+        for r in result.rows
+    ]
+    (task,) = select_series(records)
+    if task.series_id is None:
+        raise ValueError(f"no verdict: the upload {task.note.removeprefix('study ')}")
+    log.info("upload: %d series, analysing %r", len(result.rows), task.series_description)
+    return task.series_source(folder), task

@@ -17,6 +17,27 @@ from lstv.score import as_number
 
 ID_COLUMNS = [c for c in SEED_COLUMNS if metric_column(c).dtype == "id"]  # joined as text
 NORMAL_TYPE = "normal"
+UNSURE = "unsure"  # a reviewer's verdict: skipped and counted by evaluate and calibrate
+LSTV_TYPES = (NORMAL_TYPE, "sacralization", "lumbarization")
+# Common spellings a reviewer types, mapped to the three types (British, adjectives, short).
+TYPE_SPELLINGS = {
+    "": "",
+    "normal": NORMAL_TYPE,
+    "none": NORMAL_TYPE,
+    "no lstv": NORMAL_TYPE,
+    "sacralization": "sacralization",
+    "sacralisation": "sacralization",
+    "sacralized": "sacralization",
+    "sacralised": "sacralization",
+    "sacral": "sacralization",
+    "sacralized l5": "sacralization",
+    "lumbarization": "lumbarization",
+    "lumbarisation": "lumbarization",
+    "lumbarized": "lumbarization",
+    "lumbarised": "lumbarization",
+    "lumbarized s1": "lumbarization",
+    "lumbar": "lumbarization",
+}
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
 
@@ -71,6 +92,25 @@ def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
     return df
 
 
+def normalise_type(value: object) -> str:
+    """An ``lstv_type`` cell as normal, sacralization, lumbarization or "" (not given).
+
+    Raises:
+        ValueError: Any other value (the caller names the row).
+    """
+    text = "" if value is None else " ".join(str(value).replace("_", " ").lower().split())
+    if text in ("nan",):
+        text = ""
+    if text not in TYPE_SPELLINGS:
+        raise ValueError(f"lstv_type {value!r} is not one of {', '.join(LSTV_TYPES)}")
+    return TYPE_SPELLINGS[text]
+
+
+def is_unsure(value: object) -> bool:
+    """A label cell that holds the reviewer's "unsure" verdict."""
+    return str(value).strip().lower() == UNSURE
+
+
 def parse_lstv_label(value: object) -> float:
     """Map a label cell to 1.0 (transitional), 0.0 (normal) or NaN (not reviewed yet).
 
@@ -97,15 +137,18 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
     """Read a labels CSV (``study_id, lstv`` and optionally ``lstv_type``).
 
     Also reads a filled ``audit_queue.csv``: extra columns are ignored and rows whose ``lstv``
-    is still empty (not reviewed) are dropped.
+    is still empty (not reviewed) are dropped. A row whose ``lstv`` is ``unsure`` is skipped
+    and counted in ``labels.attrs["n_unsure"]``. ``lstv_type`` is normal, sacralization or
+    lumbarization; common spellings (sacralisation, lumbarized, ...) are mapped to those.
 
     Returns:
         (labels, n_unreviewed): ``labels`` has ``study_id`` (str), ``lstv`` (int 0/1) and
-        ``lstv_type`` (lower-case str, "" when not given); ``n_unreviewed`` counts dropped rows.
+        ``lstv_type`` ("normal", "sacralization", "lumbarization" or "" when not given);
+        ``n_unreviewed`` counts rows not reviewed yet (not the unsure ones).
 
     Raises:
-        ValueError: Missing columns, a bad label, a study labelled twice with different values,
-            or an ``lstv_type`` that contradicts ``lstv``.
+        ValueError: Missing columns, a bad label or type (naming the row), a study labelled
+            twice with different values, or an ``lstv_type`` that contradicts ``lstv``.
     """
     path = Path(labels_path)
     if not path.is_file():
@@ -118,13 +161,17 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
     missing = [c for c in ("study_id", "lstv") if c not in raw.columns]
     if missing:
         raise ValueError(f"labels CSV {path} lacks the columns: {', '.join(missing)}")
+    unsure = raw["lstv"].map(is_unsure)
+    n_unsure = int((unsure & (raw["study_id"].str.strip() != "")).sum())
+    raw = raw[~unsure]
     labels = pd.DataFrame({"study_id": raw["study_id"].str.strip()})
-    try:
-        labels["lstv"] = [parse_lstv_label(v) for v in raw["lstv"]]
-    except ValueError as exc:
-        raise ValueError(f"labels CSV {path}: {exc}") from exc
+    labels["lstv"] = [
+        _cell(path, i, parse_lstv_label, v) for i, v in zip(raw.index, raw["lstv"], strict=True)
+    ]
     types = raw["lstv_type"] if "lstv_type" in raw.columns else pd.Series([""] * len(raw))
-    labels["lstv_type"] = types.fillna("").astype(str).str.strip().str.lower().to_numpy()
+    labels["lstv_type"] = [
+        _cell(path, i, normalise_type, v) for i, v in zip(raw.index, types, strict=True)
+    ]
     reviewed = labels["lstv"].notna() & (labels["study_id"] != "")
     n_unreviewed = int((~reviewed).sum())
     labels = labels[reviewed].copy()
@@ -160,7 +207,17 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
             f"labels CSV {path}: studies labelled twice with different values: "
             f"{', '.join(sorted(set(conflicts))[:10])}"
         )
-    return dup.reset_index(drop=True), n_unreviewed
+    labels = dup.reset_index(drop=True)
+    labels.attrs["n_unsure"] = n_unsure
+    return labels, n_unreviewed
+
+
+def _cell(path: Path, index: int, parse, value):
+    """``parse(value)``; its ValueError names the file and the row (line 1 is the header)."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise ValueError(f"labels CSV {path} row {index + 2}: {exc}") from exc
 
 
 def ranking_score(metrics: pd.DataFrame) -> str:

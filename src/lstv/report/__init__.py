@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lstv import __version__, rsna
+from lstv import __version__
 from lstv.evaluate import (
     evaluate_frames,
     read_labels,
@@ -37,6 +37,7 @@ from lstv.rundir import (
     write_text_atomic,
 )
 from lstv.sample import original_to_model
+from lstv.study_view import SeriesLocator, safe_name
 from lstv.tables import ranking_score, score_fields
 from lstv.uncertainty import RiskThresholds, level_point, resolve_thresholds
 
@@ -422,11 +423,6 @@ def _candidates(
     return rows
 
 
-def _safe_name(name: str) -> bool:
-    """A CSV value used as a file name must not step out of its folder."""
-    return bool(name) and Path(name).name == name and name not in (".", "..")
-
-
 def _thumbnail(
     row: pd.Series, heatmap_dir: Path, locate: SeriesLocator | None
 ) -> tuple[str | None, str]:
@@ -435,7 +431,7 @@ def _thumbnail(
 
     study_id, series_id = str(row["study_id"]), str(row["series_id"])
     npz_path = heatmap_dir / f"{study_id}.npz"
-    if not _safe_name(study_id) or not npz_path.is_file():
+    if not safe_name(study_id) or not npz_path.is_file():
         return _slice_without_maps(row, locate)
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
@@ -510,32 +506,6 @@ def _csv_point(row: pd.Series, key: str) -> tuple[float, float] | None:
     if not (np.isfinite(x) and np.isfinite(y)):
         return None
     return x, y
-
-
-class SeriesLocator:
-    """Where a study's series lies under ``--data_dir``: the RSNA layout
-    (``train_images/{study}/{series}``), or, for a run over an ``lstv index`` CSV (the
-    manifest's ``series_csv``), the folder or files the index lists, relative to ``--data_dir``.
-    """
-
-    def __init__(self, data_dir: str | Path, series_csv: str | None):
-        from lstv.studies import is_index, study_tasks
-
-        self.data_dir = Path(data_dir)
-        images = self.data_dir / rsna.TRAIN_IMAGES
-        self.rsna_root = images if images.is_dir() else self.data_dir
-        self.tasks = {}
-        if series_csv and Path(series_csv).is_file() and is_index(series_csv):
-            self.tasks = {(str(t.study_id), str(t.series_id)): t for t in study_tasks(series_csv)}
-
-    def __call__(self, study_id: str, series_id: str) -> Path | list[Path] | None:
-        task = self.tasks.get((study_id, series_id))
-        if task is not None:  # an index path that leaves data_dir raises (one rule with infer)
-            return task.series_source(self.data_dir)
-        if not (_safe_name(study_id) and _safe_name(series_id)):
-            return None
-        folder = self.rsna_root / study_id / series_id
-        return folder if folder.is_dir() else None
 
 
 def _dicom_slice(
