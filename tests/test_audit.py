@@ -167,3 +167,90 @@ def test_a_reviewed_study_that_no_longer_ranks_stays_in_the_queue(tmp_path):
     assert float(queue.loc["3", "l5_s1_entropy"]) == 5.0
     assert queue.loc["1", ["lstv", "reviewer"]].tolist() == ["0", "dr a"]
     assert (queue.loc[["5", "6"], ["lstv", "lstv_type", "reviewer", "notes"]] == "").all().all()
+
+
+def test_review_columns_come_right_after_the_ids(tmp_path):
+    assert AUDIT_COLUMNS[:8] == (
+        "rank", "study_id", "series_id", "study_instance_uid",
+        "lstv", "lstv_type", "reviewer", "notes",
+    )  # fmt: skip
+    assert "path" in AUDIT_COLUMNS
+
+
+def queue_file(tmp_path):
+    csv = write_metrics(tmp_path / "m.csv", ["11", "12", "13"], [6.0, 5.0, 4.0])
+    path = write_audit_queue(csv, tmp_path / "audit_queue.csv")
+    fill(path, {"12": {"notes": "=HYPERLINK(\"x\")"}})  # a guarded cell must stay guarded
+    write_audit_queue(csv, path)
+    return path
+
+
+def test_save_review_changes_only_that_rows_review_columns(tmp_path):
+    from lstv.audit import read_queue as read
+    from lstv.audit import review_values, save_review
+
+    path = queue_file(tmp_path)
+    before = path.read_text().splitlines()
+    _, _, token = read(path)
+    values = review_values("sacralization", "dr a", "=cmd|' /C calc'!A0")
+    new_token = save_review(path, "11", values, token)
+    after = path.read_text().splitlines()
+    assert new_token != token
+    assert [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b] == [1]
+    row = read_queue(path).loc["11"]
+    assert (row["lstv"], row["lstv_type"], row["reviewer"]) == ("1", "sacralization", "dr a")
+    assert row["notes"].startswith("'=")  # the formula guard
+    assert read_queue(path).loc["12", "notes"].startswith("'=")
+    labels, _ = read_labels(path)
+    assert list(labels["study_id"]) == ["11"] and list(labels["lstv"]) == [1]
+
+
+def test_a_queue_changed_since_the_page_loaded_is_not_overwritten(tmp_path):
+    """Open in a spreadsheet, or saved from another tab: refused, nothing written."""
+    from lstv.audit import StaleQueueError, review_values, save_review
+    from lstv.audit import read_queue as read
+
+    path = queue_file(tmp_path)
+    _, _, token = read(path)
+    fill(path, {"13": {"lstv": "0"}})  # the spreadsheet's edit
+    edited = path.read_bytes()
+    with pytest.raises(StaleQueueError, match="changed on disk since this page loaded"):
+        save_review(path, "11", review_values("normal", "dr a", ""), token)
+    assert path.read_bytes() == edited
+    # two tabs with the same token: the second save is refused, not silently applied
+    _, _, token = read(path)
+    save_review(path, "11", review_values("normal", "tab 1", ""), token)
+    with pytest.raises(StaleQueueError):
+        save_review(path, "12", review_values("unsure", "tab 2", ""), token)
+
+
+def test_only_review_columns_and_known_verdicts_can_be_written(tmp_path):
+    from lstv.audit import read_queue as read
+    from lstv.audit import review_values, save_review
+
+    path = queue_file(tmp_path)
+    _, _, token = read(path)
+    with pytest.raises(ValueError, match="only the review columns"):
+        save_review(path, "11", {"lstv_score": "9"}, token)
+    with pytest.raises(ValueError, match="verdict 'maybe'"):
+        review_values("maybe", "", "")
+    with pytest.raises(ValueError, match="study 99"):
+        save_review(path, "99", review_values("normal", "", ""), token)
+
+
+@pytest.mark.parametrize(
+    ("lstv", "kind", "verdict"),
+    [
+        ("", "", ""),
+        ("0", "", "normal"),
+        ("no", "normal", "normal"),
+        ("1", "Sacralisation", "sacralization"),
+        ("yes", "", "lstv"),
+        ("Unsure", "", "unsure"),
+        ("maybe", "", "invalid: lstv label 'maybe' is not one of 0/1, true/false, yes/no"),
+    ],
+)
+def test_verdict_of_reads_a_row_as_the_labels_reader_does(lstv, kind, verdict):
+    from lstv.audit import verdict_of
+
+    assert verdict_of({"lstv": lstv, "lstv_type": kind}) == verdict

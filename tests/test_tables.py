@@ -54,3 +54,40 @@ def test_a_labels_file_reads_every_word(tmp_path):
     assert n_unreviewed == 1
     assert list(labels["lstv"]) == [1] * len(TRUE_WORDS) + [0] * len(FALSE_WORDS)
     assert list(labels["study_id"]) == [str(100 + i) for i in range(len(rows))]
+
+
+def write_labels(path, rows):
+    path.write_text("study_id,lstv,lstv_type\n" + "".join(",".join(r) + "\n" for r in rows))
+    return path
+
+
+def test_unsure_is_skipped_and_counted_not_an_error(tmp_path):
+    """One ``unsure`` cell made ``lstv evaluate`` reject the whole file."""
+    path = write_labels(
+        tmp_path / "l.csv", [("1", "0", ""), ("2", "unsure", ""), ("3", "1", ""), ("4", "", "")]
+    )
+    labels, n_unreviewed = read_labels(path)
+    assert list(labels["study_id"]) == ["1", "3"]
+    assert labels.attrs["n_unsure"] == 1 and n_unreviewed == 1
+
+
+@pytest.mark.parametrize(
+    ("typed", "kind"),
+    [
+        ("Sacralisation", "sacralization"),
+        ("sacralized", "sacralization"),
+        ("LUMBARISATION", "lumbarization"),
+        ("lumbarized", "lumbarization"),
+        ("sacralization", "sacralization"),
+    ],
+)
+def test_common_spellings_of_a_type_are_one_roc_group(tmp_path, typed, kind):
+    """"Sacralisation" silently became its own ROC group."""
+    labels, _ = read_labels(write_labels(tmp_path / "l.csv", [("1", "1", typed)]))
+    assert list(labels["lstv_type"]) == [kind]
+
+
+def test_an_unknown_type_is_an_error_naming_the_row(tmp_path):
+    path = write_labels(tmp_path / "l.csv", [("1", "0", "normal"), ("2", "1", "castellvi 2a")])
+    with pytest.raises(ValueError, match=r"row 3: lstv_type 'castellvi 2a' is not one of"):
+        read_labels(path)
