@@ -106,6 +106,20 @@ def infer_output(tmp_path_factory, phantom_dataset, tiny_checkpoint) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def shipped_infer_output(tmp_path_factory, phantom_dataset) -> Path:
+    """An ``lstv infer`` run of the shipped phantom localizer with heatmaps: its maps and
+    points are where the discs are, unlike a random-weight model's flat maps."""
+    from lstv.pipeline import run_inference
+
+    out = tmp_path_factory.mktemp("infer_shipped")
+    checkpoint = REPO / "models" / "phantom_point_net.pth"
+    run_inference(
+        phantom_infer_config(phantom_dataset, out, checkpoint, batch_size=4, save_heatmaps=True)
+    )
+    return out
+
+
 @pytest.fixture(scope="module")
 def app(tiny_checkpoint):
     """The web demo around the random-weight checkpoint, 20 MB uploads."""
