@@ -90,20 +90,83 @@ def test_serve_binds_localhost_by_default():
     assert args.host == "127.0.0.1"
 
 
+@pytest.fixture(scope="module")
+def t1_files(phantom_dataset):
+    """The files of a phantom study's sagittal T1 series (no T2 among them)."""
+    import pandas as pd
+
+    from lstv.phantom import T1_DESCRIPTION
+
+    table = pd.read_csv(phantom_dataset.series_csv, dtype=str)
+    row = table[table["series_description"] == T1_DESCRIPTION].iloc[0]
+    folder = phantom_dataset.images_dir / row["study_id"] / row["series_id"]
+    return sorted(folder.glob("*.dcm"))
+
+
+def zipped(files) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for f in files:
+            z.writestr(f"study/{f.name}", f.read_bytes())
+    return buffer.getvalue()
+
+
+def test_a_t1_only_upload_gets_a_message_not_a_verdict(client, t1_files):
+    """A zip holding only a sagittal T1 came back "High (flagged as an LSTV candidate)"."""
+    res = client.post(
+        "/api/analyse",
+        data={"files": [(io.BytesIO(zipped(t1_files)), "t1.zip")]},
+        content_type="multipart/form-data",
+    )
+    assert res.status_code == 400
+    assert res.json["error"].startswith("no verdict: the upload has no sagittal T2 series")
+    assert "Sagittal T1" in res.json["error"] and "risk_level" not in res.json
+
+
+def drop_files(page, selector, files: dict[str, bytes]) -> None:
+    """Drop ``files`` (name -> bytes) on an element, as a reader dragging them from a folder."""
+    import base64
+
+    data = [[name, base64.b64encode(b).decode()] for name, b in files.items()]
+    transfer = page.evaluate_handle(
+        """files => {
+            const dt = new DataTransfer();
+            for (const [name, b64] of files) {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                dt.items.add(new File([bytes], name));
+            }
+            return dt;
+        }""",
+        data,
+    )
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
 @pytest.mark.browser
-def test_pages_in_a_real_browser(app, client, series_files, page, tmp_path):
+def test_demo_in_a_real_browser(app, series_files, t1_files, page):
     with serving(app) as url:
         page.goto(url + "/")
+        # the example study, for a visitor with no DICOM at hand
+        page.click("#example")
+        page.wait_for_function("() => viewer.meta", timeout=120_000)
+        text = page.text_content("#result")
+        assert "Analysed: Sagittal T2/STIR" in text and "Chosen because its description" in text
+        assert "Seed's entropy rule" in text
+        assert horizontal_overflow(page) == 0
+        assert page.evaluate("document.getElementById('view').clientHeight") >= 512
+        # a dropped T2 series: its own view
+        example = page.evaluate("viewer.meta.study_id")
+        drop_files(page, "#drop", {f.name: f.read_bytes() for f in series_files})
+        page.wait_for_function("s => viewer.meta.study_id !== s", arg=example)
+        assert page.evaluate("viewer.meta.shape[0]") == len(series_files)
+        # a dropped zip of a sagittal T1 only: a message and no verdict
+        drop_files(page, "#drop", {"t1.zip": zipped(t1_files)})
+        page.wait_for_function("() => document.getElementById('message').textContent")
+        assert "no sagittal T2 series" in page.text_content("#message")
+        assert page.text_content("#result") == "No verdict."
+    # Chromium logs the 400 answer as a console error; it is the refusal this test wants.
+    page.errors[:] = [e for e in page.errors if "400" not in e]
     assert page.errors == []
-    # The result page as the server sends it: its figure must decode.
-    result = client.post("/analyse", data=upload(series_files), content_type="multipart/form-data")
-    html = tmp_path / "result.html"
-    html.write_bytes(result.data)
-    page.goto(html.as_uri())
-    widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
-    assert page.errors == []
-    assert len(widths) == 1 and widths[0] > 1000
-    assert horizontal_overflow(page) == 0
 
 
 def test_risk_uses_the_checkpoint_bands(tmp_path, series_files):
