@@ -6,7 +6,9 @@ checkpoint, on phantom studies written in parallel:
   decode floor          every study decoded by one reader process per core (wall seconds)
   lstv infer            the whole process on ``--device`` (AMP on CUDA) with one reader per
                         core; start-up (a one-study run) reported apart from the steady state,
-                        studies/s = (N - 1) / (wall of the N-study run - wall of the 1-study run)
+                        studies/s = (N - 1) / (wall of the N-study run - wall of the 1-study run),
+                        not reported (a note says why) when the N-study run is not at least
+                        1.25 x the 1-study run: too few studies to leave start-up noise behind
                                                        target: steady state >= 0.8 x decode rate
   agreement             the same studies through ``lstv infer --device cpu``: max |diff| of each
                         metric column, and whether risk bands and flags are identical
@@ -45,6 +47,9 @@ from throughput import (  # noqa: E402 - the shared measurements of the CPU benc
 )
 
 STEADY_TARGET = 0.8
+# The N-study run must outlast the one-study run by this share of it, else the difference is
+# start-up noise and (N - 1) / difference is no rate (3 studies once gave "2e9 studies/s").
+MIN_MARGINAL = 0.25
 NON_METRIC_COLUMNS = {"study_id", "series_id", "series_description"}
 
 
@@ -117,13 +122,26 @@ def fidelity(data: Phantoms) -> tuple[int, int]:
     return same, len(data.sources)
 
 
+def steady_state(n: int, wall: float, startup: float) -> tuple[float | None, str]:
+    """Studies per second once started, (n - 1) / (wall - startup), or None and why not when
+    the n-study run did not outlast the one-study run by MIN_MARGINAL of it."""
+    marginal = wall - startup
+    if n < 2 or marginal < MIN_MARGINAL * startup:
+        return None, (
+            f"no steady state: the {n}-study run ({wall:.1f} s) did not outlast the one-study "
+            f"start-up run ({startup:.1f} s) by {MIN_MARGINAL:.0%} of it; use more studies "
+            "(--n_studies)"
+        )
+    return (n - 1) / marginal, ""
+
+
 def measure_checkpoint(name, checkpoint, data, args, tmp: Path, decode_rate: float) -> dict:
     n = len(data.sources)
     one, full = tmp / f"{name}-one", tmp / f"{name}-full"
     on_device = (args.device, args.workers, args.batch_size)
     startup = run_infer(infer_command(data, checkpoint, one, *on_device, "--mode", "debug"), 1, one)
     wall = run_infer(infer_command(data, checkpoint, full, *on_device), n, full)
-    steady = (n - 1) / max(wall - startup, 1e-9)
+    steady, note = steady_state(n, wall, startup)
     m = min(args.agreement_studies, n)
     cpu = tmp / f"{name}-cpu"
     on_cpu = ("cpu", args.workers, args.batch_size)
@@ -136,7 +154,8 @@ def measure_checkpoint(name, checkpoint, data, args, tmp: Path, decode_rate: flo
         "startup_s": startup,
         "wall_s": wall,
         "steady_studies_per_s": steady,
-        "steady_over_decode": steady / decode_rate,
+        "steady_over_decode": None if steady is None else steady / decode_rate,
+        "steady_note": note,
         "agreement_studies": m,
         **agreement(read_rows(cpu), read_rows(dev)),
     }
@@ -199,10 +218,13 @@ def main(argv=None) -> None:
     print(f"decode floor ({args.workers} readers)   {floor:.2f} s = {decode_rate:.1f} studies/s")
     print(f"fidelity: model input = original's whole-volume resize for {same}/{total} studies")
     for r in results:
-        print(
-            f"{r['checkpoint']}: start-up {r['startup_s']:.1f} s, whole run {r['wall_s']:.1f} s, "
+        steady = r["steady_note"] or (
             f"steady state {r['steady_studies_per_s']:.1f} studies/s = "
             f"{r['steady_over_decode']:.2f} x decode rate (target >= {STEADY_TARGET})"
+        )
+        print(
+            f"{r['checkpoint']}: start-up {r['startup_s']:.1f} s, whole run {r['wall_s']:.1f} s, "
+            + steady
         )
         bands = "identical" if not r["differing_labels"] else f"DIFFER in {r['differing_labels']}"
         print(
