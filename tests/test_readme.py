@@ -105,7 +105,7 @@ class Documented:
         return self.argv[1:] if self.argv[0] == "lstv" else self.argv[3:]
 
     def skip_reason(self) -> str | None:
-        line = " ".join(self.argv)
+        line = re.sub(r"^python -m lstv\b", "lstv", " ".join(self.argv))
         return next((why for pattern, why in SKIPS if re.search(pattern, line)), None)
 
 
@@ -333,23 +333,28 @@ class Project:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        argv = [sys.executable, "-m", "lstv", *args, "--port", str(port)]
-        proc = subprocess.Popen(
-            argv,
-            cwd=self.root,
-            env={**self.env, **command.env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        from lstv.cli import build_parser
+
+        commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001
+        ported = "--port" in commands[args[0]]._option_string_actions  # noqa: SLF001
+        argv = [sys.executable, "-m", "lstv", *args, *(["--port", str(port)] if ported else [])]
+        log = self.root / f"server-{port}.log"  # a file, not a pipe nobody drains
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.root,
+                env={**self.env, **command.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             deadline = time.monotonic() + SERVER_START_S
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     pytest.fail(
                         f"{command.source}: `{command.text}` exited {proc.returncode} "
-                        f"before it served:\n{proc.stdout.read()[-4000:]}"
+                        f"before it served:\n{log.read_text()[-4000:]}"
                     )
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
