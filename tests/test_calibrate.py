@@ -16,6 +16,10 @@ def labels_file(path, rows):
     return path
 
 
+# These runs carry the ten map features only: score v1, the leave-one-out maximum.
+V1 = {"rule": "max_abs_z", "target_specificity": None}
+
+
 def test_calibrate_fits_on_labelled_normals_only(tmp_path, caplog):
     rng = np.random.default_rng(9)
     normals = normal_features(rng, 40)
@@ -29,7 +33,7 @@ def test_calibrate_fits_on_labelled_normals_only(tmp_path, caplog):
         + [(r["study_id"], 1, "lumbarization") for r in rows[40:]]
         + [("999", "", "")],  # an unreviewed audit-queue row
     )
-    ref = calibrate(csv_path, tmp_path / "ref.json", labels_path=labels)
+    ref = calibrate(csv_path, tmp_path / "ref.json", labels_path=labels, **V1)
     assert ref.n == 40 and ref.checkpoint_sha256 == SHA_A
     assert "40 studies labelled normal" in ref.reference_studies
     assert json.loads((tmp_path / "ref.json").read_text())["n"] == 40
@@ -37,13 +41,13 @@ def test_calibrate_fits_on_labelled_normals_only(tmp_path, caplog):
     assert all(s["lstv_score_flag"] for s in scores[40:])
     assert all(s["lstv_score_driver"] == "l5_s1_peak2" for s in scores[40:])
     with caplog.at_level(logging.WARNING):
-        all_ref = calibrate(csv_path, tmp_path / "all.json")
+        all_ref = calibrate(csv_path, tmp_path / "all.json", **V1)
     assert all_ref.n == 45 and "no --labels" in caplog.text
     with pytest.raises(ValueError, match="would be overwritten"):
-        calibrate(csv_path, csv_path)
+        calibrate(csv_path, csv_path, **V1)
     none = labels_file(tmp_path / "none.csv", [(rows[0]["study_id"], 1, "sacralization")])
     with pytest.raises(ValueError, match="no study"):
-        calibrate(csv_path, tmp_path / "x.json", labels_path=none)
+        calibrate(csv_path, tmp_path / "x.json", labels_path=none, **V1)
 
 
 def test_calibrate_needs_the_manifest_and_the_feature_columns(tmp_path):
@@ -51,9 +55,9 @@ def test_calibrate_needs_the_manifest_and_the_feature_columns(tmp_path):
     csv_path = write_run(tmp_path / "run", rows)
     (tmp_path / "run" / "run_manifest.json").unlink()
     with pytest.raises(ValueError, match="run_manifest.json not found"):
-        calibrate(csv_path, tmp_path / "r.json")
+        calibrate(csv_path, tmp_path / "r.json", **V1)
     for r in rows:
         del r["l5_s1_top100_entropy"]
     csv_path = write_run(tmp_path / "old", rows)
     with pytest.raises(ValueError, match="lacks the feature columns l5_s1_top100_entropy"):
-        calibrate(csv_path, tmp_path / "r.json")
+        calibrate(csv_path, tmp_path / "r.json", **V1)

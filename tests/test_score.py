@@ -173,3 +173,115 @@ def test_a_score_equal_to_the_threshold_is_not_flagged():
         assert ref.score(study[None])[2].tolist() == [flagged]
         (row,) = score_rows(rows_from(study[None]), ref)
         assert row["lstv_score_flag"] is flagged
+
+
+# --------------------------------------------------------------------------- score v2
+
+
+def _column_points(spacings=(36.0, 36.0, 36.0, 36.0), tilts=(0.0, 0.0, 0.0, 0.0)):
+    """LPS points (x, y, z) of five discs down a column: each step ``spacing`` mm at ``tilt``
+    degrees from straight down (positive posterior, +y), as on a sagittal slice."""
+    from lstv.levels import LEVEL_KEYS
+
+    q = np.zeros(2)
+    points = {LEVEL_KEYS[0]: (0.0, 0.0, 0.0)}
+    for key, s, a in zip(LEVEL_KEYS[1:], spacings, tilts, strict=True):
+        q = q + s * np.array([math.sin(math.radians(a)), math.cos(math.radians(a))])
+        points[key] = (0.0, float(q[0]), -float(q[1]))
+    return points
+
+
+def test_geometry_features_from_the_five_points():
+    from lstv.score import geometry_features
+
+    straight = geometry_features(_column_points())
+    assert straight["l5_s1_spacing_ratio"] == pytest.approx(1.0)
+    assert straight["l4_l5_bend_deg"] == pytest.approx(0.0, abs=1e-9)
+    assert straight["l5_s1_along"] == pytest.approx(1.0)
+    assert straight["l5_s1_across"] == pytest.approx(0.0, abs=1e-9)
+    short = geometry_features(_column_points((36, 36, 36, 15), (0, 0, 10, 40)))
+    assert short["l5_s1_spacing_ratio"] == pytest.approx(15 / 36)
+    assert short["l4_l5_bend_deg"] == pytest.approx(30.0)
+    assert short["l5_s1_across"] > 0  # the lower segment leans posteriorly
+    missing = geometry_features({**_column_points(), "l5_s1": None})
+    assert all(math.isnan(v) for v in missing.values())
+
+
+def test_mahalanobis_counts_correlated_features_once():
+    """Two copies of one signal: a study off in both scores as it does against a reference of
+    one copy (a sum of per-feature evidence, like Fisher's, would count it twice: x 1.4)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(0.0, 1.0, 80)
+    other = rng.normal(0.0, 1.0, 80)
+    twice = np.column_stack([base, base + rng.normal(0.0, 0.3, 80), other])  # r about 0.96
+    names = ("l5_s1_entropy", "l5_s1_top100_entropy", "l4_l5_entropy")
+    ref2 = fit_reference(twice, SHA_A, features=names, rule="mahalanobis")
+    ref1 = fit_reference(twice[:, [0, 2]], SHA_A, features=names[::2], rule="mahalanobis")
+    d2 = ref2.score(np.array([[3.0, 3.0, 0.0]]))[0][0]
+    d1 = ref1.score(np.array([[3.0, 0.0]]))[0][0]
+    assert d2 == pytest.approx(d1, rel=0.15)
+    both = ref2.score(np.array([[3.0, 3.0, 3.0]]))[0][0]
+    assert both > 1.25 * d2  # an independent deviation does add up
+    assert ref2.covariance and ref2.rule == "mahalanobis"
+
+
+def test_mahalanobis_is_one_sided_for_a_surer_map():
+    raw = normal_features(np.random.default_rng(4), 80)
+    ref = fit_reference(raw, SHA_A, rule="mahalanobis")
+    study = np.median(raw, axis=0)
+    j = FEATURES.index("l5_s1_peak2")
+    lower, higher = study.copy(), study.copy()
+    lower[j] = 1e-6  # far less of a second peak than normal: no sign of LSTV
+    higher[j] = 0.9
+    score, drivers, _ = ref.score(np.vstack([study, lower, higher]))
+    assert score[1] == pytest.approx(score[0], abs=0.5) and score[2] > 5 * max(score[0], 1.0)
+    assert drivers[2] == "l5_s1_peak2"
+
+
+def test_threshold_at_a_target_specificity_is_cross_fitted():
+    raw = normal_features(np.random.default_rng(5), 60)
+    ref = fit_reference(raw, SHA_A, rule="mahalanobis", target_specificity=0.95)
+    x = ref.transform(raw)
+    mask = np.array([f in ref.one_sided for f in ref.features])
+    loo = leave_one_out_scores(x, "mahalanobis", mask)
+    assert ref.threshold == pytest.approx(np.quantile(loo, 0.95))
+    assert 0.02 <= float(np.mean(loo > ref.threshold)) <= 0.08
+    assert "1 normal" not in ref.threshold_rule and "5%" in ref.threshold_rule
+
+
+def test_reason_in_a_radiologists_words_with_the_normal_range():
+    from lstv.score import GEOMETRY_FEATURES, explain
+
+    rng = np.random.default_rng(6)
+    raw = np.column_stack([rng.normal(0.91, 0.08, 60), rng.normal(5, 4, 60)])
+    features = (GEOMETRY_FEATURES[0], GEOMETRY_FEATURES[1])
+    ref = fit_reference(raw, SHA_A, features=features, rule="mahalanobis")
+    lo, hi = ref.normal_range["l5_s1_spacing_ratio"]
+    text = explain("l5_s1_spacing_ratio", 0.41, ref)
+    assert text == (
+        f"L5/S1 disc space 41% of the mean spacing above it; normal {100 * lo:.0f}-"
+        f"{100 * hi:.0f}%"
+    )
+    assert "z =" not in explain("l4_l5_bend_deg", 25.0, ref)
+
+
+def test_a_version_1_reference_still_loads_and_scores_as_before(tmp_path):
+    """A reference written before score v2 (version 1: no rule, ranges or covariance) keeps
+    the largest two-sided |z|, its driver and its words."""
+    raw = normal_features(np.random.default_rng(7), 50)
+    new = fit_reference(raw, SHA_A)  # max |z| on the ten map features, as version 1 did
+    old = new.to_dict()
+    for key in ("rule", "one_sided", "location", "covariance", "normal_range"):
+        old.pop(key)
+    old["version"] = 1
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(old))
+    ref = read_reference(path)
+    assert ref.rule == "max_abs_z" and not ref.normal_range
+    studies = np.vstack([np.median(raw, axis=0), raw[:5] * 1.5])
+    z = ref.z_scores(studies)
+    score, drivers, _ = ref.score(studies)
+    np.testing.assert_allclose(score, np.abs(z).max(axis=1))
+    assert drivers == [FEATURES[i] for i in np.abs(z).argmax(axis=1)]
+    rows = score_rows(rows_from(studies), ref)
+    assert all("z = " in r["lstv_score_reason"] for r in rows)

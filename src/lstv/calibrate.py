@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from lstv.rundir import refuse_overwriting
-from lstv.score import FEATURES, Reference, feature_matrix, fit_reference
+from lstv.score import (
+    DEFAULT_TARGET_SPECIFICITY,
+    FEATURES,
+    V2_FEATURES,
+    Reference,
+    feature_matrix,
+    fit_reference,
+)
 from lstv.scoring import read_run_csv, run_manifest
 from lstv.tables import read_labels
 
@@ -60,7 +67,8 @@ def calibrate(
     csv_path: str | Path,
     output: str | Path,
     labels_path: str | Path | None = None,
-    target_specificity: float | None = None,
+    target_specificity: float | None = DEFAULT_TARGET_SPECIFICITY,
+    rule: str = "mahalanobis",
 ) -> Reference:
     """``lstv calibrate``: fit a reference on a run's normal studies and write it as JSON.
 
@@ -70,23 +78,41 @@ def calibrate(
         output: the reference JSON to write (never one of the inputs).
         labels_path: ``study_id, lstv[, lstv_type]`` (or a filled-in ``audit_queue.csv``):
             only the studies labelled normal form the reference. Without it, all studies do.
-        target_specificity: see :func:`fit_reference`.
+        target_specificity: see :func:`fit_reference` (default 0.95: about 1 normal study in
+            20 goes to review by design; None for the leave-one-out maximum).
+        rule: ``mahalanobis`` (score v2: the map and geometry features of
+            :data:`~lstv.score.V2_FEATURES`) or ``max_abs_z`` (score v1: the ten map features).
 
     Raises:
         ValueError: missing feature columns, no manifest, no normal study, too few studies.
     """
     csv_path = Path(csv_path)
     refuse_overwriting(output, [csv_path, labels_path], "--output")
-    _, rows = read_run_csv(csv_path, FEATURES)
+    features = V2_FEATURES if rule == "mahalanobis" else FEATURES
+    _, rows = read_run_csv(csv_path, features)
     sha = run_manifest(csv_path).checkpoint_sha256
     chosen, described = reference_rows(rows, labels_path, csv_path)
-    raw = feature_matrix(chosen, FEATURES, str(csv_path))
+    raw = feature_matrix(chosen, features, str(csv_path))
     complete = np.isfinite(raw).all(axis=1)
+    if rule == "mahalanobis" and complete.sum() <= 2 * (len(features) + 1):
+        # A covariance of F features needs well over F studies; the max |z| rule does not.
+        log.warning(
+            "%d complete reference studies are too few for the Mahalanobis rule over %d "
+            "features (it needs more than %d): using the max |z| rule (score v1)",
+            int(complete.sum()),
+            len(features),
+            2 * (len(features) + 1),
+        )
+        rule, features = "max_abs_z", FEATURES
+        raw = feature_matrix(chosen, features, str(csv_path))
+        complete = np.isfinite(raw).all(axis=1)
     if not complete.all():
         log.warning("%d reference studies lack some features; left out", int((~complete).sum()))
     ref = fit_reference(
         raw[complete],
         sha,
+        features=features,
+        rule=rule,
         target_specificity=target_specificity,
         reference_studies=described,
         extra={

@@ -523,9 +523,16 @@ def _add_calibrate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target_specificity",
         type=float,
-        default=None,
+        default=0.95,
         help="flag threshold at this quantile of the reference's leave-one-out scores "
-        "(default: their maximum)",
+        "(default 0.95: about 1 normal study in 20 goes to review by design; 1 = their maximum)",
+    )
+    p.add_argument(
+        "--rule",
+        choices=("mahalanobis", "max_abs_z"),
+        default="mahalanobis",
+        help="mahalanobis (score v2: robust Mahalanobis distance of map and geometry features) "
+        "or max_abs_z (score v1: largest robust |z| of ten map features)",
     )
     p.add_argument("--output", type=Path, required=True, help="reference JSON to write")
 
@@ -533,7 +540,7 @@ def _add_calibrate_flags(p: argparse.ArgumentParser) -> None:
 def cmd_calibrate(args) -> int:
     from lstv.calibrate import calibrate
 
-    ref = calibrate(args.csv, args.output, args.labels, args.target_specificity)
+    ref = calibrate(args.csv, args.output, args.labels, args.target_specificity, args.rule)
     print(
         f"reference of {ref.n} studies ({ref.reference_studies}) written to {args.output}; "
         f"flag above {ref.threshold:.3f} ({ref.threshold_rule})"

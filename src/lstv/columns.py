@@ -149,10 +149,18 @@ SHAPE = _per_level(
 )
 # The calibrated score (lstv.score); empty without a reference.
 SCORE = (
-    Column("lstv_score", "float", "largest robust |z| of the map features", score=HIGHER),
+    Column(
+        "lstv_score",
+        "float",
+        "distance from the reference's normal studies by its rule: robust Mahalanobis of the "
+        "map and geometry features (rule mahalanobis), or the largest robust |z| (max_abs_z)",
+        score=HIGHER,
+    ),
     Column("lstv_score_driver", "text", "the feature that gave the score"),
     Column("lstv_score_flag", "bool", "score above the reference's threshold"),
-    Column("lstv_score_reason", "text", "the driver in plain words, with the normal value"),
+    Column(
+        "lstv_score_reason", "text", "the driver in plain words, with the normal value or range"
+    ),
 )
 SELECTION = (
     Column(
@@ -161,8 +169,38 @@ SELECTION = (
         "why this series was run: description, description_pattern or headers",
     ),
 )
+# Geometry of the five predicted points in the slice plane (lstv.score.geometry_features), from
+# their patient coordinates; empty where a point is missing.
+GEOMETRY = (
+    Column(
+        "l5_s1_spacing_ratio",
+        "float",
+        "L4/L5 -> L5/S1 distance over the mean of the three spacings above it",
+        "ratio",
+    ),
+    Column(
+        "l4_l5_bend_deg",
+        "float",
+        "tilt of L4/L5 -> L5/S1 minus tilt of L3/L4 -> L4/L5 (positive: the lower segment "
+        "leans posteriorly)",
+        "degrees",
+    ),
+    Column(
+        "l5_s1_along",
+        "float",
+        "L5/S1's offset from L4/L5 along the L3/L4 -> L4/L5 direction, over that spacing",
+        "ratio",
+    ),
+    Column(
+        "l5_s1_across",
+        "float",
+        "L5/S1's offset from L4/L5 across that direction (positive: posterior), over that "
+        "spacing",
+        "ratio",
+    ),
+)
 # In file order: round 1's columns first, later ones appended so readers of those keep working.
-METRICS = (*SEED, LEVEL_DETAILS, SERIES, SHAPE, SCORE, SELECTION)
+METRICS = (*SEED, LEVEL_DETAILS, SERIES, SHAPE, SCORE, SELECTION, GEOMETRY)
 
 METRIC_COLUMNS = _expand(METRICS)
 SEED_COLUMNS = _expand(SEED)

@@ -20,7 +20,7 @@ from lstv.columns import METRIC_COLUMNS, SCORE_COLUMNS, SEED_COLUMNS, SHAPE_FEAT
 from lstv.levels import LEVEL_KEYS
 from lstv.rundir import RunDir, atomic_file
 from lstv.sample import model_to_original
-from lstv.score import score_rows
+from lstv.score import geometry_features, score_rows
 from lstv.uncertainty import RiskThresholds, model_pixel_mm, study_metrics
 
 __all__ = ["METRIC_COLUMNS", "SEED_COLUMNS", "StudyResult", "metrics_row", "save_heatmaps"]
@@ -102,6 +102,7 @@ def metrics_row(result: StudyResult, sample, thresholds: RiskThresholds) -> dict
     task, tta_mi = sample.task, result.tta_mi
     height, width = sample.slice_shape
     row: dict = {"study_id": task.study_id, "series_id": task.series_id}
+    points = {}
     for i, key in enumerate(LEVEL_KEYS):
         m = result.levels[key]
         row[f"{key}_confidence"] = m["confidence"]
@@ -114,6 +115,7 @@ def metrics_row(result: StudyResult, sample, thresholds: RiskThresholds) -> dict
         else:
             x, y = sample.to_original(point)
             coords = [x, y, *sample.pixel_to_patient(x, y)]
+            points[key] = coords[2:]
         for name, value in zip(("x", "y", "x_mm", "y_mm", "z_mm"), coords, strict=True):
             row[f"{key}_{name}"] = value
         row[f"{key}_tta_mi"] = "" if tta_mi is None else float(tta_mi[i])
@@ -132,6 +134,8 @@ def metrics_row(result: StudyResult, sample, thresholds: RiskThresholds) -> dict
     )
     row.update({c: result.score[c] for c in SCORE_COLUMNS})  # '' without a reference
     row["selection_rule"] = getattr(sample.task, "selection_rule", "")
+    for name, value in geometry_features(points).items():
+        row[name] = round(value, 6) if np.isfinite(value) else ""
     return row
 
 

@@ -45,10 +45,36 @@ MAD_TO_SD = 1.4826
 IQR_TO_SD = 1.349
 CONFIG_KEY = "lstv_reference"
 REFERENCE_FORMAT = "lstv-score-reference"
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: max |z| only, no rule, ranges or covariance
 MIN_REFERENCE_STUDIES = 3
 FEW_REFERENCE_STUDIES = 20
 LEVEL_NAMES = dict(zip(LEVEL_KEYS, LEVELS, strict=True))  # l5_s1 -> L5/S1
+
+# Score v2: the geometry of the five predicted points in the slice plane (mm from the CSV's
+# patient coordinates; their meanings are in lstv.columns.GEOMETRY).
+GEOMETRY_FEATURES = (
+    "l5_s1_spacing_ratio",
+    "l4_l5_bend_deg",
+    "l5_s1_along",
+    "l5_s1_across",
+)
+# Level features where only a rise is unusual (a surer, single-peaked map is not a sign).
+ONE_SIDED_FEATURES = ("one_minus_confidence", "peak2", "mass_out")
+RULES = ("max_abs_z", "mahalanobis")
+# v2: the map features that carry signal without repeating each other (chosen on the
+# development seed, benchmarks/phantom_auc.py) and the geometry, combined as a robust
+# Mahalanobis distance (MinCovDet), so correlated features do not count twice.
+V2_FEATURES = (
+    "l4_l5_mass_out",
+    "l5_s1_one_minus_confidence",
+    "l5_s1_peak2",
+    "l5_s1_mass_out",
+    "l5_s1_entropy",
+    *GEOMETRY_FEATURES,
+)
+DEFAULT_TARGET_SPECIFICITY = 0.95
+NORMAL_RANGE_PERCENTILES = (5.0, 95.0)
 
 
 def split_feature(name: str) -> tuple[str, str]:
@@ -60,12 +86,54 @@ def split_feature(name: str) -> tuple[str, str]:
 
 
 def required_columns(features=FEATURES) -> list[str]:
-    """CSV columns the features are computed from (``one_minus_confidence`` from confidence)."""
+    """CSV columns the features are computed from (``one_minus_confidence`` from confidence,
+    geometry from the points' patient coordinates)."""
     cols = []
     for name in features:
         level, feature = split_feature(name)
-        cols.append(f"{level}_confidence" if feature == "one_minus_confidence" else name)
+        if name in GEOMETRY_FEATURES:
+            cols += [f"{k}_{a}_mm" for k in LEVEL_KEYS for a in ("y", "z")]
+        else:
+            cols.append(f"{level}_confidence" if feature == "one_minus_confidence" else name)
     return list(dict.fromkeys(cols))
+
+
+def geometry_features(points: dict[str, tuple[float, float, float] | None]) -> dict[str, float]:
+    """:data:`GEOMETRY_FEATURES` from the five predicted points (level key -> LPS mm), NaN
+    where a point is missing.
+
+    The slice is sagittal, so its plane is (posterior = +y, inferior = -z); a tilt is the angle
+    from straight down, positive posteriorly, as a vertebra's axis.
+    """
+    nan = dict.fromkeys(GEOMETRY_FEATURES, math.nan)
+    q = []
+    for key in LEVEL_KEYS:
+        p = points.get(key)
+        if p is None or not all(math.isfinite(float(c)) for c in p):
+            return nan
+        q.append(np.array([float(p[1]), -float(p[2])]))
+    steps = [q[k + 1] - q[k] for k in range(4)]
+    lengths = [float(np.hypot(*s)) for s in steps]
+    if min(lengths[:3]) <= 0 or lengths[2] <= 0:
+        return nan
+    v1, v2 = steps[2], steps[3]
+    u = v1 / lengths[2]
+    n = np.array([u[1], -u[0]])
+    bend = math.degrees(math.atan2(v2[0], v2[1]) - math.atan2(v1[0], v1[1]))
+    return {
+        "l5_s1_spacing_ratio": lengths[3] / float(np.mean(lengths[:3])),
+        "l4_l5_bend_deg": (bend + 180.0) % 360.0 - 180.0,
+        "l5_s1_along": float(v2 @ u) / lengths[2],
+        "l5_s1_across": float(v2 @ n) / lengths[2],
+    }
+
+
+def _row_geometry(row: dict) -> dict[str, float]:
+    points = {}
+    for key in LEVEL_KEYS:
+        values = [as_number(row.get(f"{key}_{a}_mm")) for a in ("x", "y", "z")]
+        points[key] = None if not all(math.isfinite(v) for v in values[1:]) else values
+    return geometry_features(points)
 
 
 def as_number(text) -> float:
@@ -86,8 +154,16 @@ def feature_matrix(rows: list[dict], features=FEATURES, source: str = "metrics C
     """
     out = np.full((len(rows), len(features)), math.nan)
     for i, row in enumerate(rows):
+        geometry = None
         for j, name in enumerate(features):
             level, feature = split_feature(name)
+            if name in GEOMETRY_FEATURES and not math.isfinite(as_number(row.get(name))):
+                # A run written before these columns (or a row without them): from the points.
+                if not any(f"{k}_y_mm" in row for k in LEVEL_KEYS):
+                    raise ValueError(f"{source} has no column {name!r} nor the points' *_y_mm")
+                geometry = geometry or _row_geometry(row)
+                out[i, j] = geometry[name]
+                continue
             col = f"{level}_confidence" if feature == "one_minus_confidence" else name
             if col not in row:
                 raise ValueError(f"{source} has no column {col!r} (needed for {name})")
@@ -143,6 +219,56 @@ def _max_abs(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(missing, np.nan, best), np.where(missing, -1, idx)
 
 
+def _mahalanobis(
+    x: np.ndarray, location: np.ndarray, covariance: np.ndarray, one_sided: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the Mahalanobis distance of ``x`` (transformed scale) from ``location`` over the
+    features it has, and the feature contributing most to it (NaN, -1 when none).
+
+    A one-sided feature below the location counts as at the location: a more confident,
+    single-peaked map than normal is no sign of LSTV. The contributions ``d_j (P d)_j`` sum to
+    the squared distance, so the driver is the feature that adds most to it.
+    """
+    d = x - location
+    d[:, one_sided] = np.maximum(d[:, one_sided], 0.0)
+    scores = np.full(len(x), np.nan)
+    drivers = np.full(len(x), -1)
+    for i, row in enumerate(d):
+        known = np.isfinite(row)
+        if not known.any():
+            continue
+        sub = row[known]
+        contributions = sub * np.linalg.solve(covariance[np.ix_(known, known)], sub)
+        scores[i] = math.sqrt(max(float(contributions.sum()), 0.0))
+        drivers[i] = int(np.flatnonzero(known)[int(np.argmax(contributions))])
+    return scores, drivers
+
+
+def _robust_covariance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Location and covariance for the Mahalanobis rule on ``x`` (transformed scale): the
+    median and robust spread of each feature (as the max |z| rule's), and the correlations of a
+    MinCovDet fit of the complete rows between them.
+
+    MinCovDet's own variances shrink and wander on 40 studies (a near-duplicate pair of
+    features halves them), so it is asked for correlations only; a ridge of 1e-3 keeps the
+    matrix invertible.
+    """
+    from sklearn.covariance import MinCovDet
+
+    complete = x[np.isfinite(x).all(axis=1)]
+    if len(complete) <= x.shape[1] + 1:
+        raise ValueError(
+            f"a Mahalanobis reference of {x.shape[1]} features needs more than "
+            f"{x.shape[1] + 1} complete studies, got {len(complete)}"
+        )
+    centre, scale, _ = _fit_columns(x)
+    mcd = MinCovDet(random_state=0).fit(complete).covariance_
+    sd = np.sqrt(np.maximum(np.diag(mcd), 1e-300))
+    corr = mcd / np.outer(sd, sd)
+    corr = (corr + np.eye(len(corr)) * 1e-3) / (1 + 1e-3)
+    return centre, corr * np.outer(scale, scale)
+
+
 @dataclass(frozen=True)
 class Reference:
     """A fitted reference: per-feature centre and spread on the (log-)transformed scale."""
@@ -161,6 +287,13 @@ class Reference:
     created_at: str = ""
     lstv_version: str = ""
     log_offset: float = LOG_OFFSET
+    # Score v2 (version 2 files); a version-1 file leaves them at these defaults and scores
+    # as it always did: the largest two-sided |z|.
+    rule: str = "max_abs_z"
+    one_sided: tuple[str, ...] = ()
+    location: dict[str, float] = field(default_factory=dict)
+    covariance: list[list[float]] = field(default_factory=list)
+    normal_range: dict[str, list[float]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     # -- scoring
@@ -179,9 +312,18 @@ class Reference:
         scale = np.array([self.scale[f] for f in self.features])
         return (self.transform(raw) - centre) / scale
 
+    def combine(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the score and the index of the feature that drives it (NaN, -1 when no
+        feature is known), by the reference's rule."""
+        if self.rule == "mahalanobis":
+            location = np.array([self.location[f] for f in self.features])
+            one_sided = np.array([f in self.one_sided for f in self.features])
+            return _mahalanobis(self.transform(raw), location, np.array(self.covariance), one_sided)
+        return _max_abs(self.z_scores(raw))
+
     def score(self, raw: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Score, driver name ('' when no feature is known) and flag of each row."""
-        best, idx = _max_abs(self.z_scores(raw))
+        best, idx = self.combine(raw)
         drivers = [self.features[i] if i >= 0 else "" for i in idx]
         return best, drivers, np.isfinite(best) & (np.nan_to_num(best) > self.threshold)
 
@@ -197,6 +339,7 @@ class Reference:
         extra = data.pop("extra")
         data["features"] = list(self.features)
         data["log_features"] = list(self.log_features)
+        data["one_sided"] = list(self.one_sided)
         return {"format": REFERENCE_FORMAT, "version": REFERENCE_VERSION, **extra, **data}
 
     @classmethod
@@ -204,10 +347,11 @@ class Reference:
         """Read a reference written by :meth:`to_dict`; a ValueError naming ``source``."""
         if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
             raise ValueError(f"{source} is not an LSTV score reference (written by lstv calibrate)")
-        if data.get("version") != REFERENCE_VERSION:
+        if data.get("version") not in READABLE_VERSIONS:
             raise ValueError(
                 f"{source} is reference version {data.get('version')}; this lstv reads "
-                f"version {REFERENCE_VERSION}: fit it again with lstv calibrate"
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}: fit it again with lstv "
+                "calibrate"
             )
         names = set(cls.__dataclass_fields__) - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
@@ -222,10 +366,16 @@ class Reference:
             threshold = float(ref.threshold)
             if not math.isfinite(threshold):
                 raise ValueError(f"threshold {ref.threshold} is not a finite number")
+            _check_rule(ref, features)
         except (TypeError, KeyError, ValueError) as exc:
             raise ValueError(f"{source} is not a valid reference: {exc}") from exc
         return ref.__class__(
-            **{**known, "features": features, "log_features": tuple(ref.log_features)},
+            **{
+                **known,
+                "features": features,
+                "log_features": tuple(ref.log_features),
+                "one_sided": tuple(ref.one_sided),
+            },
             extra=extra,
         )
 
@@ -233,6 +383,25 @@ class Reference:
         from lstv.rundir import write_json_atomic
 
         return write_json_atomic(path, self.to_dict())
+
+
+def _check_rule(ref: Reference, features: tuple[str, ...]) -> None:
+    """The rule's own fields: a known rule; for ``mahalanobis`` a finite location per feature
+    and a symmetric, positive definite covariance of the features' size."""
+    if ref.rule not in RULES:
+        raise ValueError(f"rule {ref.rule!r} is not one of {RULES}")
+    if unknown := set(ref.one_sided) - set(features):
+        raise ValueError(f"one-sided features {sorted(unknown)} are not among its features")
+    if ref.rule != "mahalanobis":
+        return
+    location = [float(ref.location[f]) for f in features]
+    cov = np.asarray(ref.covariance, dtype=float)
+    if not all(math.isfinite(v) for v in location):
+        raise ValueError("the Mahalanobis location is not finite")
+    if cov.shape != (len(features), len(features)) or not np.isfinite(cov).all():
+        raise ValueError(f"the covariance is not a finite {len(features)} x {len(features)} matrix")
+    if not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() <= 0:
+        raise ValueError("the covariance is not symmetric positive definite")
 
 
 def read_reference(path: str | Path) -> Reference:
@@ -271,17 +440,25 @@ def check_checkpoint(ref: Reference, checkpoint_sha256: str | None, source: str)
 # --------------------------------------------------------------------------- fitting
 
 
-def leave_one_out_scores(x: np.ndarray) -> np.ndarray:
-    """Score of each reference study against a reference fitted on all the others.
+def leave_one_out_scores(
+    x: np.ndarray, rule: str = "max_abs_z", one_sided: np.ndarray | None = None
+) -> np.ndarray:
+    """Score of each reference study against a reference fitted on all the others (cross-fit).
 
     ``x`` is (n, F) on the transformed scale. The maximum of these is the flag threshold under
-    which no reference study would have been flagged by a reference that did not contain it.
+    which no reference study would have been flagged by a reference that did not contain it;
+    a quantile of them flags about that share of studies like the reference.
     """
     n = len(x)
     scores = np.empty(n)
     for i in range(n):
-        centre, scale, _ = _fit_columns(np.delete(x, i, axis=0))
-        scores[i] = _max_abs(((x[i] - centre) / scale)[None])[0][0]
+        rest = np.delete(x, i, axis=0)
+        if rule == "mahalanobis":
+            location, cov = _robust_covariance(rest)
+            scores[i] = _mahalanobis(x[i][None], location, cov, one_sided)[0][0]
+        else:
+            centre, scale, _ = _fit_columns(rest)
+            scores[i] = _max_abs(((x[i] - centre) / scale)[None])[0][0]
     return scores
 
 
@@ -293,6 +470,7 @@ def fit_reference(
     target_specificity: float | None = None,
     reference_studies: str = "",
     extra: dict | None = None,
+    rule: str = "max_abs_z",
 ) -> Reference:
     """Fit centre, spread and flag threshold on ``raw`` (n, F) features of normal studies.
 
@@ -305,6 +483,9 @@ def fit_reference(
             studies like the reference).
         reference_studies: which studies these are, in words, for the JSON.
         extra: more provenance for the JSON (source CSV, labels file).
+        rule: ``max_abs_z`` (the largest two-sided robust |z|, score v1) or ``mahalanobis``
+            (the robust Mahalanobis distance from a MinCovDet fit, one-sided for the features
+            of :data:`ONE_SIDED_FEATURES`, score v2).
 
     Raises:
         ValueError: fewer than 3 studies, a feature with no finite value, or a specificity
@@ -323,6 +504,8 @@ def fit_reference(
         )
     if target_specificity is not None and not 0 < target_specificity <= 1:
         raise ValueError(f"target specificity must be in (0, 1], got {target_specificity}")
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     if len(raw) < FEW_REFERENCE_STUDIES:
         log.warning(
             "only %d reference studies: the medians and spreads will be rough (20 or more "
@@ -335,16 +518,27 @@ def fit_reference(
     )
     x = draft.transform(raw)
     centre, scale, rules = _fit_columns(x)
-    loo = leave_one_out_scores(x)
+    one_sided = tuple(f for f in features if split_feature(f)[1] in ONE_SIDED_FEATURES)
+    mahalanobis = {}
+    if rule == "mahalanobis":
+        location, cov = _robust_covariance(x)
+        mahalanobis = {
+            "one_sided": one_sided,
+            "location": {f: float(v) for f, v in zip(features, location, strict=True)},
+            "covariance": cov.tolist(),
+        }
+    mask = np.array([f in one_sided for f in features])
+    loo = leave_one_out_scores(x, rule, mask)
     finite = loo[np.isfinite(loo)]
     if target_specificity is None:
         threshold = float(finite.max())
-        rule = "leave-one-out maximum of the reference studies' scores"
+        threshold_rule = "leave-one-out maximum of the reference studies' scores"
     else:
         threshold = float(np.quantile(finite, target_specificity))
-        rule = (
+        threshold_rule = (
             f"quantile {target_specificity:g} of the reference studies' leave-one-out scores "
-            f"(target specificity {target_specificity:g})"
+            f"(target specificity {target_specificity:g}: about {1 - target_specificity:.0%} "
+            "of normal studies like these go to review by design)"
         )
     return Reference(
         checkpoint_sha256=checkpoint_sha256,
@@ -355,11 +549,17 @@ def fit_reference(
         scale_rule=dict(zip(features, rules, strict=True)),
         n=len(raw),
         threshold=threshold,
-        threshold_rule=rule,
+        threshold_rule=threshold_rule,
         target_specificity=target_specificity,
         reference_studies=reference_studies,
         created_at=utc_now(),
         lstv_version=__version__,
+        rule=rule,
+        normal_range={
+            f: [float(v) for v in np.nanpercentile(raw[:, j], NORMAL_RANGE_PERCENTILES)]
+            for j, f in enumerate(features)
+        },
+        **mahalanobis,
         extra=dict(extra or {}),
     )
 
@@ -429,13 +629,82 @@ def describe(driver: str, value: float, z: float, ref: Reference, row: dict | No
     return f"{name} {feature.replace('_', ' ')} {value:.3g} (normal {normal:.3g}){tail}"
 
 
+def _peak2_where(level: str, row: dict | None) -> str:
+    dx = as_number((row or {}).get(f"{level}_peak2_dx_mm"))
+    dy = as_number((row or {}).get(f"{level}_peak2_dy_mm"))
+    if not (math.isfinite(dx) and math.isfinite(dy)):
+        return "away from the first"
+    if abs(dy) >= abs(dx):
+        return f"{abs(dy):.0f} mm {'below' if dy > 0 else 'above'} the first"
+    return f"{math.hypot(dx, dy):.0f} mm from the first"
+
+
+def explain(driver: str, value: float, ref: Reference, row: dict | None = None) -> str:
+    """The driver of a score as a radiologist would say it, with the reference's normal range
+    (its 5th-95th percentiles), e.g. "L5/S1 disc space 41% of the mean spacing above it;
+    normal 78-104%". A reference without ranges (version 1) keeps :func:`describe`'s words."""
+    if driver not in ref.normal_range:
+        z = float(
+            ref.z_scores(np.array([[value if f == driver else math.nan for f in ref.features]]))[
+                0, ref.features.index(driver)
+            ]
+        )
+        return describe(driver, value, z, ref, row)
+    lo, hi = ref.normal_range[driver]
+    level, feature = split_feature(driver)
+    name = LEVEL_NAMES[level]
+    if driver == "l5_s1_spacing_ratio":
+        return (
+            f"L5/S1 disc space {100 * value:.0f}% of the mean spacing above it; "
+            f"normal {100 * lo:.0f}-{100 * hi:.0f}%"
+        )
+    if driver == "l4_l5_bend_deg":
+        return (
+            f"The column bends {value:+.0f} degrees at L4/L5 (L3/L4 -> L4/L5 against "
+            f"L4/L5 -> L5/S1); normal {lo:+.0f} to {hi:+.0f}"
+        )
+    if driver == "l5_s1_along":
+        return (
+            f"L5/S1 lies {100 * value:.0f}% of the L3/L4-L4/L5 spacing below L4/L5; "
+            f"normal {100 * lo:.0f}-{100 * hi:.0f}%"
+        )
+    if driver == "l5_s1_across":
+        side = "posterior" if value > 0 else "anterior"
+        return (
+            f"L5/S1 sits {100 * abs(value):.0f}% of a level {side} to the L3/L4-L4/L5 line; "
+            f"normal {100 * lo:+.0f}% to {100 * hi:+.0f}% (positive: posterior)"
+        )
+    if feature == "one_minus_confidence":
+        return (
+            f"The localizer is unsure where {name} is (peak probability {1 - value:.2f}; "
+            f"normal {1 - hi:.2f}-{1 - lo:.2f})"
+        )
+    if feature == "peak2":
+        return (
+            f"The {name} map has a second candidate {_peak2_where(level, row)} ({value:.2f} of "
+            f"the peak; normal {lo:.2f}-{hi:.2f})"
+        )
+    if feature == "mass_out":
+        return (
+            f"{100 * value:.0f}% of the {name} map lies outside its main spot; normal "
+            f"{100 * lo:.0f}-{100 * hi:.0f}%"
+        )
+    if feature in ("entropy", "top100_entropy"):
+        what = "map" if feature == "entropy" else "map's 100 strongest pixels"
+        how = "more spread out" if value > hi else "more concentrated" if value < lo else "as"
+        return (
+            f"The {name} {what} {how} than normal (entropy {value:.2f}; normal {lo:.2f}-{hi:.2f})"
+        )
+    return f"{name} {feature.replace('_', ' ')} {value:.3g}; normal {lo:.3g}-{hi:.3g}"
+
+
 def score_rows(rows: list[dict], ref: Reference, source: str = "metrics") -> list[dict]:
     """The score columns (:data:`SCORE_COLUMNS`) of each row; empty where no feature is known."""
     if not rows:
         return []
     raw = feature_matrix(rows, ref.features, source)
     z = ref.z_scores(raw)
-    best, idx = _max_abs(z)
+    best, idx = ref.combine(raw)
     out = []
     for i, row in enumerate(rows):
         if idx[i] < 0:
@@ -447,7 +716,11 @@ def score_rows(rows: list[dict], ref: Reference, source: str = "metrics") -> lis
                 "lstv_score": round(float(best[i]), 4),
                 "lstv_score_driver": driver,
                 "lstv_score_flag": bool(best[i] > ref.threshold),
-                "lstv_score_reason": describe(driver, raw[i, idx[i]], z[i, idx[i]], ref, row),
+                "lstv_score_reason": (
+                    explain(driver, raw[i, idx[i]], ref, row)
+                    if ref.normal_range
+                    else describe(driver, raw[i, idx[i]], z[i, idx[i]], ref, row)
+                ),
             }
         )
     return out
