@@ -154,7 +154,8 @@ def _error_cells(values: list[float]) -> list[str]:
     return [f"{np.median(v[found]):.2f}", f"{np.mean(v[found]):.2f}", f"{found.mean():.0%}"]
 
 
-def phantoms(root: Path, n_studies: int, lstv_fraction: float, seed: int, workers: int):
+def phantoms(root: Path, n_studies: int, lstv_fraction: float, seed: int, workers: int,
+             scanner: str = "default"):
     """The held-out phantom set: written, or the one a kept ``--output_dir`` already holds
     (its recorded settings are these; the same settings write the same bytes)."""
     import json
@@ -164,12 +165,12 @@ def phantoms(root: Path, n_studies: int, lstv_fraction: float, seed: int, worker
     from lstv.phantom.dataset import SETTINGS_JSON
 
     settings = {"n_studies": n_studies, "lstv_fraction": lstv_fraction, "seed": seed,
-                "valid_fraction": 1.0}
+                "valid_fraction": 1.0, **({"scanner": scanner} if scanner != "default" else {})}
     recorded = root / SETTINGS_JSON
     labels = root / "lstv_labels.csv"
     if not (recorded.is_file() and labels.is_file()
             and json.loads(recorded.read_text()) == settings):
-        return write_phantom_dataset(root, workers=workers, **settings)
+        return write_phantom_dataset(root, workers=workers, **{"scanner": scanner, **settings})
     with open(labels, newline="") as f:
         ids = tuple(int(r["study_id"]) for r in csv.DictReader(f))
     valid = tuple(int(i) for i in np.load(root / "valid_id.npy"))
@@ -177,18 +178,99 @@ def phantoms(root: Path, n_studies: int, lstv_fraction: float, seed: int, worker
                           root / rsna.LABELS_CSV, labels, root / "valid_id.npy", ids, valid)
 
 
-def run(n_studies: int, lstv_fraction: float, seed: int, checkpoint: Path, out: Path,
-        tta: bool, n_bootstrap: int, workers: int = 1) -> str:
-    from lstv.evaluate import evaluate
+def infer(data, out: Path, checkpoint: Path, tta: bool = False):
+    """``lstv infer`` of a phantom set: the run summary and its metrics CSV."""
     from lstv.pipeline import InferenceConfig, run_inference
 
-    started = time.perf_counter()
-    data = phantoms(out / "phantoms", n_studies, lstv_fraction, seed, workers)
     summary = run_inference(InferenceConfig(
-        input_dir=data.images_dir, series_csv=data.series_csv, output_dir=out / "infer",
+        input_dir=data.images_dir, series_csv=data.series_csv, output_dir=out,
         checkpoint=checkpoint, valid_ids=data.valid_ids_path, mode="prod", tta=tta, quiet=True,
     ))
-    metrics_csv = RunDir(out / "infer").metrics_csv
+    return summary, RunDir(out).metrics_csv
+
+
+def read_rows(metrics_csv: Path) -> tuple[list[str], list[dict]]:
+    with open(metrics_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+# Today's score (score v1: the largest |z| of ten map features, flag at the leave-one-out
+# maximum, the default of lstv calibrate before v2) and score v2 (robust Mahalanobis of map and
+# geometry features, flag at a cross-fitted target specificity).
+RULES = {
+    "today (v1)": {"rule": "max_abs_z", "target_specificity": None},
+    "v2": {"rule": "mahalanobis"},
+}
+
+
+def fit_references(ref_csv: Path, ref_labels: Path, out: Path, target_specificity: float):
+    """The two references of one set of normal studies, by the rules of :data:`RULES`."""
+    from lstv.calibrate import calibrate
+
+    refs = {}
+    for name, kw in RULES.items():
+        kw = {"target_specificity": target_specificity, **kw}
+        path = out / f"reference_{kw['rule']}.json"
+        path.unlink(missing_ok=True)
+        refs[name] = calibrate(ref_csv, path, ref_labels, **kw)
+    return refs
+
+
+def _rate(flags: np.ndarray, mask: np.ndarray) -> str:
+    n = int(mask.sum())
+    return f"{flags[mask].mean():.0%} ({int(flags[mask].sum())}/{n})" if n else "n/a"
+
+
+def side_by_side(rows: list[dict], info: list[dict], refs: dict, n_bootstrap: int) -> list[str]:
+    """Per rule: AUC [95% CI] per comparison and, at its shipped flag, sensitivity per type and
+    the share of normals and of degenerated normals flagged."""
+    from lstv.score import score_rows
+
+    masks = comparisons(info)
+    kind = np.array([i["type"] for i in info])
+    normal, degenerated = masks["all"][1], masks["vs degenerated normals"][1]
+    head = ["sens. sacralization", "sens. lumbarization", "FPR normals",
+            "FPR degenerated normals", "threshold"]
+    lines = ["| score | " + " | ".join([*masks, *head]) + " |",
+             "| --- |" + " --- |" * (len(masks) + len(head))]
+    for name, ref in refs.items():
+        scored = score_rows(rows, ref)
+        values = np.array([float(s["lstv_score"]) if s["lstv_score"] != "" else np.nan
+                           for s in scored])
+        flags = np.array([s["lstv_score_flag"] is True for s in scored])
+        cells = [auc_cell(pos, neg, values, n_bootstrap) for pos, neg in masks.values()]
+        cells += [_rate(flags, kind == "sacralization"), _rate(flags, kind == "lumbarization"),
+                  _rate(flags, normal), _rate(flags, degenerated), f"{ref.threshold:.2f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def drivers(rows: list[dict], info: list[dict], ref) -> list[str]:
+    """Which feature drives v2's score, per type: how much each cue carries."""
+    from collections import Counter
+
+    from lstv.score import score_rows
+
+    scored = score_rows(rows, ref)
+    lines = []
+    for kind in ("normal", "sacralization", "lumbarization"):
+        c = Counter(s["lstv_score_driver"] for s, i in zip(scored, info, strict=True)
+                    if i["type"] == kind)
+        lines.append(f"- {kind}: " + ", ".join(f"{k} {v}" for k, v in c.most_common()))
+    return lines
+
+
+def run(n_studies: int, lstv_fraction: float, seed: int, checkpoint: Path, out: Path,
+        tta: bool, n_bootstrap: int, workers: int = 1, reference_size: int = 40,
+        reference_seed: int | None = None, shift: bool = False,
+        target_specificity: float = 0.95) -> str:
+    from lstv.evaluate import evaluate
+
+    started = time.perf_counter()
+    scanner = "shifted" if shift else "default"
+    data = phantoms(out / "phantoms", n_studies, lstv_fraction, seed, workers, scanner)
+    summary, metrics_csv = infer(data, out / "infer", checkpoint, tta)
     evaluate(metrics_csv, data.lstv_labels_csv, out / "evaluation", n_bootstrap=n_bootstrap)
     with open(metrics_csv, newline="") as f:
         reader = csv.DictReader(f)
@@ -231,7 +313,54 @@ def run(n_studies: int, lstv_fraction: float, seed: int, checkpoint: Path, out: 
     for key, values in errors.items():
         cells = _error_cells(values) + _error_cells(hard_errors[key])
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if reference_size:
+        lines += scores_against_references(
+            rows, info, out, checkpoint, reference_size,
+            seed + 1 if reference_seed is None else reference_seed, workers, scanner,
+            target_specificity, n_bootstrap)
     return "\n".join(lines)
+
+
+def scores_against_references(rows, info, out, checkpoint, reference_size, reference_seed,
+                              workers, scanner, target_specificity, n_bootstrap) -> list[str]:
+    """Today's score and v2 side by side, each fitted on ``reference_size`` normal phantoms of
+    ``reference_seed`` (the same scanner as the test set), and the drift check; under a
+    scanner shift, also the unshifted reference without re-calibration."""
+    from lstv.score import drift_check, feature_matrix
+
+    def reference(scanner: str):
+        root = out / ("reference" if scanner == "default" else f"reference_{scanner}")
+        ref_data = phantoms(root / "phantoms", reference_size, 0.0, reference_seed, workers,
+                            scanner)
+        _, ref_csv = infer(ref_data, root / "infer", checkpoint)
+        return fit_references(ref_csv, ref_data.lstv_labels_csv, root, target_specificity)
+
+    refs = reference(scanner)
+    shifted = scanner != "default"
+    lines = [
+        "",
+        f"Calibrated score, reference of {reference_size} normal phantoms (seed "
+        f"{reference_seed}{', shifted scanner, re-calibrated' if shifted else ''}); v2's flag "
+        f"at target specificity {target_specificity:g}. AUC [95% bootstrap CI]; sensitivity "
+        "and false-positive rates at each rule's shipped flag:",
+        *side_by_side(rows, info, refs, n_bootstrap),
+        "",
+        "What drives v2's score, per type (feature: studies):",
+        *drivers(rows, info, refs["v2"]),
+    ]
+    drift = drift_check(refs["v2"], feature_matrix(rows, refs["v2"].features))
+    lines += ["", f"Drift check, this set against its own-scanner reference: {drift['note']}"]
+    if shifted:
+        plain = reference("default")
+        lines += [
+            "",
+            "The same normals on the unshifted scanner as the reference, without "
+            "re-calibration:",
+            *side_by_side(rows, info, plain, n_bootstrap),
+        ]
+        drift = drift_check(plain["v2"], feature_matrix(rows, plain["v2"].features))
+        lines.append(f"Drift check, against the unshifted reference: {drift['note']}")
+    return lines
 
 
 def main(argv=None) -> None:
@@ -248,12 +377,23 @@ def main(argv=None) -> None:
     parser.add_argument("--n_bootstrap", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=1,
                         help="processes writing the phantoms (same files for any count)")
+    parser.add_argument("--reference_size", type=int, default=40,
+                        help="normal phantoms the scores' references are fitted on (0: none)")
+    parser.add_argument("--reference_seed", type=int, default=None,
+                        help="their seed (default: --seed + 1)")
+    parser.add_argument("--target_specificity", type=float, default=0.95,
+                        help="v2's flag: this quantile of the reference's cross-fitted scores")
+    parser.add_argument("--shift", action="store_true",
+                        help="a scanner change (coarser, gamma, bias field, noise) applied to "
+                        "the test and reference phantoms; also reports the unshifted "
+                        "reference without re-calibration")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.output_dir or Path(tmp)
         print(run(args.n_studies, args.lstv_fraction, args.seed, args.checkpoint, out, args.tta,
-                  args.n_bootstrap, args.workers))
+                  args.n_bootstrap, args.workers, args.reference_size, args.reference_seed,
+                  args.shift, args.target_specificity))
 
 
 if __name__ == "__main__":

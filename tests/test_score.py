@@ -285,3 +285,19 @@ def test_a_version_1_reference_still_loads_and_scores_as_before(tmp_path):
     assert drivers == [FEATURES[i] for i in np.abs(z).argmax(axis=1)]
     rows = score_rows(rows_from(studies), ref)
     assert all("z = " in r["lstv_score_reason"] for r in rows)
+
+
+def test_drift_check_fires_on_a_shifted_set_and_stays_silent_on_a_like_one():
+    from lstv.score import drift_check
+
+    rng = np.random.default_rng(8)
+    ref = fit_reference(normal_features(rng, 40), SHA_A)
+    like = drift_check(ref, normal_features(rng, 100))
+    assert like["drift"] is False and like["features"] == {}
+    shifted = normal_features(rng, 100)
+    j = FEATURES.index("l5_s1_entropy")
+    shifted[:, j] += 3 * ref.scale["l5_s1_entropy"]  # another scanner's maps
+    found = drift_check(ref, shifted)
+    assert found["drift"] is True and list(found["features"]) == ["l5_s1_entropy"]
+    assert "lstv calibrate" in found["note"]
+    assert drift_check(ref, shifted[:5])["drift"] is None

@@ -273,6 +273,17 @@ class _Run:
         )
         self.run_dir.write_manifest(self.manifest)
 
+    def check_drift(self) -> None:
+        """The run's feature medians against its score reference's (lstv.score.drift_check):
+        in the manifest, and a warning in the log when they sit far apart."""
+        from lstv.score import drift_check, feature_matrix
+        from lstv.scoring import read_run_csv, warn_drift
+
+        _, rows = read_run_csv(self.run_dir.metrics_csv, self.reference.features)
+        drift = drift_check(self.reference, feature_matrix(rows, self.reference.features))
+        warn_drift(drift)
+        self.manifest = self.manifest.replace(score_drift=drift)
+
     def close(self) -> None:
         self.metrics.close()
         self.failures.close()
@@ -415,6 +426,8 @@ def _run_to_the_end(run: _Run, samples, n_todo: int, config: InferenceConfig, st
         raise
     finally:
         run.close()
+        if status == "complete" and run.reference is not None:
+            run.check_drift()
         run.write_manifest(status)
     if stop.requested is not None:
         raise RunInterrupted(stop.requested)

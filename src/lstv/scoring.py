@@ -19,6 +19,8 @@ from lstv.score import (
     SCORE_COLUMNS,
     Reference,
     check_checkpoint,
+    drift_check,
+    feature_matrix,
     read_reference,
     required_columns,
     score_rows,
@@ -176,7 +178,9 @@ def rescore_run(csv_path: str | Path, reference_path: str | Path) -> dict:
         entry = manifest_entry(
             ref, str(reference_path), file_sha256(Path(reference_path)), "lstv score"
         )
-        run.write_manifest(replace(manifest, **entry))
+        drift = drift_check(ref, feature_matrix(rows, ref.features, str(csv_path)))
+        warn_drift(drift)
+        run.write_manifest(replace(manifest, **entry, score_drift=drift))
     n_scored = sum(1 for s in scores if s["lstv_score"] != "")
     n_flagged = sum(1 for s in scores if s["lstv_score_flag"] is True)
     log.info("%d of %d rows scored, %d flagged, in %s", n_scored, len(rows), n_flagged, csv_path)
@@ -185,4 +189,13 @@ def rescore_run(csv_path: str | Path, reference_path: str | Path) -> dict:
         "n_scored": n_scored,
         "n_flagged": n_flagged,
         "threshold": ref.threshold,
+        "drift": drift,
     }
+
+
+def warn_drift(drift: dict) -> None:
+    """Say in the log when a run's features sit far from its reference's."""
+    if drift.get("drift"):
+        log.warning("score reference drift: %s", drift["note"])
+    else:
+        log.info("score reference drift check: %s", drift["note"])

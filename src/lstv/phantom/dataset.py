@@ -6,7 +6,7 @@ import csv
 import json
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +26,13 @@ from lstv.phantom.dicom_writer import (
     write_series_files,
 )
 from lstv.phantom.geometry import lumbosacral_angle_deg
-from lstv.phantom.render import render_axial, render_t1, render_t2, study_rng
+from lstv.phantom.render import (
+    render_axial,
+    render_t1,
+    render_t2,
+    scanner_shift,
+    study_rng,
+)
 from lstv.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -162,11 +168,16 @@ def _instance_numbers(rng: np.random.Generator, n: int, shuffled: bool) -> tuple
 
 
 def _write_study(
-    images_dir: Path, plan: _StudyPlan, seed: int
+    images_dir: Path, plan: _StudyPlan, seed: int, shifted: bool = False
 ) -> tuple[list[tuple[int, int, str]], list[tuple], tuple]:
-    """Render and write one study; returns its series rows, label rows and lstv_labels row."""
+    """Render and write one study; returns its series rows, label rows and lstv_labels row.
+    ``shifted``: the sagittal T2 as another scanner shows it (:func:`scanner_shift`)."""
     rng = study_rng(seed, plan.index)
     t2, anatomy, placement = render_t2(rng, plan.kind, plan.subtype)
+    if shifted:
+        t2 = replace(
+            t2, volume=scanner_shift(t2.volume, np.random.default_rng([seed, plan.index, 0x5C]))
+        )
     n_slices = t2.volume.shape[0]
     year, month, day = (
         int(rng.integers(2018, 2024)),
@@ -232,6 +243,7 @@ def _write_study(
 
 
 SETTINGS_JSON = "phantom_settings.json"
+SCANNERS = ("default", "shifted")
 
 
 def _refuse_other_dataset(root: Path, settings: dict) -> None:
@@ -269,6 +281,7 @@ def write_phantom_dataset(
     valid_fraction: float = 0.25,
     progress: bool = False,
     workers: int = 1,
+    scanner: str = "default",
 ) -> PhantomDataset:
     """Write ``n_studies`` phantom studies in the RSNA 2024 layout.
 
@@ -284,6 +297,9 @@ def write_phantom_dataset(
         progress: show a progress bar on stderr.
         workers: processes that render and write studies; every study draws from its own
             generator (:func:`study_rng`), so the files are byte-identical for any count.
+        scanner: ``default``, or ``shifted``: every sagittal T2 as another scanner would show
+            it (coarser, another gamma, a stronger bias field, more noise), to test a score
+            reference fitted on one scanner against another.
 
     Returns:
         The paths written and the study ids.
@@ -301,12 +317,15 @@ def write_phantom_dataset(
         raise ValueError(f"seed must be >= 0, got {seed}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if scanner not in SCANNERS:
+        raise ValueError(f"scanner must be one of {SCANNERS}, got {scanner!r}")
     root = Path(output_dir)
     settings = {
         "n_studies": n_studies,
         "lstv_fraction": lstv_fraction,
         "seed": seed,
         "valid_fraction": valid_fraction,
+        **({"scanner": scanner} if scanner != "default" else {}),
     }
     _refuse_other_dataset(root, settings)
     images_dir = root / rsna.TRAIN_IMAGES
@@ -314,7 +333,7 @@ def write_phantom_dataset(
     write_json_atomic(root / SETTINGS_JSON, settings)
     plans = plan_studies(n_studies, lstv_fraction, seed)
     series_rows, label_rows, lstv_rows = [], [], []
-    with _study_writer(images_dir, seed, min(workers, len(plans))) as write:
+    with _study_writer(images_dir, seed, min(workers, len(plans)), scanner == "shifted") as write:
         results = write(plans)
         if progress:
             from tqdm import tqdm
@@ -364,7 +383,7 @@ def _one_thread() -> None:
 
 
 @contextmanager
-def _study_writer(images_dir: Path, seed: int, workers: int):
+def _study_writer(images_dir: Path, seed: int, workers: int, shifted: bool = False):
     """A function plans -> iterator of :func:`_write_study` results, in plan order."""
     if workers <= 1:
         import cv2
@@ -372,7 +391,7 @@ def _study_writer(images_dir: Path, seed: int, workers: int):
         threads = cv2.getNumThreads()
         _one_thread()
         try:
-            yield lambda plans: (_write_study(images_dir, plan, seed) for plan in plans)
+            yield lambda plans: (_write_study(images_dir, plan, seed, shifted) for plan in plans)
         finally:
             cv2.setNumThreads(threads)
         return
@@ -383,7 +402,7 @@ def _study_writer(images_dir: Path, seed: int, workers: int):
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         yield lambda plans: pool.map(
-            partial(_write_study, images_dir, seed=seed), plans, chunksize=1
+            partial(_write_study, images_dir, seed=seed, shifted=shifted), plans, chunksize=1
         )
 
 

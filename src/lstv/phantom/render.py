@@ -275,6 +275,27 @@ def render_t2(
     return study, a, placement
 
 
+def scanner_shift(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same anatomy as another scanner and protocol would show it: a coarser in-plane
+    resolution (down to 60% and back), a gamma of 0.8 on the signal, a stronger receive-coil
+    bias field and more noise. Used to test a score reference against a scanner change."""
+    d, rows, cols = volume.shape
+    img = volume.astype(np.float32) / MAX_PIXEL
+    small = (max(8, int(cols * 0.6)), max(8, int(rows * 0.6)))
+    field = 1.0 + 0.3 * _smooth_noise(rng, (rows, cols), max(rows // 3, 8)) * 0.5
+    field *= np.exp(rng.uniform(0.2, 0.4) * np.linspace(-1, 1, cols, dtype=np.float32))[None]
+    out = np.empty_like(volume)
+    for k in range(d):
+        s = cv2.resize(
+            cv2.resize(img[k], small, interpolation=cv2.INTER_AREA),
+            (cols, rows),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        s = np.power(np.clip(s, 0, None), 0.8) * field * MAX_PIXEL
+        out[k] = _rician(rng, s, 0.02 * MAX_PIXEL)
+    return out
+
+
 def render_study(rng: np.random.Generator, kind: str, subtype: str | None = None) -> RenderedStudy:
     """Render the sagittal T2 series of one study (pure: all randomness comes from ``rng``).
 
