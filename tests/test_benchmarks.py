@@ -14,12 +14,16 @@ def test_phantom_auc_benchmark_small(tiny_checkpoint, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "phantom_auc.py"), "--n_studies", "10",
          "--checkpoint", str(tiny_checkpoint), "--n_bootstrap", "50",
-         "--output_dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+         "--output_dir", str(tmp_path), "--reference_size", "12", "--shift"],
+        capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "10 phantom studies" in out
+    # today's score and v2 side by side, re-calibrated on the shifted scanner and not
+    assert out.count("| today (v1) |") == 2 and out.count("| v2 |") == 2
+    assert "without re-calibration" in out and out.count("Drift check") == 2
+    assert (tmp_path / "reference_shifted" / "reference_mahalanobis.json").is_file()
     for score in ("l5_s1_entropy", "l4_l5_entropy", "l5_s1_one_minus_confidence",
                   "l5_s1_spatial_entropy"):
         assert f"| {score} |" in out

@@ -110,6 +110,10 @@ def test_infer_with_a_reference_scores_as_lstv_score_does(
     scored = read(tmp_path / "scored" / "lstv_uncertainty_metrics.csv")
     manifest = json.loads((tmp_path / "scored" / "run_manifest.json").read_text())
     assert manifest["score_reference"]["path"] == str(ref)
+    # the drift check ran (this phantom set is too small to test it: lstv.score's tests do)
+    assert manifest["score_drift"] == {
+        "drift": None, "n": len(scored), "features": {}, "note": "too few studies to test"
+    }
 
     assert main(["score", "--csv", str(plain_csv), "--reference", str(ref), "--quiet"]) == 0
     rescored = read(plain_csv)

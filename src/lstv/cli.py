@@ -572,6 +572,8 @@ def cmd_score(args) -> int:
         f"{r['n_scored']} of {r['n_rows']} studies scored, {r['n_flagged']} flagged "
         f"(lstv_score > {r['threshold']:.3f}); {args.csv} updated"
     )
+    if r["drift"].get("drift"):
+        print(f"drift: {r['drift']['note']}")
     return 0
 
 

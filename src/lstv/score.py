@@ -257,9 +257,16 @@ def _robust_covariance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f"{x.shape[1] + 1} complete studies, got {len(complete)}"
         )
     centre, scale, _ = _fit_columns(x)
-    mcd = MinCovDet(random_state=0).fit(complete).covariance_
-    sd = np.sqrt(np.maximum(np.diag(mcd), 1e-300))
-    corr = mcd / np.outer(sd, sd)
+    try:
+        cov = MinCovDet(random_state=0).fit(complete).covariance_
+    except ValueError:  # a support whose covariance is 0 (features constant on most studies)
+        log.warning("MinCovDet found no spread in the reference; using plain correlations")
+        cov = np.cov(complete, rowvar=False)
+    sd = np.sqrt(np.diag(cov))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = cov / np.outer(sd, sd)
+    corr = np.where(np.isfinite(corr), corr, 0.0)  # a constant feature: uncorrelated
+    np.fill_diagonal(corr, 1.0)
     corr = (corr + np.eye(len(corr)) * 1e-3) / (1 + 1e-3)
     return centre, corr * np.outer(scale, scale)
 
