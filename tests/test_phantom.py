@@ -650,3 +650,20 @@ def test_normal_spines_spread_and_transitional_cues_overlap():
     assert complete["wedge"].mean() > normal["wedge"].mean() + 1.0
     # Overlap: a fifth of the normals are more wedged than the median sacralized L5.
     assert np.mean(normal["wedge"] > np.median(complete["wedge"])) > 0.1
+
+
+def test_a_shifted_scanner_shows_the_same_anatomy_otherwise(tmp_path):
+    """``scanner="shifted"``: same studies and labels, other pixels (coarser, another gamma,
+    bias field, noise); an unknown scanner is refused."""
+    plain = write_phantom_dataset(tmp_path / "a", 1, 0.0, seed=3, valid_fraction=1.0)
+    shifted = write_phantom_dataset(
+        tmp_path / "b", 1, 0.0, seed=3, valid_fraction=1.0, scanner="shifted"
+    )
+    assert plain.lstv_labels_csv.read_text() == shifted.lstv_labels_csv.read_text()
+    assert plain.labels_csv.read_text() == shifted.labels_csv.read_text()
+    a = _read_sorted(next(iter(_t2_series(plain).values())))
+    b = _read_sorted(next(iter(_t2_series(shifted).values())))
+    pa, pb = a[len(a) // 2].pixel_array.astype(float), b[len(b) // 2].pixel_array.astype(float)
+    assert pa.shape == pb.shape and np.abs(pa - pb).mean() > 0.02 * pa.mean()
+    with pytest.raises(ValueError, match="scanner"):
+        write_phantom_dataset(tmp_path / "c", 1, 0.0, seed=3, scanner="philips")

@@ -153,7 +153,7 @@ SCORE = (
         "lstv_score",
         "float",
         "distance from the reference's normal studies by its rule: robust Mahalanobis of the "
-        "map and geometry features (rule mahalanobis), or the largest robust |z| (max_abs_z)",
+        "L5/S1 map features (rule mahalanobis, v2), or the largest robust |z| (max_abs_z, v1)",
         score=HIGHER,
     ),
     Column("lstv_score_driver", "text", "the feature that gave the score"),
