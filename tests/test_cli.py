@@ -152,3 +152,81 @@ def test_cli_defaults_come_from_the_config_dataclasses():
             if field is None or action.required:
                 continue
             assert action.default == field.default, (command, action.dest)
+
+
+def test_every_command_s_flags_come_from_its_config_class():
+    """One home for settings: each command's flags are its config's fields (lstv.config), and
+    cli.py holds no default of its own."""
+    import ast
+    import dataclasses
+
+    from lstv.cli import COMMANDS, PACKAGE_DIR, build_parser
+    from lstv.config import COMMAND_CONFIGS
+
+    assert set(COMMANDS) == set(COMMAND_CONFIGS)
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for command, config in COMMAND_CONFIGS.items():
+        fields = {}
+        for f in dataclasses.fields(config):
+            if f.type == "ThresholdOverrides":
+                fields |= {g.name: g for g in dataclasses.fields(config_of_thresholds())}
+            elif f.metadata.get("cli", True):
+                fields[f.name] = f
+        dests = {a.dest for a in sub[command]._actions} - {"help", "quiet", "verbose"}
+        assert dests == set(fields), command
+        for a in sub[command]._actions:
+            f = fields.get(a.dest)
+            if f is None:
+                continue
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            assert a.required == required, (command, a.dest)
+            if not required and not a.required:
+                assert a.default == f.default or a.const is True, (command, a.dest)
+    tree = ast.parse((PACKAGE_DIR / "cli.py").read_text())
+    literal_defaults = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword)
+        and node.arg == "default"
+        and isinstance(node.value, ast.Constant)
+    ]
+    assert not literal_defaults, f"cli.py sets defaults itself at lines {literal_defaults}"
+
+
+def config_of_thresholds():
+    from lstv.config import ThresholdOverrides
+
+    return ThresholdOverrides
+
+
+def test_a_bug_exits_1_with_its_traceback_and_a_user_mistake_exits_2(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    import numpy as np
+
+    import lstv.scoring
+    from lstv.cli import main
+    from lstv.errors import UsageError
+
+    args = ["score", "--csv", str(tmp_path / "m.csv"), "--reference", str(tmp_path / "r.json")]
+
+    def broken(*_):
+        return np.zeros(2) + np.zeros(3)  # numpy's ValueError: a bug, not the user's input
+
+    monkeypatch.setattr(lstv.scoring, "rescore_run", broken)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "internal error (ValueError" in err and "bug in lstv" in err
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [ValueError]  # traceback
+
+    def refused(*_):
+        raise UsageError("--reference x is not a reference")
+
+    monkeypatch.setattr(lstv.scoring, "rescore_run", refused)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --reference x is not a reference"
+    monkeypatch.undo()
+    # a check of lstv's own that still raises a plain ValueError is the user's mistake too
+    (tmp_path / "m.csv").write_text("study_id\n1\n")
+    assert main(args) == 2

@@ -21,7 +21,7 @@ CORE = {
 }  # fmt: skip
 APPLICATIONS = {
     "pipeline", "report", "evaluate", "audit", "merge", "train", "web", "demo", "cli", "api",
-    "slurm", "download", "phantom", "calibrate", "scoring",
+    "slurm", "slurm_settings", "download", "phantom", "calibrate", "scoring",
 }  # fmt: skip
 
 

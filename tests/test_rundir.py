@@ -202,3 +202,27 @@ def test_a_manifest_with_nan_names_the_key_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"at checkpoint\.config\.val\.l5_s1$"):
         manifest.to_json(tmp_path / "run_manifest.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_manifest_takes_its_settings_from_the_inference_config():
+    """Manifest's defaults are InferenceConfig's, and from_config copies what was given."""
+    import dataclasses
+
+    from lstv.config import InferenceConfig
+    from lstv.rundir import CONFIG_SETTINGS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Manifest)}
+    config = InferenceConfig("in", "s.csv", "out", valid_ids=None, command="lstv infer ...")
+    assert {k: defaults[k] for k in CONFIG_SETTINGS} == {
+        k: getattr(config, k) for k in CONFIG_SETTINGS
+    }
+    given = InferenceConfig("in", "s.csv", "out", mode="prod", seed=7, image_size=96, tta=True)
+    manifest = Manifest.from_config(given, status="complete")
+    assert (manifest.mode, manifest.seed, manifest.image_size, manifest.tta) == (
+        "prod",
+        7,
+        96,
+        True,
+    )
+    assert manifest.command == "lstv infer" and manifest.valid_ids == "models/valid_id.npy"
+    assert manifest.input_dir == "in" and manifest.status == "complete"

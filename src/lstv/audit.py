@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lstv.columns import AUDIT_COLUMNS, REVIEW_COLUMNS
+from lstv.config import ReportConfig
 from lstv.rundir import RunDir, read_csv_rows, refuse_overwriting, write_csv_atomic
 from lstv.tables import ranking_score, read_metrics_csv, score_fields
 from lstv.uncertainty import RiskThresholds, resolve_thresholds
@@ -34,7 +35,7 @@ FLAG_SCORE = "l5_s1_entropy"
 
 def audit_queue(
     metrics: pd.DataFrame,
-    n: int = 60,
+    n: int = ReportConfig.audit_n,
     thresholds: RiskThresholds | None = None,
 ) -> pd.DataFrame:
     """The ``n`` studies with the highest score, ranked, with empty review columns.
@@ -125,7 +126,7 @@ def _rsna_location(study: Path) -> tuple[str, str]:
 def write_audit_queue(
     csv_path: str | Path,
     output_path: str | Path,
-    n: int = 60,
+    n: int = ReportConfig.audit_n,
     thresholds: RiskThresholds | None = None,
 ) -> Path:
     """Write ``audit_queue.csv`` from a metrics CSV.

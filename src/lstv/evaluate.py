@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lstv.columns import HIGHER, LOWER, metric_column
+from lstv.config import EvaluateConfig
 from lstv.levels import LEVEL_KEYS
 from lstv.tables import (  # noqa: F401 - part of this module's API since round 1
     NORMAL_TYPE,
@@ -259,8 +260,8 @@ def score_metrics(
     y: np.ndarray,
     score: np.ndarray,
     *,
-    n_bootstrap: int = 2000,
-    seed: int = 0,
+    n_bootstrap: int = EvaluateConfig.n_bootstrap,
+    seed: int = EvaluateConfig.seed,
     fixed_threshold: float | None = None,
 ) -> dict[str, float | int | None]:
     """All statistics of one score; studies with a missing score are left out.
@@ -360,8 +361,8 @@ def evaluate_frames(
     metrics: pd.DataFrame,
     labels: pd.DataFrame,
     *,
-    n_bootstrap: int = 2000,
-    seed: int = 0,
+    n_bootstrap: int = EvaluateConfig.n_bootstrap,
+    seed: int = EvaluateConfig.seed,
     fixed_threshold: float = 5.0,
     n_unreviewed: int = 0,
 ) -> dict:
@@ -461,8 +462,8 @@ def evaluate(
     labels_path: str | Path,
     output_dir: str | Path,
     *,
-    n_bootstrap: int = 2000,
-    seed: int = 0,
+    n_bootstrap: int = EvaluateConfig.n_bootstrap,
+    seed: int = EvaluateConfig.seed,
     fixed_threshold: float | None = None,
 ) -> dict:
     """Evaluate every score of a metrics CSV against radiologist labels.

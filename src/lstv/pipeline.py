@@ -127,8 +127,8 @@ def new_manifest(
     checkpoint_bands = (checkpoint_info.config or {}).get("risk_thresholds")
     overrides = config.threshold_overrides.given()
     thresholds = resolve_thresholds(checkpoint_bands, source="the checkpoint's config", **overrides)
-    return Manifest(
-        command=config.command or "lstv infer",
+    return Manifest.from_config(
+        config,
         lstv_version=__version__,
         versions=library_versions(),
         device=device.type,
@@ -137,19 +137,9 @@ def new_manifest(
             "sha256": checkpoint_info.sha256,
             "config": recordable_config(checkpoint_info),
         },
-        image_size=config.image_size,
         thresholds=asdict(thresholds),
         thresholds_source=threshold_source(checkpoint_bands, overrides),
-        mode=config.mode,
-        seed=config.seed,
-        n_trial=config.n_trial,
-        num_parts=config.num_parts,
-        part_id=config.part_id,
-        tta=config.tta,
         validation_filter=validated,
-        valid_ids=str(config.valid_ids) if config.valid_ids else None,
-        input_dir=str(config.input_dir),
-        series_csv=str(config.series_csv),
         selected_study_ids=[t.study_id for t in tasks],
         n_selected=len(tasks),
         status="running",

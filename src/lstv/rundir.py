@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lstv.config import MODES
+from lstv.config import MODES, InferenceConfig
 from lstv.errors import RunDirBusyError
 
 log = logging.getLogger(__name__)
@@ -299,6 +299,9 @@ RESULT_SETTINGS = (
     "score_reference_sha256",
 )
 
+# Fields of InferenceConfig that a manifest records as they were given.
+CONFIG_SETTINGS = ("image_size", "mode", "seed", "n_trial", "num_parts", "part_id", "tta")
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -314,15 +317,15 @@ class Manifest:
     versions: dict = field(default_factory=dict)
     device: str = ""
     checkpoint: dict = field(default_factory=dict)  # path, sha256, config
-    image_size: int = 160
+    image_size: int = InferenceConfig.image_size
     thresholds: dict = field(default_factory=dict)
     thresholds_source: str = ""
-    mode: str = "trial"
-    seed: int = 42
-    n_trial: int = 10
-    num_parts: int = 1
-    part_id: int = 0
-    tta: bool = False
+    mode: str = InferenceConfig.mode
+    seed: int = InferenceConfig.seed
+    n_trial: int = InferenceConfig.n_trial
+    num_parts: int = InferenceConfig.num_parts
+    part_id: int = InferenceConfig.part_id
+    tta: bool = InferenceConfig.tta
     validation_filter: bool = False
     valid_ids: str | None = None
     input_dir: str = ""
@@ -352,6 +355,20 @@ class Manifest:
             raise ValueError(f"manifest status must be one of {STATUSES}, not {self.status!r}")
         if self.num_parts < 1 or not 0 <= self.part_id < self.num_parts:
             raise ValueError(f"manifest part {self.part_id} of {self.num_parts} is impossible")
+
+    @classmethod
+    def from_config(cls, config: InferenceConfig, **recorded) -> Manifest:
+        """The manifest of an ``lstv infer`` run with ``config``: its settings as given, and
+        ``recorded`` (what the run found: checkpoint, device, thresholds, studies, ...)."""
+        settings = {name: getattr(config, name) for name in CONFIG_SETTINGS}
+        return cls(
+            command=config.command or "lstv infer",
+            valid_ids=str(config.valid_ids) if config.valid_ids else None,
+            input_dir=str(config.input_dir),
+            series_csv=str(config.series_csv),
+            **settings,
+            **recorded,
+        )
 
     @property
     def checkpoint_sha256(self) -> str | None:

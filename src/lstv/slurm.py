@@ -25,6 +25,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lstv import download
+from lstv.config import SLURM_STEPS
+from lstv.rundir import METRICS_CSV, REPORT_HTML, VISUALIZATION_DIR
+from lstv.slurm_settings import (  # noqa: F401 - part of this module's API
+    Settings,
+    SlurmError,
+    _is_on,
+    _positive_int,
+    find_project,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +49,7 @@ SCRIPTS = {
 }
 # Not a script: download_model runs it where lstv runs (container or host) to check a checkpoint.
 CHECK_MODEL = "check_model"
-STEPS = (*SCRIPTS, CHECK_MODEL)
+STEPS = SLURM_STEPS  # the CLI's choices (lstv.config): every script's step and check_model
 
 GPU, CPU = "gpu", "cpu"
 CONTAINER_PROJECT = "/work"  # where the container sees the project
@@ -52,138 +61,6 @@ CONTAINER_CACHES = (
 DEFAULT_NUM_PARTS = 8
 
 Runner = Callable[..., subprocess.CompletedProcess]
-
-
-class SlurmError(RuntimeError):
-    """A step cannot go on; the message says what to do."""
-
-
-def _is_on(value: str | None) -> bool:
-    return value == "1"
-
-
-def _positive_int(name: str, value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise SlurmError(f"{name} must be a positive integer, not {value!r}")
-    return int(value)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The scripts' settings, read once from the environment; paths absolute.
-
-    Relative paths are relative to the project, wherever the job starts. ``valid_ids`` None
-    means "no hold-out filter" (``LSTV_VALID_IDS=`` set empty).
-    """
-
-    project_dir: Path
-    data_dir: Path
-    input_dir: Path
-    series_csv: Path
-    output_dir: Path
-    checkpoint: Path
-    valid_ids: Path | None
-    log_dir: Path
-    container: Path
-    container_chosen: bool
-    use_container: str = "auto"
-    python: str = "python3"
-    device: str = "auto"
-    batch_size: str = "16"
-    num_workers: str = "2"
-    n_trial: str = "10"
-    seed: str = "42"
-    save_heatmaps: bool = True
-    extra_args: tuple[str, ...] = ()
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], project_dir: Path) -> Settings:
-        """Read the ``LSTV_*`` settings; an empty value means the default, as in the scripts."""
-        project = Path(project_dir).resolve()
-
-        def path(name: str, default: str | Path) -> Path:
-            return project / (env.get(name) or default)  # an absolute value replaces project
-
-        data_dir = path("LSTV_DATA_DIR", "data/raw")
-        valid_ids = env.get("LSTV_VALID_IDS", "models/valid_id.npy")
-        return cls(
-            project_dir=project,
-            data_dir=data_dir,
-            input_dir=path("LSTV_INPUT_DIR", data_dir / "train_images"),
-            series_csv=path("LSTV_SERIES_CSV", data_dir / "train_series_descriptions.csv"),
-            output_dir=path("LSTV_OUTPUT_DIR", "data/output"),
-            checkpoint=path("LSTV_CHECKPOINT", "models/point_net_checkpoint.pth"),
-            valid_ids=project / valid_ids if valid_ids else None,
-            log_dir=path("LSTV_LOG_DIR", "logs"),
-            container=path("LSTV_CONTAINER", "lstv.sif"),
-            container_chosen=bool(env.get("LSTV_CONTAINER")),
-            use_container=env.get("LSTV_USE_CONTAINER") or "auto",
-            python=env.get("LSTV_PYTHON") or "python3",
-            device=env.get("LSTV_DEVICE") or "auto",
-            batch_size=env.get("LSTV_BATCH_SIZE") or "16",
-            num_workers=env.get("LSTV_NUM_WORKERS") or env.get("SLURM_CPUS_PER_TASK") or "2",
-            n_trial=env.get("LSTV_N_TRIAL") or "10",
-            seed=env.get("LSTV_SEED") or "42",
-            save_heatmaps=(env.get("LSTV_SAVE_HEATMAPS") or "1") == "1",
-            extra_args=tuple((env.get("LSTV_EXTRA_ARGS") or "").split()),
-        )
-
-    def infer_args(self) -> list[str]:
-        """The flags every ``lstv infer`` of the scripts shares.
-
-        No hold-out filter is ``--valid_ids /dev/null``: "no such file" to lstv.
-        """
-        args = [
-            *("--input_dir", str(self.input_dir), "--series_csv", str(self.series_csv)),
-            *("--checkpoint", str(self.checkpoint)),
-            *("--valid_ids", str(self.valid_ids or "/dev/null")),
-            *("--device", self.device, "--batch_size", self.batch_size),
-            *("--num_workers", self.num_workers, "--seed", self.seed),
-        ]
-        if self.save_heatmaps:
-            args.append("--save_heatmaps")
-        return [*args, *self.extra_args]
-
-    def report_args(self, out: Path) -> list[str]:
-        """``lstv report`` of the run in ``out``."""
-        return [
-            "report",
-            *("--csv", str(out / "lstv_uncertainty_metrics.csv")),
-            *("--output", str(out / "report.html"), "--data_dir", str(self.input_dir)),
-        ]
-
-    def require_inputs(self) -> None:
-        """Fail early, naming the step that makes the missing file, not deep inside Python."""
-        if not self.checkpoint.is_file():
-            raise SlurmError(
-                f"checkpoint not found: {self.checkpoint} "
-                "(run slurm_scripts/01b_download_model.sh, or set LSTV_CHECKPOINT)"
-            )
-        if not self.series_csv.is_file():
-            raise SlurmError(
-                f"series table not found: {self.series_csv} "
-                "(run slurm_scripts/01_download_data.sh, or set LSTV_DATA_DIR)"
-            )
-        if not self.input_dir.is_dir():
-            raise SlurmError(
-                f"image folder not found: {self.input_dir} "
-                "(run slurm_scripts/01_download_data.sh, or set LSTV_DATA_DIR / LSTV_INPUT_DIR)"
-            )
-        if self.valid_ids is not None and not self.valid_ids.is_file():
-            log.warning(
-                "%s not found: every study runs, with no hold-out filter (run "
-                "01b_download_model.sh, or set LSTV_VALID_IDS= to silence this)",
-                self.valid_ids,
-            )
-
-
-def find_project(env: Mapping[str, str]) -> Path:
-    """The project folder: the one this module is in (the scripts put its ``src/`` first on
-    ``PYTHONPATH``), else ``LSTV_PROJECT_DIR`` (an installed lstv)."""
-    for candidate in (Path(__file__).resolve().parents[2], env.get("LSTV_PROJECT_DIR")):
-        if candidate and (Path(candidate) / "slurm_scripts").is_dir():
-            return Path(candidate).resolve()
-    raise SlurmError("cannot find the project folder (with slurm_scripts/); set LSTV_PROJECT_DIR")
 
 
 def child_env(env: Mapping[str, str], project_dir: Path, **extra: str) -> dict[str, str]:
@@ -567,7 +444,7 @@ def run_trial(settings: Settings, runtime: Runtime, env: Mapping[str, str]) -> N
     mode = ["--mode", "trial", "--n_trial", settings.n_trial, "--output_dir", str(out)]
     run_lstv(settings, runtime, ["infer", *settings.infer_args(), *mode], env)
     run_lstv(settings, runtime, settings.report_args(out), env)
-    log.info("done: %s and %s", out / "lstv_uncertainty_metrics.csv", out / "report.html")
+    log.info("done: %s and %s", out / METRICS_CSV, out / REPORT_HTML)
 
 
 def run_prod_task(settings: Settings, runtime: Runtime, env: Mapping[str, str]) -> None:
@@ -598,7 +475,7 @@ def run_merge(settings: Settings, runtime: Runtime, env: Mapping[str, str]) -> N
         merge += ["--num_parts", env["LSTV_NUM_PARTS"]]
     run_lstv(settings, runtime, merge, env)
     run_lstv(settings, runtime, settings.report_args(out), env)
-    log.info("done: %s and %s", out / "lstv_uncertainty_metrics.csv", out / "report.html")
+    log.info("done: %s and %s", out / METRICS_CSV, out / REPORT_HTML)
 
 
 def run_debug(settings: Settings, runtime: Runtime, env: Mapping[str, str], study_id: str) -> None:
@@ -615,7 +492,7 @@ def run_debug(settings: Settings, runtime: Runtime, env: Mapping[str, str], stud
     infer_args = replace(settings, save_heatmaps=True).infer_args()
     run_lstv(settings, runtime, ["infer", *infer_args, *debug], env)
     run_lstv(settings, runtime, settings.report_args(out), env)
-    log.info("done: figures in %s, report %s", out / "visualizations", out / "report.html")
+    log.info("done: figures in %s, report %s", out / VISUALIZATION_DIR, out / REPORT_HTML)
 
 
 def run_step(

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lstv import __version__
+from lstv.config import ReportConfig
 from lstv.evaluate import (
     evaluate_frames,
     read_labels,
@@ -79,7 +80,7 @@ def build_report(
     labels_path: str | Path | None = None,
     data_dir: str | Path | None = None,
     heatmap_dir: str | Path | None = None,
-    top_n: int = 20,
+    top_n: int = ReportConfig.top_n,
     thresholds: RiskThresholds | None = None,
 ) -> Path:
     """Render the HTML report of one inference run.

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from flask import Response, jsonify, render_template, request
 
+from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.web.server import lstv_flask
 from lstv.web.upload import UploadError, save_upload
 
@@ -117,7 +118,7 @@ def example_study(folder: Path) -> Path:
 def create_app(
     predictor,
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
-    image_size: int = 160,
+    image_size: int = DEFAULT_IMAGE_SIZE,
     decode_limits: DecodeLimits | None = None,
     reference: Path | None = None,
     max_analyses: int = DEFAULT_MAX_ANALYSES,
