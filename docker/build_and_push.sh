@@ -7,9 +7,10 @@
 # IMAGE_NAME  image name              (default lstv-uncertainty-detection)
 # IMAGE_TAG   tag                     (default: the version in pyproject.toml)
 # REGISTRY    registry/namespace      (e.g. docker.io/myuser, ghcr.io/myorg; empty: build only)
-# BASE_IMAGE  PyTorch base image      (default: the Dockerfile's ARG)
+# BASE_IMAGE  Debian base image       (default: the Dockerfile's ARG, debian:bookworm-slim)
 # PUSH        1 to push, 0 to only build (default: 1 when REGISTRY is set)
 # Then on the cluster: apptainer pull lstv.sif docker://$REGISTRY/$IMAGE_NAME:$IMAGE_TAG
+# (or, without a registry: docker save IMAGE -o lstv-image.tar; apptainer build lstv.sif docker/lstv.def)
 set -euo pipefail
 
 project_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
