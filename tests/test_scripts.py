@@ -74,7 +74,8 @@ def test_every_script_is_found():
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shellcheck_passes():
-    files = [*sorted(SCRIPTS.glob("*.sh")), REPO / "docker" / "build_and_push.sh"]
+    files = [*sorted(SCRIPTS.glob("*.sh")), REPO / "docker" / "build_and_push.sh",
+             REPO / "docker" / "build_buildah.sh"]
     result = subprocess.run(
         ["shellcheck", "-x", *map(str, files)], capture_output=True, text=True, cwd=REPO
     )
@@ -146,9 +147,11 @@ def test_dockerfile_installs_the_project_requirements():
     assert re.search(r"pip install --no-deps /opt/lstv\b", dockerfile)
     assert "conda " not in dockerfile.replace("no conda", "")
 
-    base = re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:(\S+)", dockerfile, re.M).group(1)
-    torch_pin = re.search(r"^torch==(\S+)", requirements, re.M).group(1)
-    assert base.startswith(f"{torch_pin}-cuda") and base.endswith("-runtime"), (base, torch_pin)
+    # Plain Debian (what tests/test_container.py makes by debootstrap): torch comes from
+    # requirements.txt alone, and the build checks that the image holds only that one.
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.M).group(1)
+    assert base == "docker.io/library/debian:bookworm-slim"
+    assert "torch==" in dockerfile and "assert found == [pin]" in dockerfile
     for package in ("python-gdcm", "pylibjpeg"):
         assert re.search(rf"^{package}==", requirements, re.M), package
 
@@ -180,40 +183,33 @@ def definition_sections(text: str) -> dict[str, list[str]]:
     return sections
 
 
-def test_apptainer_definition_builds_the_dockerfile_image():
-    """Apptainer cannot run here: the definition is checked against the Dockerfile and the tree."""
-    sections = definition_sections((REPO / "docker" / "lstv.def").read_text())
-    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+def test_apptainer_definition_converts_the_dockerfile_image():
+    """The .sif is the Dockerfile's image as it is: bootstrapped from its archive, nothing
+    installed on top, so what tests/test_container.py ran is what the cluster runs."""
+    text = (REPO / "docker" / "lstv.def").read_text()
+    sections = definition_sections(text)
     header = dict(line.split(":", 1) for line in sections["header"])
-    assert header["Bootstrap"].strip() == "docker"
-    base = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.M).group(1)
-    assert header["From"].strip() == base
-    # The same files as the Dockerfile copies, all of them there.
-    files = dict(line.split() for line in sections["files"])
-    copied = re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile, re.M)
-    assert set(files) == {p for group in copied for p in group.split()}
-    assert all((REPO / source).exists() for source in files)
-    # The project's requirements file, then the package without further dependencies.
-    post = sections["post"]
-    assert files["requirements.txt"] == "/opt/lstv/requirements.txt"
-    assert "python -m pip install -r /opt/lstv/requirements.txt" in post
-    assert post.index("python -m pip install --no-deps /opt/lstv") > post.index(
-        "python -m pip install -r /opt/lstv/requirements.txt"
-    )
-    assert any("torch==" in line for line in post)  # the pinned torch must be the base's
+    assert {k: v.strip() for k, v in header.items()} == {
+        "Bootstrap": "docker-archive",
+        "From": "lstv-image.tar",
+    }
+    assert set(sections) == {"header", "runscript", "test", "labels"}  # no %post, no %files
     assert sections["runscript"] == ['exec lstv "$@"']
     assert sections["test"] == ["lstv --version"]
+    # The commands that make the archive, for Docker and for buildah.
+    assert "docker save lstv-uncertainty-detection:0.1.0 -o lstv-image.tar" in text
+    assert "docker-archive:lstv-image.tar" in text
+    assert "/lstv-image.tar" in (REPO / ".gitignore").read_text().splitlines()
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_apptainer_definition_scripts_pass_shellcheck(tmp_path):
     sections = definition_sections((REPO / "docker" / "lstv.def").read_text())
-    for name in ("post", "runscript", "test", "environment"):
+    for name in ("runscript", "test"):
         script = tmp_path / f"{name}.sh"
         script.write_text("#!/bin/sh\n" + "\n".join(sections[name]) + "\n")
-        # SC1091: the sourced file exists only inside the image being built.
         result = subprocess.run(
-            ["shellcheck", "-s", "sh", "-e", "SC1091", str(script)], capture_output=True, text=True
+            ["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True
         )
         assert result.returncode == 0, f"%{name}:\n{result.stdout}"
 
