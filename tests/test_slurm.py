@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -361,3 +362,71 @@ def _logs_of(logs: Path) -> str:
     return "\n".join(
         f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(logs.iterdir())
     )
+
+
+@pytest.mark.container
+def test_trial_job_runs_lstv_in_the_image(cluster, studies, checkpoint, single_process, tmp_path):
+    """The scripts' container branch for real: ``sbatch 02_trial_inference.sh`` with an image
+    and ``singularity`` on PATH (here the built OCI image, run by buildah through
+    tests/buildah_exec.sh), so lstv infer and report run inside the image on the cluster."""
+    import container_image
+
+    container_image.image_or_skip(pytest)
+    image_file = tmp_path / "lstv.sif"  # what lstv slurm sees as the image: the OCI image's name
+    image_file.write_text(container_image.IMAGE)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "singularity").symlink_to(REPO / "tests" / "buildah_exec.sh")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # The container writes only into the project (bound at /work): a folder of its own there.
+    out = REPO / "data" / "output" / f"test-container-{os.getpid()}"
+    env = pipeline_env(
+        studies, checkpoint, out, logs,
+        LSTV_CONTAINER=str(image_file),
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    )
+    env.pop("LSTV_USE_CONTAINER", None)
+    env.pop("LSTV_PYTHON", None)  # the image's python, not the host's
+    try:
+        job = cluster.sbatch(
+            [
+                "--cpus-per-task=1",
+                "--mem=3G",
+                f"--output={logs}/%x_%A_%a.out",
+                f"--error={logs}/%x_%A_%a.err",
+                str(REPO / "slurm_scripts" / "02_trial_inference.sh"),
+            ],
+            cwd=tmp_path,
+            env=env,
+        )
+        states = cluster.wait([job], timeout=JOB_TIMEOUT)
+        assert states == {job: "COMPLETED"}, _logs_of(logs)
+        err = (logs / f"lstv_trial_{job}_4294967294.err").read_text()
+        runs = [line.split(": python -m lstv ", 1) for line in err.splitlines()
+                if ": python -m lstv " in line]
+        assert [(where[-len(f"in the container (singularity, image {image_file})"):],
+                 command.split()[0]) for where, command in runs] == [
+            (f"in the container (singularity, image {image_file})", "infer"),
+            (f"in the container (singularity, image {image_file})", "report"),
+        ], err
+        # The image's rows equal the host's single-process rows of the same studies.
+        _, trial = read_csv(out / "trial" / "lstv_uncertainty_metrics.csv")
+        cols, host = read_csv(single_process)
+        host_by_id = {r["study_id"]: r for r in host}
+        assert len(trial) == 3
+        compared = 0
+        for row in trial:
+            reference = host_by_id[row["study_id"]]
+            for col in cols:
+                try:
+                    x, y = float(row[col]), float(reference[col])
+                except ValueError:
+                    assert row[col] == reference[col], (row["study_id"], col)
+                    continue
+                assert abs(x - y) <= TOLERANCE or (x != x and y != y), (row["study_id"], col, x, y)
+                compared += 1
+        assert compared > 100
+        assert (out / "trial" / "report.html").stat().st_size > 1000
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
