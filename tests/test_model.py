@@ -139,3 +139,46 @@ def test_a_reference_embedded_in_a_checkpoint_travels_with_it(tmp_path):
         embed_reference(ckpt, other, tmp_path / "x.pth")
     with pytest.raises(ValueError, match="overwritten"):
         embed_reference(ckpt, ref_path, ckpt)
+
+
+MODEL_PROBE = """
+import sys
+{first}
+import numpy as np
+import torch
+from lstv.model import PointNet
+torch.manual_seed(0)
+lean = "torch._dynamo" not in sys.modules and not any(n.startswith("torchvision") for n in sys.modules)
+model = PointNet("resnet50d").eval()  # the real checkpoint's timm encoder
+x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 1, 64, 64), dtype=np.uint8))
+with torch.inference_mode():
+    out = model(x)
+import torchvision  # in full afterwards
+assert torchvision.ops.nms is not None and torchvision.models.resnet18 is not None
+print(lean, float(out.double().sum()), float(out.double().abs().max()))
+"""
+
+
+@pytest.mark.slow
+def test_timm_imports_without_torchvision_and_dynamo_and_builds_the_same_model():
+    """lstv.model imports timm without torchvision's package init and torch._dynamo (1.4 s of
+    the start-up); the model is the same as with a plain ``import timm`` first, and torchvision
+    still imports in full afterwards."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+
+    def probe(first: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", MODEL_PROBE.format(first=first)], capture_output=True,
+            text=True, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"}, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout.split()
+
+    lean = probe("")
+    plain = probe("import torchvision, timm")
+    assert lean[0] == "True" and plain[0] == "False"
+    assert lean[1:] == plain[1:]

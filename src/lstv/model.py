@@ -8,13 +8,17 @@ family (``resnet10t``, ``resnet18d``) give the same architecture at a fraction o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import importlib.machinery
+import importlib.util
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,6 +29,81 @@ from lstv.rundir import atomic_file, file_sha256, refuse_overwriting
 from lstv.score import CONFIG_KEY, Reference, check_checkpoint, read_reference
 
 log = logging.getLogger(__name__)
+
+
+# --- importing timm in a third of the time ---------------------------------------------------
+# ``import timm`` took 2.0 s of a 3.5-4.2 s ``lstv infer`` start-up on 2 cores, 1.4 s of it for
+# two things the point net never uses: torchvision's package init (its models, and through
+# torchvision.ops.roi_align torch._dynamo) and torch._dynamo itself, which timm's ViT modules
+# import at class creation by decorating methods with torch.compiler.disable. timm needs one
+# class from torchvision at import (torchvision.ops.misc.FrozenBatchNorm2d) and its ResNet
+# definitions need neither, so while timm imports:
+# - torchvision and torchvision.ops are bare package objects (their __init__ not run), and
+#   torchvision.models is absent (timm then goes without its optional fx feature extraction;
+#   the point net calls the encoder's stages itself);
+# - torch.compiler.disable defers its import of torch._dynamo to the first call of what it
+#   decorates (it then applies the real one; nothing here compiles).
+# Afterwards torchvision's half-imported modules are dropped, so a later ``import torchvision``
+# runs in full. tests/test_model.py checks all three.
+
+
+@contextlib.contextmanager
+def _compiler_disable_deferred():
+    real = torch.compiler.disable
+
+    def disable(fn=None, recursive=True, **kwargs):
+        if fn is None:
+            return lambda f: disable(f, recursive, **kwargs)
+        applied = None
+
+        @functools.wraps(fn)
+        def call(*args, **kw):
+            nonlocal applied
+            if applied is None:
+                applied = real(fn, recursive, **kwargs)
+            return applied(*args, **kw)
+
+        return call
+
+    torch.compiler.disable = disable
+    try:
+        yield
+    finally:
+        torch.compiler.disable = real
+
+
+@contextlib.contextmanager
+def _torchvision_bare():
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or "torchvision" in sys.modules:
+        yield  # no torchvision (timm says so itself), or already imported in full
+        return
+    package = importlib.util.module_from_spec(spec)
+    ops_spec = importlib.machinery.PathFinder.find_spec("torchvision.ops", package.__path__)
+    sys.modules.update(
+        {
+            "torchvision": package,
+            "torchvision.ops": importlib.util.module_from_spec(ops_spec),
+            "torchvision.models": None,
+        }
+    )
+    try:
+        yield
+    finally:
+        for name in [n for n in sys.modules if n.partition(".")[0] == "torchvision"]:
+            del sys.modules[name]
+
+
+def _import_timm():
+    if "timm" not in sys.modules:
+        with _torchvision_bare(), _compiler_disable_deferred():
+            import timm
+    import timm
+
+    return timm
+
+
+timm = _import_timm()
 
 DEFAULT_ENCODER = "resnet50d"
 # Encoders timm builds offline, without pretrained weights, as a stem and four stages. A

@@ -81,17 +81,19 @@ def select_tasks(config: InferenceConfig) -> tuple[list[StudyTask], bool]:
 
 
 def library_versions() -> dict[str, str]:
+    # pydicom and timm by their installed metadata: importing them here only for a version
+    # would cost the run's start-up (pydicom lives in the reader processes).
+    from importlib.metadata import version
+
     import cv2
-    import pydicom
-    import timm
     import torch
 
     return {
         "python": platform.python_version(),
         "lstv": __version__,
         "torch": torch.__version__,
-        "timm": timm.__version__,
-        "pydicom": pydicom.__version__,
+        "timm": version("timm"),
+        "pydicom": version("pydicom"),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
     }
