@@ -148,7 +148,8 @@ import numpy as np
 import torch
 from lstv.model import PointNet
 torch.manual_seed(0)
-lean = "torch._dynamo" not in sys.modules and not any(n.startswith("torchvision") for n in sys.modules)
+lean = "torch._dynamo" not in sys.modules
+lean = lean and not any(n.startswith("torchvision") for n in sys.modules)
 model = PointNet("resnet50d").eval()  # the real checkpoint's timm encoder
 x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 1, 64, 64), dtype=np.uint8))
 with torch.inference_mode():
