@@ -1,4 +1,4 @@
-"""Throughput of ``lstv infer`` against its floors, as ratios measured in one run (issue 10).
+"""Throughput of ``lstv infer`` against its floors, as ratios measured in one run (issues 10, 22).
 
 On the same phantom studies, each measurement repeated and the fastest repeat kept (the
 measurements of a repeat run back to back, so a busy machine slows numerator and denominator
@@ -6,27 +6,36 @@ alike):
 
   read_series / decode       series reading (order, normalise) vs bare pydicom decoding of the
                              same files, one process                          target <= 1.3
-  lstv infer / floor         the whole ``lstv infer`` process (start-up included) vs the parallel
-                             decode floor (the same number of reader processes) plus the bare
-                             forward floor of the same checkpoint             target <= 1.15
+  steady state               the marginal cost of a study: ``lstv infer`` on N and on N/3 of
+                             the studies, (infer(N) - infer(N/3)) over the same difference of
+                             the floors (parallel decode with the same number of reader
+                             processes + the bare forward pass of the same checkpoint)
+                                                                              target <= 1.10
+  start-up                   infer(N/3) minus N/3 studies at the marginal cost: what a run
+                             costs before its first study                     target <= 3.0 s
 
-plus the start-up of ``lstv infer`` (a one-study run) and the absolute seconds. Usage:
+plus the whole-process ratio of the N-study run. ``--breakdown`` adds the per-study cost of each
+stage of the pipeline, measured one stage at a time in this process (decode, sort and geometry,
+normalise, model input, forward, metrics and shape features, CSV and fsync, inter-process
+transfer) and the start-up's imports. Usage:
 
-    python benchmarks/throughput.py --n_studies 96 --num_workers 2 \\
-        [--checkpoint models/phantom_point_net.pth] [--repeats 3]
+    python benchmarks/throughput.py --n_studies 144 --num_workers 2 \\
+        [--checkpoint models/phantom_point_net.pth] [--repeats 3] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +45,8 @@ from lstv.rundir import RunDir
 REPO = Path(__file__).resolve().parents[1]
 READ_TARGET = 1.3
 INFER_TARGET = 1.15
+STEADY_TARGET = 1.10
+STARTUP_TARGET = 3.0
 
 
 @dataclass(frozen=True)
@@ -170,9 +181,158 @@ def _env() -> dict[str, str]:
     return env
 
 
+def subset(data: Phantoms, n: int, root: Path) -> Phantoms:
+    """The first ``n`` studies of ``data`` (same files), with their own series CSV and IDs."""
+    ids = {str(t) for t in np.load(data.valid_ids)}
+    with open(data.series_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        rows, columns = list(reader), reader.fieldnames
+    order = list(dict.fromkeys(r["study_id"] for r in rows if r["study_id"] in ids))[:n]
+    root.mkdir(parents=True, exist_ok=True)
+    series_csv, valid_ids = root / "series.csv", root / "valid_id.npy"
+    with open(series_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["study_id"] in set(order))
+    np.save(valid_ids, np.array([int(i) for i in order]))
+    return replace(data, series_csv=series_csv, valid_ids=valid_ids, sources=data.sources[:n])
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """One repeat's seconds on the small and the large set: decode floor, forward floor, infer."""
+
+    decode: tuple[float, float]
+    forward: tuple[float, float]
+    infer: tuple[float, float]
+
+    def steady(self, n: tuple[int, int]) -> float:
+        floor = [d + f for d, f in zip(self.decode, self.forward, strict=True)]
+        return (self.infer[1] - self.infer[0]) / (floor[1] - floor[0])
+
+    def startup(self, n: tuple[int, int]) -> float:
+        per_study = (self.infer[1] - self.infer[0]) / (n[1] - n[0])
+        return self.infer[0] - n[0] * per_study
+
+
+def best(repeats: list[Repeat]) -> Repeat:
+    """Each measurement's fastest repeat."""
+    return Repeat(
+        *(
+            tuple(min(getattr(r, name)[k] for r in repeats) for k in (0, 1))
+            for name in ("decode", "forward", "infer")
+        )
+    )
+
+
+def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) -> dict:
+    """Milliseconds per study of each stage, one stage at a time in this process (the decode
+    and the reading stages single-threaded, the forward pass on torch's threads)."""
+    import pydicom
+
+    from lstv.dicom import normalise_to_uint8, read_series
+    from lstv.inference import model_input
+    from lstv.results import METRIC_COLUMNS, metrics_row
+    from lstv.rundir import CsvAppender
+    from lstv.sample import read_sample
+    from lstv.score import score_rows
+    from lstv.studies import study_tasks
+    from lstv.uncertainty import model_pixel_mm, resolve_thresholds, study_metrics
+
+    n = len(data.sources)
+    tasks = study_tasks(data.series_csv)[:n]
+    t = dict.fromkeys(
+        ("decode", "read_series", "normalise", "model input", "forward", "metrics + shape",
+         "CSV + fsync", "transfer"), 0.0)  # fmt: skip
+    samples, volumes = [], []
+    for i, source in enumerate(data.sources):
+        files = data.files(i)
+        start = time.perf_counter()
+        pixels = [pydicom.dcmread(f).pixel_array for f in files]
+        t["decode"] += time.perf_counter() - start
+        start = time.perf_counter()
+        normalise_to_uint8(pixels)
+        t["normalise"] += time.perf_counter() - start
+        start = time.perf_counter()
+        volume = read_series(source).volume
+        t["read_series"] += time.perf_counter() - start
+        start = time.perf_counter()
+        model_input(volume, 160)
+        t["model input"] += time.perf_counter() - start
+        sample = read_sample(tasks[i], data.images_dir, 160)
+        start = time.perf_counter()
+        pickle.loads(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
+        t["transfer"] += time.perf_counter() - start
+        samples.append(sample)
+        volumes.append(volume.nbytes)
+    images = np.stack([s.image for s in samples])
+    forward(predictor, images[:batch_size], batch_size)  # warm-up
+    probs = []
+    start = time.perf_counter()
+    for i in range(0, n, batch_size):
+        probs.extend(predictor(images[i : i + batch_size]))
+    t["forward"] = time.perf_counter() - start
+    rows = []
+    start = time.perf_counter()
+    for sample, p in zip(samples, probs, strict=True):
+        pixel_mm = model_pixel_mm(sample.pixel_spacing, sample.slice_shape, p.shape[-2:])
+        row = metrics_row(sample.task.study_id, sample.task.series_id,
+                          sample.task.series_description, study_metrics(p, pixel_mm), sample,
+                          resolve_thresholds())  # fmt: skip
+        if reference is not None:
+            row.update(score_rows([row], reference, "this run")[0])
+        rows.append(row)
+    t["metrics + shape"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with CsvAppender(out, METRIC_COLUMNS) as appender:
+        for i, row in enumerate(rows):
+            appender.write(row, sync=False)
+            if (i + 1) % batch_size == 0 or i + 1 == n:
+                appender.sync()
+    t["CSV + fsync"] = time.perf_counter() - start
+    # read_series = decode + sort and geometry + normalise: the middle one by difference.
+    t["sort + geometry"] = t.pop("read_series") - t["decode"] - t["normalise"]
+    ms = {k: v / n * 1e3 for k, v in t.items()}
+    ms["pickled sample, kB"] = len(pickle.dumps(samples[0])) / 1e3
+    return ms
+
+
+STARTUP_PROBE = """
+import time
+t0 = time.perf_counter()
+import lstv.pipeline, lstv.cli
+t1 = time.perf_counter()
+import torch
+t2 = time.perf_counter()
+import lstv.model
+t3 = time.perf_counter()
+from lstv.inference import load_predictor
+load_predictor({checkpoint!r}, "cpu")
+t4 = time.perf_counter()
+import sys
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, "torch._dynamo" in sys.modules,
+      "torchvision" in sys.modules)
+"""
+
+
+def startup_parts(checkpoint: Path) -> str:
+    """Seconds of the start-up's parts in a fresh interpreter: lstv's own imports, torch, the
+    model definitions (timm), loading the checkpoint."""
+    out = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE.format(checkpoint=str(checkpoint))],
+        capture_output=True, text=True, env=_env(), check=True,
+    ).stdout.split()  # fmt: skip
+    lstv_s, torch_s, timm_s, load_s = map(float, out[:4])
+    return (
+        f"lstv + pipeline imports {lstv_s:.2f} s, torch {torch_s:.2f} s, model definitions "
+        f"(timm) {timm_s:.2f} s, checkpoint {load_s:.2f} s; torch._dynamo imported: {out[4]}, "
+        f"torchvision imported: {out[5]}"
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n_studies", type=int, default=96)
+    parser.add_argument("--n_studies", type=int, default=144, help="the large set")
     parser.add_argument(
         "--checkpoint", type=Path, default=REPO / "models" / "phantom_point_net.pth"
     )
@@ -180,6 +340,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--breakdown", action="store_true", help="per-stage cost per study")
     parser.add_argument(
         "--work_dir", type=Path, default=None, help="where to write phantoms (default: a temp dir)"
     )
@@ -193,48 +354,73 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()
-        data = write_phantoms(tmp / "data", args.n_studies, max(1, os.cpu_count() or 1))
+        large = write_phantoms(tmp / "data", args.n_studies, max(1, os.cpu_count() or 1))
         write_s = time.perf_counter() - start
-        n = len(data.sources)
-        decode_s, read_s = read_vs_decode(data, args.repeats)
-        predictor, _ = load_predictor(args.checkpoint, args.device)
-        images = model_inputs(data)
+        n_large = len(large.sources)
+        n = (max(1, n_large // 3), n_large)
+        small = subset(large, n[0], tmp / "small")
+        decode_s, read_s = read_vs_decode(large, args.repeats)
+        predictor, info = load_predictor(args.checkpoint, args.device)
+        images = model_inputs(large)
         forward(predictor, images[: args.batch_size], args.batch_size)  # warm-up
-        floors, forwards, infers = [], [], []
         settings = (args.device, args.num_workers, args.batch_size)
+        repeats = []
         with decode_pool(args.num_workers) as pool:
             for r in range(args.repeats):
-                floors.append(parallel_decode(pool, data))
-                forwards.append(forward(predictor, images, args.batch_size))
-                out = tmp / f"out{r}"
-                command = infer_command(data, args.checkpoint, out, *settings)
-                infers.append(run_infer(command, n, out))
-        out = tmp / "one"
-        one = infer_command(data, args.checkpoint, out, *settings, "--mode", "debug")
-        startup_s = run_infer(one, 1, out)
-    floor_s, forward_s, infer_s = min(floors), min(forwards), min(infers)
+                measured: dict[str, list[float]] = {"decode": [], "forward": [], "infer": []}
+                for k, data in enumerate((small, large)):
+                    measured["decode"].append(parallel_decode(pool, data))
+                    measured["forward"].append(forward(predictor, images[: n[k]], args.batch_size))
+                    out = tmp / f"out{r}_{k}"
+                    command = infer_command(data, args.checkpoint, out, *settings)
+                    measured["infer"].append(run_infer(command, n[k], out))
+                repeats.append(Repeat(**{key: tuple(v) for key, v in measured.items()}))
+        parts = None
+        if args.breakdown:
+            from lstv.scoring import resolve_reference
+
+            reference = resolve_reference(None, info.sha256, info.config).reference
+            parts = breakdown(large, predictor, args.batch_size, reference, tmp / "rows.csv")
+    b = best(repeats)
     read_ratio = read_s / decode_s
-    infer_ratio = infer_s / (floor_s + forward_s)
+    infer_ratio = b.infer[1] / (b.decode[1] + b.forward[1])
     print(
-        f"{n} phantom studies (written in {write_s:.1f} s), checkpoint {args.checkpoint.name}, "
-        f"device {args.device}, {args.num_workers} reader processes, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
-        f"best of {args.repeats}"
+        f"{n_large} phantom studies (written in {write_s:.1f} s), checkpoint "
+        f"{args.checkpoint.name}, device {args.device}, {args.num_workers} reader processes, "
+        f"batch {args.batch_size}, {torch.get_num_threads()} torch threads, {os.cpu_count()} "
+        f"cores, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} at the end"
     )
-    print(f"decode floor, 1 process      {decode_s / n * 1e3:7.1f} ms/study")
+    print(f"decode floor, 1 process      {decode_s / n_large * 1e3:7.1f} ms/study")
     print(
-        f"read_series, 1 process       {read_s / n * 1e3:7.1f} ms/study   "
+        f"read_series, 1 process       {read_s / n_large * 1e3:7.1f} ms/study   "
         f"read / decode ratio {read_ratio:.2f} (target <= {READ_TARGET})"
     )
-    print(f"decode floor, {args.num_workers} processes   {floor_s:7.2f} s")
-    print(f"forward floor                {forward_s:7.2f} s   ({forward_s / n * 1e3:.1f} ms/study)")
+    for k in (0, 1):
+        print(
+            f"{n[k]:4d} studies: decode floor ({args.num_workers} processes) {b.decode[k]:6.2f} s, "
+            f"forward floor {b.forward[k]:6.2f} s, lstv infer {b.infer[k]:6.2f} s"
+        )
     print(
-        f"lstv infer, whole process    {infer_s:7.2f} s   "
+        f"lstv infer, whole process    {b.infer[1]:7.2f} s   "
         f"infer / (decode + forward) ratio {infer_ratio:.2f} (target <= {INFER_TARGET})"
     )
-    print(f"lstv infer start-up          {startup_s:7.2f} s   (a one-study run)")
-    steady = max(infer_s - startup_s, 1e-9) / (floor_s + forward_s)
-    print(f"steady state, start-up off   ratio {steady:.2f}   ((infer - start-up) / floor)")
+    per_study = (b.infer[1] - b.infer[0]) / (n[1] - n[0])
+    floor_per_study = (b.decode[1] + b.forward[1] - b.decode[0] - b.forward[0]) / (n[1] - n[0])
+    print(
+        f"steady state                 {per_study * 1e3:7.1f} ms/study vs floors "
+        f"{floor_per_study * 1e3:.1f} ms/study: ratio {b.steady(n):.2f} "
+        f"(target <= {STEADY_TARGET}); per repeat "
+        + ", ".join(f"{r.steady(n):.2f}" for r in repeats)
+    )
+    print(
+        f"lstv infer start-up          {b.startup(n):7.2f} s   (target <= {STARTUP_TARGET} s); "
+        "per repeat " + ", ".join(f"{r.startup(n):.2f}" for r in repeats)
+    )
+    if parts is not None:
+        print("per-study cost of each stage, one at a time (ms/study):")
+        for name, value in parts.items():
+            print(f"  {name:<20} {value:8.2f}")
+        print("start-up parts: " + startup_parts(args.checkpoint))
 
 
 if __name__ == "__main__":
