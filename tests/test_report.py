@@ -539,6 +539,21 @@ def test_candidates_rank_by_the_calibrated_score_with_its_reason(tmp_path):
     assert 'id="thr-score">15.000' in html and "140 reference studies" in html
     assert "Flagged by LSTV score" in html
     assert "L5/S1 entropy" in html  # the seed's rule stays beside the score
+    assert 'id="score-drift"' not in html and "Mahalanobis" not in html
+
+    # score v2 and a run whose features drifted from its reference: the report says both
+    manifest["score_reference"].update(
+        rule="mahalanobis", features=["l5_s1_one_minus_confidence", "l5_s1_peak2"]
+    )
+    manifest["score_drift"] = {
+        "drift": True, "n": 12, "features": {"l5_s1_peak2": {"median_shift_sd": 2.1}},
+        "note": "these 12 studies sit far from the reference's normal studies (l5_s1_peak2 "
+        "median +2.1 SD): run lstv calibrate on confirmed normal studies of this set",
+    }
+    (csv_path.parent / "run_manifest.json").write_text(json.dumps(manifest))
+    html = build_report(csv_path, tmp_path / "r2.html", top_n=5).read_text()
+    assert "robust\n    Mahalanobis distance" in html and "l5_s1_peak2" in html
+    assert 'id="score-drift"' in html and "run lstv calibrate on confirmed normal" in html
 
 
 def test_without_a_score_the_report_says_how_to_get_one(report_html):

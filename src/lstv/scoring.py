@@ -98,6 +98,7 @@ def manifest_entry(ref: Reference, path: str, digest: str, source: str) -> dict:
             "reference_studies": ref.reference_studies,
             "threshold": ref.threshold,
             "threshold_rule": ref.threshold_rule,
+            "rule": ref.rule,
             "features": list(ref.features),
             "created_at": ref.created_at,
         },
