@@ -80,7 +80,7 @@ def calibrate(
             only the studies labelled normal form the reference. Without it, all studies do.
         target_specificity: see :func:`fit_reference` (default 0.95: about 1 normal study in
             20 goes to review by design; None for the leave-one-out maximum).
-        rule: ``mahalanobis`` (score v2: the map and geometry features of
+        rule: ``mahalanobis`` (score v2: the L5/S1 map features of
             :data:`~lstv.score.V2_FEATURES`) or ``max_abs_z`` (score v1: the ten map features).
 
     Raises:

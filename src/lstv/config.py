@@ -248,7 +248,7 @@ class CalibrateConfig:
     )
     rule: str = flag(
         "mahalanobis",
-        "mahalanobis (score v2: robust Mahalanobis distance of map and geometry features) "
+        "mahalanobis (score v2: robust Mahalanobis distance of the L5/S1 map features) "
         "or max_abs_z (score v1: largest robust |z| of ten map features)",
         choices=("mahalanobis", "max_abs_z"),
     )
