@@ -207,6 +207,7 @@ def test_geometry_features_from_the_five_points():
     assert all(math.isnan(v) for v in missing.values())
 
 
+@pytest.mark.slow  # 40-80 leave-one-out MinCovDet fits
 def test_mahalanobis_counts_correlated_features_once():
     """Two copies of one signal: a study off in both scores as it does against a reference of
     one copy (a sum of per-feature evidence, like Fisher's, would count it twice: x 1.4)."""
@@ -238,6 +239,7 @@ def test_mahalanobis_is_one_sided_for_a_surer_map():
     assert drivers[2] == "l5_s1_peak2"
 
 
+@pytest.mark.slow  # 40-80 leave-one-out MinCovDet fits
 def test_threshold_at_a_target_specificity_is_cross_fitted():
     raw = normal_features(np.random.default_rng(5), 60)
     ref = fit_reference(raw, SHA_A, rule="mahalanobis", target_specificity=0.95)
