@@ -344,7 +344,7 @@ def test_seed_columns_alone_are_enough(tmp_path):
 
 
 def test_flat_maps_are_not_painted():
-    from lstv.plots import overlay_alpha
+    from lstv.study_view import overlay_alpha
 
     rng = np.random.default_rng(0)
     flat = 1 / 6 + 0.02 * rng.random((S, S))  # what an untrained localizer gives
@@ -357,8 +357,8 @@ def test_thumbnail_points_land_where_the_csv_says(tmp_path):
     """A point at (224, 384) of a 448 x 512 slice is drawn at (80, 120) of the 160 model input."""
     from matplotlib.image import imread
 
-    from lstv.plots import LEVEL_OVERLAY
     from lstv.report import _thumbnail
+    from lstv.study_view import LEVEL_COLOURS
 
     (tmp_path / "heatmaps").mkdir()
     probs = np.zeros((6, S, S), np.float32)
@@ -377,6 +377,8 @@ def test_thumbnail_points_land_where_the_csv_says(tmp_path):
             "series_id": "2",
             "image_width": 448.0,
             "image_height": 512.0,
+            "slice_index": 3,
+            "n_slices": 7,
             "l5_s1_x": 224.0,
             "l5_s1_y": 384.0,
             "l4_l5_x": np.nan,
@@ -384,9 +386,9 @@ def test_thumbnail_points_land_where_the_csv_says(tmp_path):
         }
     )
     uri, note = _thumbnail(row, tmp_path / "heatmaps", None)
-    assert "model input (160 × 160), slice 3" in note
+    assert "model input (160 × 160) of slice 4/7" in note
     img = imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")[..., :3]
-    target = np.array(LEVEL_OVERLAY["l5_s1"])
+    target = np.array([int(LEVEL_COLOURS[4][i : i + 2], 16) / 255 for i in (1, 3, 5)])
     ys, xs = np.nonzero(np.abs(img - target).sum(-1) < 0.15)
     assert xs.size > 10
     h, w = img.shape[:2]
@@ -417,7 +419,7 @@ def test_report_from_phantom_run(tmp_path, infer_output, phantom_dataset):
         labels_path=phantom_dataset.lstv_labels_csv,
         data_dir=phantom_dataset.images_dir,
     ).read_text()
-    assert "DICOM slice" in html  # thumbnails read from the phantom DICOM
+    assert "DICOM image " in html  # thumbnails read from the phantom DICOM
     assert '<section id="roc">' in html and "could not be evaluated" not in html
     assert_self_contained(html)
 
@@ -534,11 +536,12 @@ def test_candidates_rank_by_the_calibrated_score_with_its_reason(tmp_path):
     expected = list(metrics.sort_values("lstv_score", ascending=False)["study_id"][:5])
     assert re.findall(r'id="study-(\d+)"', html) == expected
     first = metrics.set_index("study_id").loc[expected[0]]
-    assert first["lstv_score_reason"] in html
-    assert "highest calibrated LSTV score" in html and "<th>Why</th>" in html
+    assert f"Why: {first['lstv_score_reason']}" in html
+    assert "highest calibrated LSTV score" in html
     assert 'id="thr-score">15.000' in html and "140 reference studies" in html
-    assert "Flagged by LSTV score" in html
-    assert "L5/S1 entropy" in html  # the seed's rule stays beside the score
+    # one primary verdict: the score; the seed's rule beside it, labelled secondary
+    assert "Flagged by LSTV score (primary)" in html
+    assert html.count("entropy rule (secondary)") == 1 + 5  # the summary card and each study
     assert 'id="score-drift"' not in html and "Mahalanobis" not in html
 
     # score v2 and a run whose features drifted from its reference: the report says both
@@ -558,7 +561,8 @@ def test_candidates_rank_by_the_calibrated_score_with_its_reason(tmp_path):
 
 def test_without_a_score_the_report_says_how_to_get_one(report_html):
     html = report_html.read_text()
-    assert "highest L5/S1 entropy" in html and "<th>Why</th>" not in html
+    assert "highest L5/S1 entropy" in html and 'class="reason"' not in html
+    assert "(secondary)" not in html  # without a score the seed's rule is the verdict
     assert "lstv calibrate" in html
 
 
@@ -614,4 +618,13 @@ def test_report_thumbnails_never_wait_on_a_fifo_nor_leave_data_dir(
     html = out.read_text()
     assert "pipe: not a regular file (a FIFO)" in html
     assert "leads outside the folder" in html
-    assert html.count("DICOM slice") == len(rows) - 2
+    assert html.count("DICOM image ") == len(rows) - 2
+
+
+def test_the_credits_name_the_checkpoint_the_run_used(tmp_path, infer_output):
+    """The footer credited hengck23's checkpoint on a run of another localizer."""
+    html = build_report(
+        infer_output / "lstv_uncertainty_metrics.csv", tmp_path / "report.html"
+    ).read_text()
+    footer = html[html.index("<footer>") :]
+    assert "localizer checkpoint: tiny.pth (SHA-256 " in footer and "hengck23" not in footer

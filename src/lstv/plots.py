@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lstv.levels import LEVEL_KEYS, LEVELS
+from lstv.study_view import LEVEL_COLOURS
 from lstv.uncertainty import RiskThresholds
 
 RISK_COLORS = {"High": "#c62828", "Medium": "#ef8f00", "Low": "#2e7d32"}
@@ -25,9 +26,6 @@ RISK_ORDER = ("High", "Medium", "Low")
 # Band shading behind histograms: the same hues as the risk colours, faint.
 _BAND_ALPHA = 0.10
 # Overlay colours of the two levels that matter for LSTV, distinguishable by colour-blind readers.
-LEVEL_OVERLAY = {"l4_l5": (0.0, 0.75, 1.0), "l5_s1": (1.0, 0.25, 0.65)}
-# Below this contrast (peak over median, relative to the peak) a level map counts as flat.
-FLAT_MAP_CONTRAST = 0.5
 _TEXT = "#263238"
 _GRID = "#cfd8dc"
 
@@ -179,8 +177,8 @@ def level_boxplot(df: pd.DataFrame, thresholds: RiskThresholds) -> Figure:
     fig = _figure(11.0, 3.6)
     ax_e, ax_c = fig.subplots(1, 2)
     colors = ["#90a4ae"] * (len(LEVEL_KEYS) - 2) + [
-        LEVEL_OVERLAY["l4_l5"],
-        LEVEL_OVERLAY["l5_s1"],
+        LEVEL_COLOURS[3],
+        LEVEL_COLOURS[4],
     ]
     for ax, metric, label in (
         (ax_e, "entropy", "entropy (nats)"),
@@ -218,69 +216,6 @@ def level_boxplot(df: pd.DataFrame, thresholds: RiskThresholds) -> Figure:
     # A legend placed by matplotlib away from the boxes; a text label could sit on a box.
     ax_e.legend(loc="best", fontsize=8, frameon=True, framealpha=0.9)
     ax_c.set_ylim(-0.02, 1.02)
-    return fig
-
-
-def overlay_alpha(prob: np.ndarray) -> np.ndarray | None:
-    """Opacity in [0, 1] of a level map's overlay, or None for a map with no structure.
-
-    The map is stretched between its median (the floor it sits on) and its peak, so that a
-    diffuse, uncertain map stays as visible as a sharp one. A map whose peak rises less than
-    ``FLAT_MAP_CONTRAST`` of itself above that floor localises nothing; painting it would only
-    tint the whole slice, so it is left out (and the report says so).
-    """
-    prob = np.asarray(prob, dtype=float)
-    peak = float(prob.max())
-    floor = float(np.median(prob))
-    if peak <= 0 or (peak - floor) < FLAT_MAP_CONTRAST * peak:
-        return None
-    return np.clip((prob - floor) / (peak - floor), 0.0, 1.0)
-
-
-def candidate_thumbnail(
-    image: np.ndarray,
-    maps: Mapping[str, np.ndarray],
-    points: Mapping[str, tuple[float, float] | None],
-    size_in: float = 2.6,
-) -> Figure:
-    """A slice with the L4/L5 and L5/S1 probability maps and points drawn over it.
-
-    Args:
-        image: 2-D grey slice (any size).
-        maps: Level key -> probability map; each is stretched over the whole slice, as the model
-            input was the slice resized to the map size.
-        points: Level key -> (x, y) in the slice's pixel coordinates, or None (no point found).
-        size_in: Width and height of the figure in inches.
-    """
-    h, w = image.shape
-    fig = Figure(figsize=(size_in, size_in * h / w if w else size_in))
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
-    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
-    ax.imshow(image, cmap="gray", extent=extent, interpolation="antialiased")
-    for key, prob in maps.items():
-        alpha = overlay_alpha(prob)
-        if alpha is None:
-            continue
-        rgba = np.zeros(alpha.shape + (4,))
-        rgba[..., :3] = LEVEL_OVERLAY.get(key, (1.0, 1.0, 0.0))
-        rgba[..., 3] = 0.7 * alpha
-        ax.imshow(rgba, extent=extent, interpolation="bilinear")
-    for key, point in points.items():
-        if point is None:
-            continue
-        ax.plot(
-            point[0],
-            point[1],
-            marker="+",
-            ms=11,
-            mew=2.0,
-            color=LEVEL_OVERLAY.get(key, (1.0, 1.0, 0.0)),
-        )
-        ax.plot(point[0], point[1], marker="o", ms=3, color="white")
-    ax.set_xlim(extent[0], extent[1])
-    ax.set_ylim(extent[2], extent[3])
     return fig
 
 
@@ -328,7 +263,7 @@ def roc_figure(
         ax.set_xlabel("1 - specificity", fontsize=9, color=_TEXT)
         ax.set_ylabel("sensitivity", fontsize=9, color=_TEXT)
         ax.set_title(title, fontsize=11, color=_TEXT, loc="left")
-    palette = ["#90a4ae", "#78909c", "#546e7a", LEVEL_OVERLAY["l4_l5"], LEVEL_OVERLAY["l5_s1"]]
+    palette = ["#90a4ae", "#78909c", "#546e7a", LEVEL_COLOURS[3], LEVEL_COLOURS[4]]
     for key, level, color in zip(LEVEL_KEYS, LEVELS, palette, strict=True):
         if f"{key}_entropy" in scores:
             curve(axes[0], f"{key}_entropy", "all", level, color)

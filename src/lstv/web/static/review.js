@@ -108,9 +108,10 @@ async function select(i) {
   renderQueue();
   const row = state.rows[state.current];
   renderStudy(row, null);
+  $("caption").textContent = `loading study ${row.study_id}…`;
   try {
-    await viewer.load(`api/study/${encodeURIComponent(row.study_id)}`);
-    if (state.rows[state.current] === row) renderStudy(row, viewer.meta);
+    const shown = await viewer.load(`api/study/${encodeURIComponent(row.study_id)}`);
+    if (shown && state.rows[state.current] === row) renderStudy(row, viewer.meta);
   } catch (err) {
     message(`study ${row.study_id}: ${err.message}`);
   }

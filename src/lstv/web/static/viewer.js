@@ -31,7 +31,10 @@ class StudyViewer {
     this.preset(0);
   }
 
+  // Load a study from the server; false when a later load() overtook this one (the reader
+  // pressed J twice), so a slow answer never replaces the study now on screen.
   async load(base) {
+    const seq = (this.seq = (this.seq || 0) + 1);
     const get = async (url, how) => {
       const r = await fetch(url, { cache: "no-store" });
       if (!r.ok) throw new Error((await r.json()).error || r.statusText);
@@ -41,7 +44,9 @@ class StudyViewer {
     const [volume, heatmaps] = await Promise.all([
       get(base + "/volume", "raw"), get(base + "/heatmaps", "raw"),
     ]);
+    if (seq !== this.seq) return false;
     this.show(meta, volume, heatmaps);
+    return true;
   }
 
   preset(i) {
@@ -141,7 +146,10 @@ class StudyViewer {
         ctx.lineWidth = 2;
         ctx.beginPath(); ctx.arc(cx, cy, 7, 0, 2 * Math.PI); ctx.stroke();
         ctx.beginPath(); ctx.arc(cx, cy, 2.5, 0, 2 * Math.PI); ctx.fill();
-        ctx.font = "12px system-ui, sans-serif";
+        ctx.font = "bold 12px system-ui, sans-serif";
+        ctx.lineWidth = 3;
+        ctx.strokeStyle = "#000";
+        ctx.strokeText(level.name, cx + 10, cy + 4);  // a dark outline: readable on any grey
         ctx.fillText(level.name, cx + 10, cy + 4);
       }
     }
