@@ -11,6 +11,28 @@ from helpers import phantom_infer_config
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Session fixtures that build data (phantom studies, checkpoints): seconds each. The mutation
+# run (tools/mutation.sh) runs tests once per mutant in a fresh process, so it leaves them out.
+BUILT_DATA = {"phantom_dataset", "tiny_checkpoint", "original_layout_checkpoint"}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--without-built-data",
+        action="store_true",
+        help="deselect the tests that need phantom studies or a checkpoint built for the session",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--without-built-data"):
+        return
+    drop = [item for item in items if BUILT_DATA & set(getattr(item, "fixturenames", ()))]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [item for item in items if item not in drop]
+
+
 CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright drives it, never downloads a browser
 LOCAL = ("http://127.0.0.1:", "http://localhost:", "file:", "data:", "blob:", "about:")
 
