@@ -180,7 +180,7 @@ def test_review_columns_come_right_after_the_ids(tmp_path):
 def queue_file(tmp_path):
     csv = write_metrics(tmp_path / "m.csv", ["11", "12", "13"], [6.0, 5.0, 4.0])
     path = write_audit_queue(csv, tmp_path / "audit_queue.csv")
-    fill(path, {"12": {"notes": "=HYPERLINK(\"x\")"}})  # a guarded cell must stay guarded
+    fill(path, {"12": {"notes": '=HYPERLINK("x")'}})  # a guarded cell must stay guarded
     write_audit_queue(csv, path)
     return path
 
@@ -254,3 +254,41 @@ def test_verdict_of_reads_a_row_as_the_labels_reader_does(lstv, kind, verdict):
     from lstv.audit import verdict_of
 
     assert verdict_of({"lstv": lstv, "lstv_type": kind}) == verdict
+
+
+def test_earlier_reviews_are_merged_in_their_order_and_blank_ones_are_not_reviews(tmp_path):
+    """An earlier queue (of an older version, without ``notes``): studies that left the ranking
+    follow in the earlier queue's order, ranked on from the top ``n``; a row whose review
+    columns hold only spaces, or that has no study ID, is no review."""
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 5.5, 5.0])
+    path = tmp_path / "audit_queue.csv"
+    path.write_text(
+        "rank,study_id,l5_s1_entropy,lstv,lstv_type,reviewer\n"
+        "1,9,7.5,1,lumbarization,dr b\n"
+        "2,8,7.0,  ,  ,  \n"
+        "3,,6.9,1,,dr b\n"
+        "4,7,6.8,0,,\n"
+        "5,2,5.5,,,dr c\n"
+    )
+    write_audit_queue(csv, path, n=2)
+    queue = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert list(queue["study_id"]) == ["1", "2", "9", "7"]
+    assert list(queue["rank"]) == ["1", "2", "3", "4"]
+    assert list(queue["lstv"]) == ["", "", "1", "0"]
+    assert list(queue["reviewer"]) == ["", "dr c", "dr b", ""]
+    assert list(queue["notes"]) == ["", "", "", ""]
+    assert list(queue["l5_s1_entropy"]) == ["6.0", "5.5", "7.5", "6.8"]
+    assert list(queue["series_id"]) == ["9000", "9001", "", ""]
+
+
+def test_a_queue_without_earlier_reviews_is_written_as_ranked(tmp_path):
+    from lstv.audit import audit_queue, keep_reviews
+    from lstv.tables import read_metrics_csv
+
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2"], [6.0, 5.5])
+    queue = audit_queue(read_metrics_csv(csv))
+    unreviewed = tmp_path / "old.csv"
+    unreviewed.write_text("rank,study_id,lstv,lstv_type,reviewer,notes\n1,1,,,,\n2,5,,,,\n")
+    for previous in (unreviewed, tmp_path / "absent.csv"):
+        kept = keep_reviews(queue, previous)
+        pd.testing.assert_frame_equal(kept, queue)

@@ -1,6 +1,7 @@
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import torch
 
 from lstv.inference import TTA_SHIFTS, Predictor
@@ -109,3 +110,58 @@ def test_a_tta_run_makes_five_passes_per_study(tmp_path, phantom_dataset):
     for image, views in predictor.seen:
         unshifted = Predictor(CountingNet(), torch.device("cpu"))(image[None])[0]
         assert_views_line_up(views, unshifted)
+
+
+def test_a_shift_fills_the_uncovered_border_with_the_edge_values():
+    from lstv.inference import shift_image
+
+    image = np.arange(1, 41, dtype=np.float32).reshape(5, 8)
+    right = shift_image(image, 2, 0)
+    assert np.array_equal(right[:, 2:], image[:, :-2])
+    assert np.array_equal(right[:, :2], np.repeat(image[:, :1], 2, axis=1))  # not zeros
+    down = shift_image(image, 0, -1)
+    assert np.array_equal(down[:-1], image[1:]) and np.array_equal(down[-1], image[-1])
+    assert right.shape == image.shape and right.dtype == image.dtype
+
+
+def test_views_that_all_reuse_the_unshifted_maps_run_no_pass():
+    net = CountingNet()
+    predictor = Predictor(net, torch.device("cpu"))
+    unshifted = np.random.default_rng(2).random((6, 16, 16))  # float64: views are float32
+    views = predictor.predict_views(np.zeros((16, 16), np.uint8), ((0, 0),), unshifted=unshifted)
+    assert net.calls == 0
+    assert views.shape == (1, 6, 16, 16) and views.dtype == np.float32
+    assert np.array_equal(views[0], unshifted.astype(np.float32))
+
+
+def test_resolve_device(monkeypatch):
+    from lstv.inference import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device() == resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match="^--device cuda was asked for, but torch sees no CUDA"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="^device must be auto, cpu or cuda, got 'tpu'$"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device() == resolve_device("cuda") == torch.device("cuda")
+
+
+def test_load_predictor_runs_the_checkpoints_model_on_the_device(tiny_checkpoint, monkeypatch):
+    from lstv.inference import load_predictor
+    from lstv.model import load_checkpoint
+    from lstv.rundir import file_sha256
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    predictor, info = load_predictor(tiny_checkpoint)  # "auto": the CPU here
+    assert predictor.device == torch.device("cpu")
+    assert info.sha256 == file_sha256(tiny_checkpoint)
+    model, _ = load_checkpoint(tiny_checkpoint, device=torch.device("cpu"))
+    images = np.random.default_rng(3).integers(0, 255, size=(2, 64, 64), dtype=np.uint8)
+    probs = predictor(images)
+    assert probs.shape == (2, 6, 64, 64) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(images[:, None]))
+    assert np.allclose(probs, torch.softmax(logits, dim=1).numpy(), atol=1e-6)

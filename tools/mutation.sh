@@ -15,6 +15,8 @@ modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=("${ALL[@]}")
 # mutmut puts mutants/src first on sys.path; a PYTHONPATH to src/ would only add confusion.
 unset PYTHONPATH
+# One thread per worker process: the workers already use the cores.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for module in "${modules[@]}"; do
     pattern="lstv.${module}.*"
     # audit: only its merge of earlier reviews (keep_reviews); the rest is formatting.
