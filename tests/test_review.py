@@ -2,6 +2,7 @@
 the run's audit_queue.csv, which ``lstv evaluate`` and ``lstv calibrate`` then read."""
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -179,3 +180,55 @@ def test_blind_mode_hides_the_score_until_the_verdict(run, page):
         page.keyboard.press("k")
         page.wait_for_function("() => !viewer.meta.blind")
         assert "Seed" in page.text_content("#score")
+
+
+@pytest.fixture(scope="module")
+def run_of_40(tmp_path_factory):
+    """40 phantom studies (about 30% transitional) run through the shipped localizer."""
+    from helpers import phantom_infer_config
+    from lstv.phantom import write_phantom_dataset
+    from lstv.pipeline import run_inference
+
+    root = tmp_path_factory.mktemp("forty")
+    data = write_phantom_dataset(root / "phantoms", n_studies=40, seed=19, valid_fraction=1.0)
+    checkpoint = Path(__file__).resolve().parents[1] / "models" / "phantom_point_net.pth"
+    run_inference(phantom_infer_config(data, root / "run", checkpoint, save_heatmaps=True))
+    return root / "run", data
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_run_of_40_is_reviewed_one_key_per_study_then_evaluated_and_calibrated(
+    run_of_40, page
+):
+    """The issue's "done when": a radiologist (here the phantoms' truth) reviews 40 studies
+    with one key each; the commands the page then gives run on the file it wrote."""
+    import subprocess
+    import sys
+
+    from lstv.web.review import create_review_app
+
+    run, data = run_of_40
+    truth = pd.read_csv(data.lstv_labels_csv, dtype=str).set_index("study_id")["lstv_type"]
+    keys = {"normal": "n", "sacralization": "s", "lumbarization": "l"}
+    with serving(create_review_app(run, reviewer=REVIEWER)) as url:
+        page.goto(url + "/")
+        for i in range(40):
+            page.wait_for_function(f"() => viewer.meta && state.current === {i}")
+            study = page.evaluate("state.rows[state.current].study_id")
+            page.keyboard.press(keys[truth[study]])
+            wait_progress(page, f"{i + 1}/40 reviewed")
+        n_lstv = int((truth != "normal").sum())
+        assert progress(page) == f"40/40 reviewed, {n_lstv} LSTV, 0 unsure"
+        assert page.is_visible("#done")
+        commands = page.text_content("#commands").splitlines()
+    labels, n_unreviewed = read_labels(run / "audit_queue.csv")
+    assert n_unreviewed == 0 and len(labels) == 40
+    assert dict(zip(labels["study_id"], labels["lstv_type"], strict=True)) == truth.to_dict()
+    # the two commands the page gives, as a reader would paste them
+    for command in commands:
+        argv = [sys.executable, "-m", "lstv", *command.split()[1:]]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+    assert (run / "evaluation" / "evaluation.json").is_file()
+    assert (run / "score_reference.json").is_file()
