@@ -89,6 +89,11 @@ def test_slice_window_and_heatmap_keys_change_the_pixels(review):
     assert "image" in page.text_content("#caption")
     page.keyboard.press("Home")
     assert canvas(page) == start
+    box = page.locator("#view").bounding_box()
+    page.mouse.move(box["x"] + 100, box["y"] + 100)
+    page.mouse.wheel(0, 120)  # the wheel scrolls slices too
+    assert canvas(page) != start
+    page.keyboard.press("Home")
     page.keyboard.press("3")
     assert canvas(page) != start
     page.keyboard.press("1")
@@ -96,7 +101,6 @@ def test_slice_window_and_heatmap_keys_change_the_pixels(review):
     page.keyboard.press("h")
     assert canvas(page) != start
     page.keyboard.press("h")
-    box = page.locator("#view").bounding_box()
     page.mouse.move(box["x"] + 200, box["y"] + 200)
     page.mouse.down()
     page.mouse.move(box["x"] + 260, box["y"] + 150)

@@ -72,7 +72,6 @@ def analyse_folder(
     result = analyse_volume(
         predictor, series.volume, image_size, series.pixel_spacings[centre], reference
     )
-    l5_s1 = result.levels["l5_s1"]["entropy"]
     score = result.score
     row = {
         "study_id": str(task.study_id),
@@ -97,8 +96,9 @@ def analyse_folder(
             for key in result.levels
             for m in [result[key]]  # points in original pixels
         },
-        "risk_level": thresholds.risk(l5_s1),
-        "lstv_flag": thresholds.flag(l5_s1),
+        # the seed's rule as the study view words it (a NaN entropy is "Unknown", not flagged)
+        "risk_level": view.info["seed"]["risk"],
+        "lstv_flag": view.info["seed"]["flag"],
         **{k: None if v == "" else v for k, v in score.items()},
         "lstv_score_threshold": threshold,
         "thresholds": dataclasses.asdict(thresholds),
