@@ -259,6 +259,12 @@ def test_documented_flags_parse(command):
     else:  # the seed's scripts take lstv infer's and lstv report's flags
         seed = "infer" if command.argv[1] == "src/inference.py" else "report"
         args = [seed, *rewrite(command.argv[2:])]
+    if "..." in args:
+        pytest.fail(
+            f"{command.source}: `{command.text}` elides flags with a bare `...`, which nobody can "
+            f"run: write the command out, with a placeholder of {sorted(PLACEHOLDERS)} where a "
+            "path is the reader's own"
+        )
     try:
         build_parser().parse_args(args)
     except SystemExit as exc:
