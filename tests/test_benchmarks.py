@@ -153,3 +153,14 @@ def test_score_reference_size_benchmark(tmp_path):
     assert "| all 60 |" in out and "| 20 (5 draws) |" in out and "| 40 (5 draws) |" in out
     # a second L5/S1 peak of 0.9 is far outside these normals: every LSTV study is flagged
     assert "100.0% (5/5) | 100.0% (5/5) |" in out
+
+
+@pytest.mark.slow
+def test_phantom_cues_prints_each_subtype():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "phantom_cues.py"), "--n", "3"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for subtype in ("normal", "sacralization_complete", "lumbarization_full"):
+        assert f"| {subtype} |" in proc.stdout

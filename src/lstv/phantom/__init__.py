@@ -39,8 +39,8 @@ the image's horizontal) and ``s1_s2_remnant`` (``none``, ``faint``, ``residual``
 
 Normal spines vary where a score reads, with the spread published for real ones, and each
 transitional cue is drawn from a distribution that overlaps the normal one (constants in
-:mod:`~lstv.phantom.anatomy`; measured on 200 draws per subtype with ``sample_anatomy`` and
-``place_in_image``, mean +- SD):
+:mod:`~lstv.phantom.anatomy`; measured with ``python benchmarks/phantom_cues.py --n 200``, mean
++- SD):
 
 .. list-table:: Cues, their normal and transitional distributions, and the sources
    :header-rows: 1
@@ -51,13 +51,13 @@ transitional cue is drawn from a distribution that overlaps the normal one (cons
      - source
    * - lumbosacral (Ferguson's) angle, ``lumbosacral_angle_deg``
      - S1's upper endplate against the image's horizontal ~ N(44.5, 9.9), 18-71 (measured
-       43.3 +- 9.4), correlated with the lordosis (r = 0.64); the pelvic tilt on the table is
+       43.8 +- 9.3), correlated with the lordosis (r = 0.64); the pelvic tilt on the table is
        the image rotation that realises it
      - sacralized: as normal (S1 is the sacrum); a lumbarized S1 is mobile and squared, its
-       endplate flatter (35 +- 9 rudimentary, 26 +- 9 full): the sacral slope is drawn at S2
+       endplate flatter (33 +- 9 rudimentary, 25 +- 9 full): the sacral slope is drawn at S2
      - Okpala 2014, 274 supine radiographs: 44.5 +- 9.9, range 18-71 (PMC4199170)
    * - lumbar lordosis
-     - segment angles x N(1.2, 0.33): L1-S1 42 +- 10 degrees
+     - segment angles x N(1.2, 0.33): L1-S1 42 +- 10 degrees (measured 41.8 +- 9.9)
      - as normal
      - 30-80 degrees (Hegazy 2014, 93 MRIs); supine 37 +- 13, standing 50 +- 11 (627
        volunteers, PMC6680033)
@@ -67,8 +67,8 @@ transitional cue is drawn from a distribution that overlaps the normal one (cons
      - L5 incidence 22.4 normal vs 32.8 sacralized, about 1.1 SD (Dominguez et al., Eur
        Spine J 2016, 147 volunteers)
    * - L5 wedge, ``l5_wedge_deg``
-     - 5.6 +- 2.5 degrees (lordosis-driven + N(0, 2))
-     - +N(2.5, 2) complete (7.8 +- 3.4), +N(1.5, 2) partial (6.8 +- 3.0)
+     - 5.4 +- 2.6 degrees (lordosis-driven + N(0, 2))
+     - +N(2.5, 2) complete (8.0 +- 3.3), +N(1.5, 2) partial (7.0 +- 3.3)
      - a "rhombus-shaped" sacralized L5 (Tokgoz 2014, 1049 MRIs); no published wedge angle
        found, so the overlap is set to about one SD
    * - L5 height and taper
@@ -88,6 +88,11 @@ transitional cue is drawn from a distribution that overlaps the normal one (cons
      - lumbarized: ``residual`` (rudimentary) or ``full`` (well-formed), about half each
      - an S1/S2 disc persisted in 39% of 56 adult sacra (Nayak et al., J Can Chiropr Assoc
        2016); a lumbarized S1 has a well-formed S1-2 disc (Tokgoz 2014)
+
+Not spread by the literature, and so still a strong cue of the drawing: the distance from L4/L5
+to L5/S1 over the mean spacing above it (disc centres of the drawn column) is 0.95 +- 0.05 in
+normals, 0.88 +- 0.04 in partial and 0.84 +- 0.04 in complete sacralization, about two SD apart,
+because the rudimentary or narrowed L5/S1 disc is drawn as the defining anatomy.
 
 So a sacralized L5 is no longer always shorter, trapezoid and tilted by a fixed share of the
 way to S1: what separates it from a normal L5 beyond the literature's overlap is the defining
