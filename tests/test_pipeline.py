@@ -429,3 +429,31 @@ def test_a_manifest_json_cannot_hold_is_refused_before_any_file(
     assert not any(p.suffix in (".csv", ".json") for p in out.iterdir())
     monkeypatch.setattr(lstv.pipeline, "new_manifest", made)
     assert run_inference(run).n_completed == 1
+
+
+def test_a_run_that_wrote_no_row_resumes(tmp_path, phantom_dataset, tiny_checkpoint, monkeypatch):
+    """17.9: a full disk at the start left a header-only CSV and no manifest, and the same
+    command was then refused ("holds results but no run_manifest.json")."""
+    import errno
+
+    import lstv.rundir
+    from helpers import phantom_infer_config
+    from lstv.results import METRIC_COLUMNS
+
+    out = tmp_path / "run"
+    write = lstv.rundir.write_json_atomic
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(lstv.rundir, "write_json_atomic", full_disk)
+    cfg = phantom_infer_config(phantom_dataset, out, tiny_checkpoint)
+    with pytest.raises(OSError, match="run_manifest.json"):
+        run_inference(cfg)
+    monkeypatch.setattr(lstv.rundir, "write_json_atomic", write)
+    # What an earlier version left there: CSVs with a header and no row, and no manifest.
+    (out / "failures.csv").write_text("study_id,series_id,stage,error\n")
+    with open(out / "lstv_uncertainty_metrics.csv", "w", newline="") as f:
+        csv.writer(f).writerow(METRIC_COLUMNS)
+    summary = run_inference(cfg)
+    assert summary.n_completed + summary.n_failed == summary.n_selected > 0

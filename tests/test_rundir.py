@@ -226,3 +226,29 @@ def test_a_manifest_takes_its_settings_from_the_inference_config():
     )
     assert manifest.command == "lstv infer" and manifest.valid_ids == "models/valid_id.npy"
     assert manifest.input_dir == "in" and manifest.status == "complete"
+
+
+def test_a_full_disk_while_appending_names_the_file(tmp_path, monkeypatch):
+    """17.9: a full disk at the start of a run said "No space left on device" and no file."""
+    import errno
+
+    from lstv.rundir import CsvAppender
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=r"cannot write .*metrics.csv: No space left on device"):
+        CsvAppender(tmp_path / "metrics.csv", ["study_id"])
+
+
+def test_only_csvs_with_rows_hold_results(tmp_path):
+    from lstv.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.metrics_appender(["study_id", "x"]).close()
+    run.failures_appender().close()
+    assert run.files_with_rows() == []
+    with run.failures_appender() as failures:
+        failures.write({"study_id": "1", "series_id": "", "stage": "read", "error": "gone"})
+    assert run.files_with_rows() == [run.failures_csv]

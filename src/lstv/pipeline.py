@@ -158,24 +158,23 @@ def check_resumable(run_dir: RunDir, manifest: Manifest) -> None:
         ValueError: the folder holds results of other settings, of another version's columns,
             or results whose manifest is missing or unreadable.
     """
-    has_results = any(
-        p.is_file() and p.stat().st_size > 0 for p in (run_dir.metrics_csv, run_dir.failures_csv)
-    )
-    if not has_results:
-        return
     if run_dir.metrics_csv.is_file() and run_dir.metrics_csv.stat().st_size > 0:
         check_header(run_dir.metrics_csv, METRIC_COLUMNS)
+    holding = run_dir.files_with_rows()
+    if not holding:
+        return  # nothing written yet (or only headers): a start that failed resumes
+    which = " and ".join(p.name for p in holding)
     try:
         previous = run_dir.read_manifest()
     except ValueError as exc:
         raise ValueError(
-            f"{run_dir.path} holds results but its manifest cannot be read ({exc}); "
+            f"{run_dir.path} holds results ({which}) but its manifest cannot be read ({exc}); "
             "use a new --output_dir"
         ) from exc
     if previous is None:
         raise ValueError(
-            f"{run_dir.path} holds results but no {run_dir.manifest_json.name}, so how they were "
-            "made is unknown; use a new --output_dir"
+            f"{run_dir.path} holds results ({which}) but no {run_dir.manifest_json.name}, so "
+            "how they were made is unknown; use a new --output_dir"
         )
     differences = previous.differences(manifest)
     if differences:

@@ -238,25 +238,38 @@ class CsvAppender:
         if exists:
             check_header(self.path, self.columns)
             drop_partial_last_row(self.path)
-        self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
-        if not exists:
-            self._writer.writeheader()
-            self._flush()
+        with self._naming_the_file():
+            self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self._writer = csv.DictWriter(
+                self._file, fieldnames=self.columns, extrasaction="raise"
+            )
+            if not exists:
+                self._writer.writeheader()
+                self._flush()
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A full disk or an I/O error says which file it could not write."""
+        try:
+            yield
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     def _flush(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with self._naming_the_file():
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def write(self, row: dict, sync: bool = True) -> None:
         """Append one row, handed to the OS at once (a killed run keeps it); with ``sync`` also
         on the disk (a power cut keeps it). An fsync costs milliseconds, so a run writing many
         rows in a batch passes ``sync=False`` and calls :meth:`sync` once per batch."""
-        self._writer.writerow(row)
-        if sync:
-            self._flush()
-        else:
-            self._file.flush()
+        with self._naming_the_file():
+            self._writer.writerow(row)
+            if sync:
+                self._flush()
+            else:
+                self._file.flush()
 
     def sync(self) -> None:
         """Everything written so far is on the disk."""
@@ -533,6 +546,24 @@ class RunDir:
         return manifest.thresholds
 
     # -- metrics and failures
+
+    def files_with_rows(self) -> list[Path]:
+        """The metrics and failure CSVs that hold at least one row: a file with only its header
+        (a run stopped before its first study, e.g. by a full disk) holds no result."""
+        found = []
+        for path in (self.metrics_csv, self.failures_csv):
+            if not path.is_file():
+                continue
+            with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+                reader = csv.reader(f)
+                try:
+                    next(reader, None)
+                    has_row = any(row for row in reader)
+                except csv.Error:
+                    has_row = True  # unreadable is not empty
+            if has_row:
+                found.append(path)
+        return found
 
     def completed_study_ids(self) -> set[str]:
         """Studies with a whole row in the metrics CSV (a rerun skips them), as text."""
