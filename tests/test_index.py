@@ -285,3 +285,59 @@ def test_two_patients_sharing_a_study_uid_are_kept_apart_with_a_warning(
     for r in result.rows:
         by_id.setdefault(r["study_id"], set()).add(r["path"].split("/")[0])
     assert sorted(map(sorted, by_id.values())) == [["PAT-A"], ["PAT-B"]]
+
+
+def test_an_enhanced_file_mixing_planes_is_indexed_as_mixed_and_refused_in_plain_words(tmp_path):
+    """17.13: 3 axial frames among sagittal ones were indexed as sagittal (3 frames probed),
+    then failed in lstv infer with a geometry message."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from lstv.dicom import SeriesReadError, read_series
+
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file("emri_small.dcm"))
+    shared, measures, plane = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing = [0.9, 0.8]
+    plane.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([plane])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in range(10):
+        item, where = Dataset(), Dataset()
+        where.ImagePositionPatient = [-6.0 + 1.2 * k, -30.0, 40.0 + k]
+        item.PlanePositionSequence = Sequence([where])
+        if k in (1, 2, 3):  # not the first, middle or last frame
+            axial = Dataset()
+            axial.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            item.PlaneOrientationSequence = Sequence([axial])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    (tmp_path / "export").mkdir()
+    ds.save_as(tmp_path / "export" / "IM0001")
+    (row,) = index_tree(tmp_path / "export", num_workers=1).rows
+    assert row["orientation"] == "mixed"
+    with pytest.raises(SeriesReadError, match=r"IM0001: 7 sagittal and 3 axial slices in one"):
+        read_series([tmp_path / "export" / "IM0001"])
+
+
+def test_a_dicomdir_with_broken_offsets_is_named_in_plain_words(tmp_path, phantom_dataset, caplog):
+    """17.13: "unreadable DICOMDIR (7402)" said nothing a user could act on."""
+    from pydicom.fileset import FileSet
+
+    study_id, series_id, _ = read_series_table(phantom_dataset.series_csv)[0]
+    files = sorted((phantom_dataset.images_dir / str(study_id) / str(series_id)).glob("*.dcm"))
+    fileset = FileSet()
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.PatientID = "PHANTOM"
+        fileset.add(ds)
+    fileset.write(tmp_path / "cd")
+    dicomdir = pydicom.dcmread(tmp_path / "cd" / "DICOMDIR")
+    dicomdir.DirectoryRecordSequence[0].OffsetOfTheNextDirectoryRecord = 7402
+    dicomdir.save_as(tmp_path / "cd" / "DICOMDIR")
+    with caplog.at_level("WARNING", logger="lstv.index"):
+        result = index_tree(tmp_path / "cd", num_workers=1)
+    assert "record points to byte 7402 of the DICOMDIR, where no record starts" in caplog.text
+    assert "walking the folders instead" in caplog.text
+    assert [r["n_instances"] for r in result.rows] == [len(files)]

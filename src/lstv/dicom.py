@@ -72,6 +72,50 @@ def pixel_to_patient(position, orientation, pixel_spacing, x: float, y: float) -
     )
 
 
+# A plane is named after the patient axis its normal is within 30 degrees of; else oblique.
+PLANE_COSINE = float(np.cos(np.radians(30)))
+_PLANES = ("sagittal", "coronal", "axial")  # normal along x (L-R), y (A-P), z (S-I)
+
+
+def plane_of(orientation) -> str:
+    """``sagittal``, ``coronal``, ``axial`` or ``oblique`` for an ImageOrientationPatient."""
+    o = np.asarray(orientation, dtype=np.float64)
+    if o.shape != (6,) or not np.all(np.isfinite(o)):
+        return "unknown"
+    normal = np.cross(o[:3], o[3:])
+    length = float(np.linalg.norm(normal))
+    if length < 1e-6:
+        return "unknown"
+    normal = np.abs(normal) / length
+    axis = int(np.argmax(normal))
+    return _PLANES[axis] if normal[axis] >= PLANE_COSINE else "oblique"
+
+
+def check_one_plane(slices) -> None:
+    """Refuse slices of several anatomical planes in one series (a localizer's axial frames
+    inside a sagittal Enhanced MR file, a mixed export): their volume would mean nothing.
+
+    Raises:
+        SeriesReadError: says how many slices lie in each plane, and in which files.
+    """
+    from collections import Counter
+
+    planes = [plane_of(s.orientation) for s in slices]
+    counts = Counter(planes)
+    if len(counts) < 2:
+        return
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    minority = {p for p, _ in ranked[1:]}
+    pairs = zip(slices, planes, strict=True)
+    files = sorted({Path(s.path).name for s, plane in pairs if plane in minority})
+    more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+    counted = " and ".join(f"{n} {plane}" for plane, n in ranked)
+    raise SeriesReadError(
+        f"{', '.join(files[:3])}{more}: {counted} slices in one series; lstv reads one "
+        "sagittal stack (is a localizer or another series among its files?)"
+    )
+
+
 def normalise_to_uint8(
     volume: np.ndarray | Sequence[np.ndarray],
     lower: float = LOWER_PERCENTILE,
@@ -501,8 +545,9 @@ def validate_geometry(slices) -> None:
 
     Each slice (anything with ``path``, ``position``, ``orientation`` and ``spacing``) needs a
     finite 3-vector position, two finite, unit, orthogonal direction cosines and a finite,
-    positive, plausible pixel spacing; and slices that share an orientation must not all lie
-    at one position along their normal (file-name order is no order).
+    positive, plausible pixel spacing; all slices must lie in one anatomical plane; and slices
+    that share an orientation must not all lie at one position along their normal (file-name
+    order is no order).
 
     Raises:
         SeriesReadError: names the file and the attribute.
@@ -526,6 +571,7 @@ def validate_geometry(slices) -> None:
                 f"{name}: PixelSpacing {spacing.tolist()} mm is outside "
                 f"{MIN_PIXEL_SPACING_MM:g}..{MAX_PIXEL_SPACING_MM:g} mm"
             )
+    check_one_plane(slices)
     _check_positions_distinct(slices)
 
 

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lstv.dicom import NotRegularFileError, folder_files, frame_geometry, open_regular
+from lstv.dicom import (
+    MAX_FRAMES,
+    NotRegularFileError,
+    folder_files,
+    frame_geometry,
+    open_regular,
+    plane_of,
+)
 from lstv.rundir import write_csv_atomic
 from lstv.studies import join_paths
 
@@ -52,9 +59,6 @@ INDEX_COLUMNS = (
 )
 MAX_EXACT_ID = 2**53  # spreadsheets hold integers below this exactly
 DICOMDIR = "DICOMDIR"
-# A plane is named after the patient axis its normal is within 30 degrees of; else oblique.
-PLANE_COSINE = float(np.cos(np.radians(30)))
-_PLANES = ("sagittal", "coronal", "axial")  # normal along x (L-R), y (A-P), z (S-I)
 
 
 def uid_to_id(uid: str) -> int:
@@ -68,20 +72,6 @@ def uid_to_id(uid: str) -> int:
         return int(uid)
     digest = hashlib.sha256(uid.encode("ascii", "replace")).digest()
     return int.from_bytes(digest[:8], "big") % (MAX_EXACT_ID - 1) + 1
-
-
-def plane_of(orientation) -> str:
-    """``sagittal``, ``coronal``, ``axial`` or ``oblique`` for an ImageOrientationPatient."""
-    o = np.asarray(orientation, dtype=np.float64)
-    if o.shape != (6,) or not np.all(np.isfinite(o)):
-        return "unknown"
-    normal = np.cross(o[:3], o[3:])
-    length = float(np.linalg.norm(normal))
-    if length < 1e-6:
-        return "unknown"
-    normal = np.abs(normal) / length
-    axis = int(np.argmax(normal))
-    return _PLANES[axis] if normal[axis] >= PLANE_COSINE else "oblique"
 
 
 def _number(value) -> float | None:
@@ -165,9 +155,9 @@ def read_header(path: str) -> InstanceHeader | str:
         if not study_uid or not series_uid:
             return "no study or series UID"
         n_frames = int(_number(ds.get("NumberOfFrames")) or 1)
-        # One orientation per frame of an enhanced file is costly for long series: the planes
-        # of the first, middle and last frame say whether the file mixes planes.
-        probe = sorted({0, n_frames // 2, n_frames - 1})
+        # Every frame's plane (a localizer's few frames may sit anywhere in an enhanced file);
+        # a file declaring more frames than any series holds is refused when read anyway.
+        probe = range(n_frames) if n_frames <= MAX_FRAMES else (0, n_frames - 1)
         planes = tuple(sorted({plane_of(frame_geometry(ds, f)[1] or ()) for f in probe}))
         tr = _number(ds.get("RepetitionTime"))
         te = _number(ds.get("EchoTime"))
@@ -228,8 +218,21 @@ def dicomdir_files(dicomdir: Path) -> list[Path] | None:
         fileset = FileSet(pydicom.dcmread(dicomdir))
         return sorted({Path(instance.path) for instance in fileset})
     except Exception as exc:
-        log.warning("%s: unreadable DICOMDIR (%s); walking the folders instead", dicomdir, exc)
+        log.warning(
+            "%s: unreadable DICOMDIR (%s); walking the folders instead", dicomdir, _why(exc)
+        )
         return None
+
+
+def _why(exc: Exception) -> str:
+    """What is wrong with a DICOMDIR, in words (pydicom raises a bare KeyError of the offset
+    when a record points where no record starts)."""
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], int):
+        return (
+            f"a directory record points to byte {exc.args[0]} of the DICOMDIR, where no record "
+            "starts: the file is damaged"
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def candidate_files(
