@@ -457,3 +457,32 @@ def test_a_run_that_wrote_no_row_resumes(tmp_path, phantom_dataset, tiny_checkpo
         csv.writer(f).writerow(METRIC_COLUMNS)
     summary = run_inference(cfg)
     assert summary.n_completed + summary.n_failed == summary.n_selected > 0
+
+
+def test_infer_refuses_a_bad_reference_before_any_work(
+    tmp_path, phantom_dataset, tiny_checkpoint, capsys
+):
+    """17.3: ``lstv infer --reference`` with threshold "5.0" printed "0 of 4 studies done,
+    4 failed" and exited 0."""
+    from helpers import normal_features
+    from lstv.cli import main
+    from lstv.model import file_sha256
+    from lstv.score import fit_reference
+
+    ref = fit_reference(normal_features(np.random.default_rng(1), 25), file_sha256(tiny_checkpoint))
+    data = json.loads(ref.save(tmp_path / "ref.json").read_text())
+    (tmp_path / "bad.json").write_text(json.dumps(dict(data, threshold="5.0")))
+    out = tmp_path / "run"
+    code = main([
+        "infer",
+        "--input_dir", str(phantom_dataset.images_dir),
+        "--series_csv", str(phantom_dataset.series_csv),
+        "--output_dir", str(out),
+        "--checkpoint", str(tiny_checkpoint),
+        "--valid_ids", str(phantom_dataset.valid_ids_path),
+        "--reference", str(tmp_path / "bad.json"),
+        "--mode", "prod", "--device", "cpu", "--num_workers", "0", "--quiet",
+    ])  # fmt: skip
+    assert code == 2
+    assert "bad.json: field 'threshold'" in capsys.readouterr().err
+    assert not out.exists()  # before any work: not even the output folder

@@ -303,3 +303,103 @@ def test_drift_check_fires_on_a_shifted_set_and_stays_silent_on_a_like_one():
     assert found["drift"] is True and list(found["features"]) == ["l5_s1_entropy"]
     assert "lstv calibrate" in found["note"]
     assert drift_check(ref, shifted[:5])["drift"] is None
+
+
+# --- a reference validated completely at load (issue 17.3, 17.4) ------------------------------
+
+
+def _reference_json(tmp_path) -> dict:
+    raw = normal_features(np.random.default_rng(4), 25)
+    return json.loads(fit_reference(raw, SHA_A).save(tmp_path / "good.json").read_text())
+
+
+def _with(data: dict, path: str, value) -> dict:
+    """A copy of ``data`` with the field at ``path`` ("scale.l5_s1_peak2") set to ``value``."""
+    data = json.loads(json.dumps(data))
+    *parents, last = path.split(".")
+    target = data
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return data
+
+
+BAD_REFERENCES = [
+    # (field, value, what the message says) -- 17.3: each crashed or failed every study
+    ("threshold", "5.0", "threshold.*not a number"),
+    ("threshold", 10**400, "threshold.*not a finite number"),
+    ("threshold", True, "threshold.*not a number"),
+    ("threshold", None, "threshold.*not a number"),
+    ("log_offset", "x", "log_offset.*not a number"),
+    ("log_features", 5, "log_features.*list of feature names"),
+    ("log_features", ["l5_s1_nonsense"], "log_features.*not among its features"),
+    ("features", [], "features.*empty"),
+    ("features", "l5_s1_peak2", "features.*list of feature names"),
+    ("features", ["l5_s1_peak2", "l5_s1_nonsense"], "features.*unknown feature 'l5_s1_nonsense'"),
+    ("features", ["l5_s1_peak2", "l5_s1_peak2"], "features.*twice"),
+    ("centre", {}, "centre.*no value for l4_l5_entropy"),
+    ("centre.l5_s1_peak2", "1", "centre.*l5_s1_peak2.*not a number"),
+    ("centre.l5_s1_peak2", float("nan"), "centre.*l5_s1_peak2.*not a finite number"),
+    ("scale.l5_s1_peak2", -1.0, "scale.*l5_s1_peak2.*positive scale"),
+    ("n", 0, "n.*whole number of studies"),
+    ("n", 2.5, "n.*whole number of studies"),
+    ("target_specificity", 2, "target_specificity.*between 0 and 1"),
+    ("checkpoint_sha256", 5, "checkpoint_sha256.*text"),
+    # 17.4: accepted, then wrong scores without a word
+    ("threshold", -5, "threshold.*below 0: every study would be flagged"),
+    ("scale.l5_s1_peak2", float("inf"), "scale.*l5_s1_peak2.*not a finite number"),
+    ("scale.l5_s1_peak2", 1e-320, "scale.*l5_s1_peak2.*too small"),
+    ("log_offset", -1, "log_offset.*positive"),
+    ("log_offset", 0, "log_offset.*positive"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), BAD_REFERENCES)
+def test_a_bad_reference_is_refused_at_load_naming_file_and_field(tmp_path, field, value, message):
+    data = _with(_reference_json(tmp_path), field, value)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"bad.json.*{message}") as caught:
+        read_reference(path)
+    assert f"'{field.split('.')[0]}'" in str(caught.value)  # the field, by name
+
+
+def test_deep_nesting_and_huge_numbers_are_a_clear_error(tmp_path):
+    """17.3: 200,000 nested '[' was a RecursionError traceback."""
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match="deep.json is not valid JSON.*nested too deeply"):
+        read_reference(path)
+    path.write_text('{"format": "lstv-score-reference", "version": 1, "n": ' + "9" * 5000 + "}")
+    with pytest.raises(ValueError, match="deep.json"):
+        read_reference(path)
+
+
+def test_a_good_reference_still_loads_and_scores(tmp_path):
+    data = _reference_json(tmp_path)
+    ref = read_reference(tmp_path / "good.json")
+    assert ref.to_dict() == data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("rule", "median", "rule.*not one of max_abs_z, mahalanobis"),
+        ("covariance", [[1.0]], "covariance.*not a 3 x 3 matrix"),
+        ("covariance", [[1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]], "covariance.*positive definite"),
+        ("location", {}, "location.*no value for"),
+        ("normal_range.l5_s1_peak2", [0.5, 0.1], "normal_range.*l5_s1_peak2: low"),
+        ("one_sided", ["l4_l5_entropy"], "one_sided.*not among its features"),
+    ],
+)
+def test_score_v2_fields_are_validated_by_the_same_function(tmp_path, field, value, message):
+    raw = normal_features(np.random.default_rng(4), 40)
+    from lstv.score import V2_FEATURES
+
+    columns = [FEATURES.index(f) for f in V2_FEATURES]
+    ref = fit_reference(raw[:, columns], SHA_A, features=V2_FEATURES, rule="mahalanobis")
+    data = _with(json.loads(ref.save(tmp_path / "v2.json").read_text()), field, value)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"bad.json: field .*{message}"):
+        read_reference(tmp_path / "bad.json")
+    assert read_reference(tmp_path / "v2.json") == ref

@@ -25,7 +25,7 @@ from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row, save_heatmaps
 from lstv.rundir import Manifest, RunDir, check_header, json_safe, non_finite_keys, utc_now
 from lstv.sample import Failure, Sample, SampleReader, iter_samples
-from lstv.scoring import resolve_reference
+from lstv.scoring import load_reference, resolve_reference
 from lstv.studies import (
     StudyTask,
     filter_valid,
@@ -351,6 +351,8 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
     if not Path(config.input_dir).is_dir():
         raise FileNotFoundError(f"--input_dir not found: {config.input_dir}")
     tasks, validated = select_tasks(config)
+    if config.reference is not None:  # a bad reference stops the run before any work
+        load_reference(config.reference)
     if predictor is None:
         _check_checkpoint_exists(config.checkpoint)
     run_dir = RunDir(config.output_dir)

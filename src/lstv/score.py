@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -346,7 +346,8 @@ class Reference:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "reference") -> Reference:
-        """Read a reference written by :meth:`to_dict`; a ValueError naming ``source``."""
+        """Read a reference written by :meth:`to_dict`, every field checked first
+        (:func:`validate_reference`); a ValueError naming ``source`` and the field."""
         if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
             raise ValueError(f"{source} is not an LSTV score reference (written by lstv calibrate)")
         if data.get("version") not in READABLE_VERSIONS:
@@ -355,31 +356,12 @@ class Reference:
                 f"versions {', '.join(map(str, READABLE_VERSIONS))}: fit it again with lstv "
                 "calibrate"
             )
+        validate_reference(data, source)
         names = set(cls.__dataclass_fields__) - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names | {"format", "version"}}
-        try:
-            ref = cls(**known, extra=extra)
-            features = tuple(ref.features)
-            for name in features:
-                split_feature(name)
-                if not (math.isfinite(ref.centre[name]) and ref.scale[name] > 0):
-                    raise ValueError(f"feature {name} has no finite centre and positive scale")
-            threshold = float(ref.threshold)
-            if not math.isfinite(threshold):
-                raise ValueError(f"threshold {ref.threshold} is not a finite number")
-            _check_rule(ref, features)
-        except (TypeError, KeyError, ValueError) as exc:
-            raise ValueError(f"{source} is not a valid reference: {exc}") from exc
-        return ref.__class__(
-            **{
-                **known,
-                "features": features,
-                "log_features": tuple(ref.log_features),
-                "one_sided": tuple(ref.one_sided),
-            },
-            extra=extra,
-        )
+        tuples = ("features", "log_features", "one_sided")
+        return cls(**{**known, **{k: tuple(known[k]) for k in tuples if k in known}}, extra=extra)
 
     def save(self, path: str | Path) -> Path:
         from lstv.rundir import write_json_atomic
@@ -387,23 +369,211 @@ class Reference:
         return write_json_atomic(path, self.to_dict())
 
 
-def _check_rule(ref: Reference, features: tuple[str, ...]) -> None:
-    """The rule's own fields: a known rule; for ``mahalanobis`` a finite location per feature
-    and a symmetric, positive definite covariance of the features' size."""
-    if ref.rule not in RULES:
-        raise ValueError(f"rule {ref.rule!r} is not one of {RULES}")
-    if unknown := set(ref.one_sided) - set(features):
-        raise ValueError(f"one-sided features {sorted(unknown)} are not among its features")
-    if ref.rule != "mahalanobis":
+# --------------------------------------------------------------------------- validation
+
+# Features a reference may name.
+KNOWN_FEATURES = FEATURES + GEOMETRY_FEATURES
+# A spread below this is no spread: z-scores would overflow to infinity and read as missing.
+MIN_SCALE = 1e-12
+
+
+def _finite(value) -> float:
+    """``value`` as a finite float: a JSON number, not text, not true/false, not null."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{_shown(value)} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{_shown(value)} is not a finite number")
+    return number
+
+
+def _shown(value) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**20:
+        return f"a {len(str(abs(value)))}-digit number"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _names(value, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{_shown(value)} is not a list of {what}")
+    return value
+
+
+def _check_features(value, data) -> None:
+    names = _names(value, "feature names")
+    if not names:
+        raise ValueError("is empty: a reference scores at least one feature")
+    for name in names:
+        if name not in KNOWN_FEATURES:
+            raise ValueError(f"unknown feature {name!r} (known: {', '.join(KNOWN_FEATURES)})")
+    if len(set(names)) != len(names):
+        raise ValueError("names a feature twice")
+
+
+def _check_log_features(value, data) -> None:
+    extra = set(_names(value, "feature names")) - set(data["features"])
+    if extra:
+        raise ValueError(f"{sorted(extra)} are not among its features")
+
+
+def _per_feature(check):
+    """A check of a ``{feature: number}`` field: every feature present, each value checked."""
+
+    def check_field(value, data) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{_shown(value)} is not an object of feature -> number")
+        for name in data["features"]:
+            if name not in value:
+                raise ValueError(f"no value for {name}")
+            try:
+                check(_finite(value[name]))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+
+    return check_field
+
+
+def _positive_scale(number: float) -> None:
+    if number <= 0:
+        raise ValueError(f"{number!r} is not a positive scale (spread)")
+    if number < MIN_SCALE:
+        raise ValueError(f"{number!r} is too small a spread (below {MIN_SCALE:g}): z overflows")
+
+
+def _check_threshold(value, data) -> None:
+    if _finite(value) < 0:
+        raise ValueError(f"{value!r} is below 0: every study would be flagged (scores are >= 0)")
+
+
+def _check_log_offset(value, data) -> None:
+    if _finite(value) <= 0:
+        raise ValueError(f"{value!r} is not positive: log features would be NaN or -infinity")
+
+
+def _check_n(value, data) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{_shown(value)} is not a whole number of studies >= 1")
+
+
+def _check_specificity(value, data) -> None:
+    if value is not None and not 0 < _finite(value) <= 1:
+        raise ValueError(f"{value!r} is not between 0 and 1 (or null)")
+
+
+def _text(optional: bool):
+    def check(value, data) -> None:
+        if not (isinstance(value, str) or (optional and value is None)):
+            raise ValueError(f"{_shown(value)} is not text" + (" (or null)" if optional else ""))
+
+    return check
+
+
+def _check_object(value, data) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{_shown(value)} is not an object")
+
+
+def _check_rule(value, data) -> None:
+    if value not in RULES:
+        raise ValueError(f"{_shown(value)} is not one of {', '.join(RULES)}")
+
+
+def _check_one_sided(value, data) -> None:
+    extra = set(_names(value, "feature names")) - set(data["features"])
+    if extra:
+        raise ValueError(f"{sorted(extra)} are not among its features")
+
+
+def _check_location(value, data) -> None:
+    if data.get("rule") == "mahalanobis":
+        _per_feature(lambda number: None)(value, data)
+    else:
+        _check_object(value, data)
+
+
+def _check_covariance(value, data) -> None:
+    """For the Mahalanobis rule: a finite, symmetric, positive definite matrix of the
+    features' size."""
+    if not isinstance(value, list):
+        raise ValueError(f"{_shown(value)} is not a matrix (a list of rows)")
+    if data.get("rule") != "mahalanobis":
         return
-    location = [float(ref.location[f]) for f in features]
-    cov = np.asarray(ref.covariance, dtype=float)
-    if not all(math.isfinite(v) for v in location):
-        raise ValueError("the Mahalanobis location is not finite")
-    if cov.shape != (len(features), len(features)) or not np.isfinite(cov).all():
-        raise ValueError(f"the covariance is not a finite {len(features)} x {len(features)} matrix")
+    k = len(data["features"])
+    if len(value) != k or not all(isinstance(row, list) and len(row) == k for row in value):
+        raise ValueError(f"is not a {k} x {k} matrix (one row and column per feature)")
+    cov = np.array([[_finite(v) for v in row] for row in value])
     if not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() <= 0:
-        raise ValueError("the covariance is not symmetric positive definite")
+        raise ValueError("is not symmetric positive definite")
+
+
+def _check_normal_range(value, data) -> None:
+    _check_object(value, data)
+    for name, bounds in value.items():
+        if name not in data["features"]:
+            raise ValueError(f"{name!r} is not among its features")
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise ValueError(f"{name}: {_shown(bounds)} is not [low, high]")
+        low, high = (_finite(b) for b in bounds)
+        if low > high:
+            raise ValueError(f"{name}: low {low:g} is above high {high:g}")
+
+
+# Every field of a reference and its check, features first (the others are checked against
+# them). A check takes (value, the whole reference) and raises ValueError saying what is wrong.
+REFERENCE_FIELDS = {
+    "features": _check_features,
+    "log_features": _check_log_features,
+    "centre": _per_feature(lambda number: None),
+    "scale": _per_feature(_positive_scale),
+    "scale_rule": _check_object,
+    "n": _check_n,
+    "threshold": _check_threshold,
+    "threshold_rule": _text(optional=False),
+    "checkpoint_sha256": _text(optional=True),
+    "target_specificity": _check_specificity,
+    "reference_studies": _text(optional=False),
+    "created_at": _text(optional=False),
+    "lstv_version": _text(optional=False),
+    "log_offset": _check_log_offset,
+    # score v2
+    "rule": _check_rule,
+    "one_sided": _check_one_sided,
+    "location": _check_location,
+    "covariance": _check_covariance,
+    "normal_range": _check_normal_range,
+    "extra": _check_object,
+}
+
+
+def validate_reference(data: dict, source: str = "reference") -> None:
+    """Check every field of a reference's JSON before it is used, so a bad file stops a
+    command before any work instead of failing each study or scoring wrongly in silence.
+
+    Types (numbers are JSON numbers, not text), finiteness, positive spreads, known
+    features, a non-empty feature list, a finite threshold >= 0, a positive log offset, and
+    for score v2 a known rule and, for the Mahalanobis rule, a finite location and a
+    symmetric positive definite covariance. A new field gets its check in
+    :data:`REFERENCE_FIELDS`.
+
+    Raises:
+        ValueError: ``"{source}: field 'name': what is wrong"``, for the first bad field.
+    """
+    required = {
+        f.name for f in fields(Reference) if f.default is MISSING and f.default_factory is MISSING
+    }
+    for name, check in REFERENCE_FIELDS.items():
+        if name not in data:
+            if name in required:
+                raise ValueError(f"{source}: field {name!r} is missing")
+            continue
+        try:
+            check(data[name], data)
+        except ValueError as exc:
+            raise ValueError(f"{source}: field {name!r}: {exc}") from None
 
 
 def read_reference(path: str | Path) -> Reference:
@@ -418,7 +588,9 @@ def read_reference(path: str | Path) -> Reference:
         raise FileNotFoundError(f"reference not found: {path}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise ValueError(f"reference {path} is not valid JSON: nested too deeply") from exc
+    except (OSError, ValueError) as exc:  # JSONDecodeError, bad UTF-8, a 5000-digit number
         raise ValueError(f"reference {path} is not valid JSON: {exc}") from exc
     return Reference.from_dict(data, f"reference {path}")
 
