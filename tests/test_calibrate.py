@@ -61,3 +61,29 @@ def test_calibrate_needs_the_manifest_and_the_feature_columns(tmp_path):
     csv_path = write_run(tmp_path / "old", rows)
     with pytest.raises(ValueError, match="lacks the feature columns l5_s1_top100_entropy"):
         calibrate(csv_path, tmp_path / "r.json", **V1)
+
+
+def test_duplicated_rows_count_once(tmp_path, caplog):
+    """17.11: "reference of 5 studies" from 3 normal studies, two of them listed twice."""
+    rows = rows_from(normal_features(np.random.default_rng(2), 3))
+    csv_path = write_run(tmp_path / "run", rows + rows[:2])
+    with caplog.at_level(logging.WARNING):
+        ref = calibrate(csv_path, tmp_path / "ref.json", **V1)
+    assert ref.n == 3
+    assert "2 duplicate rows of the same studies, counted once" in caplog.text
+
+
+def test_calibrate_on_an_unfinished_run_says_so(tmp_path, caplog):
+    """17.12: calibrate ran on an interrupted run without a word (lstv score refuses one
+    still running)."""
+    from lstv.rundir import RunDir
+
+    rows = rows_from(normal_features(np.random.default_rng(2), 6))
+    csv_path = write_run(tmp_path / "run", rows)
+    run = RunDir(tmp_path / "run")
+    run.write_manifest(run.read_manifest().replace(status="interrupted", n_selected=10,
+                                                   n_completed=6, finished_at=None))  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        ref = calibrate(csv_path, tmp_path / "ref.json", **V1)
+    assert "unfinished run" in caplog.text and "interrupted, 6 of 10 studies done" in caplog.text
+    assert "unfinished run" in ref.reference_studies

@@ -628,3 +628,17 @@ def test_the_credits_name_the_checkpoint_the_run_used(tmp_path, infer_output):
     ).read_text()
     footer = html[html.index("<footer>") :]
     assert "localizer checkpoint: tiny.pth (SHA-256 " in footer and "hengck23" not in footer
+
+
+def test_a_report_of_an_unfinished_run_says_so(tmp_path):
+    """17.12: lstv report rendered an interrupted run as if it were whole."""
+    csv = make_run(tmp_path / "run", n=4, heatmaps=False)
+    run = RunDir(csv.parent)
+    run.write_manifest(
+        run.read_manifest().replace(status="interrupted", n_selected=9, n_completed=4)
+    )
+    html = build_report(csv, tmp_path / "r.html").read_text()
+    assert 'id="unfinished-banner"' in html
+    assert "interrupted, 4 of 9 studies done" in html
+    done = build_report(make_run(tmp_path / "done", n=4, heatmaps=False), tmp_path / "d.html")
+    assert 'id="unfinished-banner"' not in done.read_text()

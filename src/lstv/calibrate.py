@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstv.rundir import refuse_overwriting
+from lstv.rundir import RunDir, refuse_overwriting
 from lstv.score import (
     DEFAULT_TARGET_SPECIFICITY,
     FEATURES,
@@ -63,6 +63,25 @@ def reference_rows(
     return chosen, f"{len(chosen)} studies labelled normal in {Path(labels_path).name}{unsure}"
 
 
+def once_per_study(rows: list[dict], csv_path: Path) -> list[dict]:
+    """The first row of each study: a study listed twice (a merge of overlapping shards, a
+    hand-made CSV) must not count twice in the reference."""
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        study = str(row.get("study_id", "")).strip()
+        if study not in seen:
+            seen.add(study)
+            unique.append(row)
+    if len(unique) < len(rows):
+        log.warning(
+            "%s: %d duplicate rows of the same studies, counted once",
+            csv_path,
+            len(rows) - len(unique),
+        )
+    return unique
+
+
 def calibrate(
     csv_path: str | Path,
     output: str | Path,
@@ -91,7 +110,17 @@ def calibrate(
     features = V2_FEATURES if rule == "mahalanobis" else FEATURES
     _, rows = read_run_csv(csv_path, features)
     sha = run_manifest(csv_path).checkpoint_sha256
-    chosen, described = reference_rows(rows, labels_path, csv_path)
+    unfinished = RunDir(csv_path.parent).unfinished()
+    if unfinished:
+        log.warning(
+            "%s is from %s: the reference is fitted on the studies done so far; finish the run "
+            "(the same lstv infer command resumes it) for a reference of all its studies",
+            csv_path,
+            unfinished,
+        )
+    chosen, described = reference_rows(once_per_study(rows, csv_path), labels_path, csv_path)
+    if unfinished:
+        described += f", of {unfinished}"
     raw = feature_matrix(chosen, features, str(csv_path))
     complete = np.isfinite(raw).all(axis=1)
     if rule == "mahalanobis" and complete.sum() <= 2 * (len(features) + 1):

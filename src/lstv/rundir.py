@@ -531,6 +531,41 @@ class RunDir:
             return None
         return Manifest.from_json(self.manifest_json)
 
+    def unfinished(self) -> str | None:
+        """``"an unfinished run (...)"`` saying how far the run got, or None when its manifest
+        says it completed (or there is no readable manifest: nothing to say)."""
+        try:
+            manifest = self.read_manifest()
+        except ValueError:
+            return None
+        if manifest is None or manifest.status == "complete" or manifest.shards is not None:
+            return None
+        if manifest.status == "running":
+            how = (
+                "still in progress: another lstv run holds the folder"
+                if self.is_locked()
+                else "its process ended before it finished"
+            )
+        else:
+            how = f"{manifest.status}, {manifest.n_completed} of {manifest.n_selected} studies done"
+        return f"an unfinished run ({how})"
+
+    def is_locked(self) -> bool:
+        """Whether a run holds the folder now (without taking or creating the lock)."""
+        import fcntl
+
+        try:
+            handle = open(self.lock_file)  # noqa: SIM115 - closed below
+        except OSError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def write_manifest(self, manifest: Manifest) -> Path:
         return manifest.to_json(self.manifest_json)
 

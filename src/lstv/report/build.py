@@ -170,6 +170,7 @@ def build_report(
         "provenance": _provenance(manifest) if manifest else [],
         "run_checkpoint": _checkpoint_summary(manifest),
         "validation_off": bool(manifest) and manifest.get("validation_filter") is False,
+        "unfinished": RunDir(Path(manifest_path).parent).unfinished() if manifest else None,
         "failures": (failures or [])[:MAX_FAILURE_ROWS],
         "n_failures_hidden": max(0, len(failures or []) - MAX_FAILURE_ROWS),
         "failures_note": failures_note,
