@@ -129,3 +129,49 @@ def test_infer_with_a_reference_scores_as_lstv_score_does(
     with pytest.raises(ValueError, match=SHA_B):
         run_inference(config(tmp_path / "refused", reference=other))
     assert not (tmp_path / "refused" / "lstv_uncertainty_metrics.csv").exists()
+
+
+# lstv score, killed (SIGKILL: nothing runs after it) right after its CSV took its new place.
+KILLED_AFTER_THE_CSV = """
+import os, sys
+replace = os.replace
+def replace_then_die(src, dst, *args, **kwargs):
+    replace(src, dst, *args, **kwargs)
+    if str(dst).endswith("lstv_uncertainty_metrics.csv"):
+        os.kill(os.getpid(), 9)
+os.replace = replace_then_die
+from lstv.scoring import rescore_run
+rescore_run(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_score_killed_between_its_two_files_leaves_them_consistent(tmp_path):
+    """17.8: killed after the CSV's rename, lstv score left the CSV scored by the new reference
+    and run_manifest.json naming none; stale temporary files stayed in the run folder."""
+    import subprocess
+    import sys
+
+    from lstv.rundir import RunDir
+    from lstv.rundir import file_sha256 as sha
+
+    rng = np.random.default_rng(3)
+    csv_path = write_run(tmp_path / "run", rows_from(normal_features(rng, 30)))
+    ref = fit_reference(normal_features(rng, 30), SHA_A, rule="max_abs_z")
+    ref.save(tmp_path / "ref.json")
+    stale = tmp_path / "run" / ".lstv_uncertainty_metrics.csv.k1ll3d.tmp"
+    stale.write_text("half a CSV of a killed lstv score")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_THE_CSV, str(csv_path), str(tmp_path / "ref.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr
+    # What any reader sees next: the CSV's score and the manifest's reference agree.
+    manifest = RunDir(tmp_path / "run").read_manifest()
+    with open(csv_path, newline="") as f:
+        scored = [r["lstv_score"] for r in csv.DictReader(f)]
+    assert all(scored)
+    assert manifest.score_reference_sha256 == sha(tmp_path / "ref.json")
+    rescore_run(csv_path, tmp_path / "ref.json")  # the next writer clears what was left
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")) == []

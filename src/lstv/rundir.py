@@ -36,6 +36,9 @@ REPORT_HTML = "report.html"
 AUDIT_QUEUE_CSV = "audit_queue.csv"
 EVALUATION_DIR = "evaluation"
 LOCK_FILE = ".lstv.lock"
+# Names the staged files of a replacement of several files at once (RunDir.replace_together):
+# its existence is the commit point.
+COMMIT_JOURNAL = ".lstv.commit.json"
 
 FAILURE_COLUMNS = ["study_id", "series_id", "stage", "error"]
 
@@ -136,8 +139,9 @@ def json_safe(data: Any) -> Any:
     return data
 
 
-def write_csv_atomic(path: str | Path, columns: Iterable[str], rows: Iterable[dict | list]) -> Path:
-    """A CSV with a header and rows (dicts keyed by column, or lists in column order)."""
+def csv_writer(columns: Iterable[str], rows: Iterable[dict | list]) -> Callable[[IO[str]], None]:
+    """What writes a CSV with a header and rows (dicts keyed by column, or lists in column
+    order) into an open file."""
     columns = list(columns)
 
     def write(f: IO[str]) -> None:
@@ -146,7 +150,12 @@ def write_csv_atomic(path: str | Path, columns: Iterable[str], rows: Iterable[di
         for row in rows:
             writer.writerow([row.get(c, "") for c in columns] if isinstance(row, dict) else row)
 
-    return atomic_write(path, write)
+    return write
+
+
+def write_csv_atomic(path: str | Path, columns: Iterable[str], rows: Iterable[dict | list]) -> Path:
+    """A CSV with a header and rows (dicts keyed by column, or lists in column order)."""
+    return atomic_write(path, csv_writer(columns, rows))
 
 
 def refuse_overwriting(output: str | Path, inputs: Iterable[str | Path | None], what: str) -> None:
@@ -423,8 +432,12 @@ class Manifest:
             )
 
     def to_json(self, path: str | Path) -> Path:
+        return write_text_atomic(path, self.to_text(path))
+
+    def to_text(self, path: str | Path = MANIFEST_JSON) -> str:
+        """The manifest as the JSON text of ``run_manifest.json``."""
         self.check_writable(path)
-        return write_json_atomic(path, self.to_dict())
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=str) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> Manifest:
@@ -517,6 +530,8 @@ class RunDir:
             handle.truncate()
             handle.write(f"pid {os.getpid()} since {utc_now()}\n")
             handle.flush()
+            self.settle()  # what a killed writer committed takes its place
+            self.remove_stale_temporaries()
             yield
         finally:
             with contextlib.suppress(OSError):
@@ -527,9 +542,70 @@ class RunDir:
 
     def read_manifest(self) -> Manifest | None:
         """The folder's manifest, or None when there is none (a ValueError when it is bad)."""
+        self.settle()
         if not self.manifest_json.is_file():
             return None
         return Manifest.from_json(self.manifest_json)
+
+    # -- several files replaced as one
+
+    def replace_together(self, writes: dict[Path, Callable[[IO[str]], None]]) -> None:
+        """Replace several files of the folder (``path -> write(file)``) as one change.
+
+        Each new file is written and synced under a temporary name; then one small journal
+        naming them is written atomically (the commit point); then each takes its place. A
+        kill before the journal changes nothing; a kill after it is finished by whoever next
+        reads the manifest or takes the lock (:meth:`settle`). So the metrics CSV and the
+        manifest of ``lstv score`` always agree.
+        """
+        staged: dict[Path, Path] = {}
+        try:
+            for path, write in writes.items():
+                fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{path.name}.", suffix=".tmp")
+                staged[path] = Path(tmp)
+                with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+            plan = [[staged[p].name, Path(p).name] for p in writes]
+            write_json_atomic(self.path / COMMIT_JOURNAL, {"replace": plan})
+        except BaseException:
+            for tmp in staged.values():
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            raise
+        self.settle()
+
+    def settle(self) -> None:
+        """Finish a :meth:`replace_together` that passed its commit point but was stopped
+        before all its files took their place (idempotent; safe beside another settle)."""
+        journal = self.path / COMMIT_JOURNAL
+        try:
+            plan = json.loads(journal.read_text(encoding="utf-8"))["replace"]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s is unreadable (%s); left as it is", journal, exc)
+            return
+        for staged, target in plan:
+            if Path(staged).name != staged or Path(target).name != target:
+                log.warning("%s names a path outside the run folder; left as it is", journal)
+                return
+        for staged, target in plan:
+            with contextlib.suppress(FileNotFoundError):  # done already
+                os.replace(self.path / staged, self.path / target)
+        with contextlib.suppress(FileNotFoundError):
+            journal.unlink()
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporary files a killed writer of this folder's results left behind (only ever
+        called by the lock's holder: no other writer of these files can be at work)."""
+        for name in (METRICS_CSV, FAILURES_CSV, MANIFEST_JSON, COMMIT_JOURNAL):
+            for stale in self.path.glob(f".{name}.*.tmp"):
+                log.info("removing %s, left by a writer that was stopped", stale.name)
+                with contextlib.suppress(OSError):
+                    stale.unlink()
 
     def unfinished(self) -> str | None:
         """``"an unfinished run (...)"`` saying how far the run got, or None when its manifest

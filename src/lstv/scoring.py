@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lstv.rundir import RunDir, file_sha256, read_csv_rows, write_csv_atomic
+from lstv.rundir import RunDir, csv_writer, file_sha256, read_csv_rows
 from lstv.score import (
     CONFIG_KEY,
     SCORE_COLUMNS,
@@ -153,8 +153,8 @@ def rescore_run(csv_path: str | Path, reference_path: str | Path) -> dict:
     """``lstv score``: (re)write the score columns of a finished run without the net.
 
     Every other column and row is kept as it was (text for text); score columns are added at
-    the end when the CSV lacks them. The CSV and the manifest are replaced atomically, under
-    the run folder's lock.
+    the end when the CSV lacks them. The CSV and the manifest are replaced as one
+    (:meth:`lstv.rundir.RunDir.replace_together`), under the run folder's lock.
 
     Returns:
         Counts: ``n_rows``, ``n_scored``, ``n_flagged``, and the ``threshold``.
@@ -175,13 +175,16 @@ def rescore_run(csv_path: str | Path, reference_path: str | Path) -> dict:
         scores = score_rows(rows, ref, str(csv_path))
         for row, score in zip(rows, scores, strict=True):
             row.update(score)
-        write_csv_atomic(csv_path, columns, rows)
         entry = manifest_entry(
             ref, str(reference_path), file_sha256(Path(reference_path)), "lstv score"
         )
         drift = drift_check(ref, feature_matrix(rows, ref.features, str(csv_path)))
         warn_drift(drift)
-        run.write_manifest(replace(manifest, **entry, score_drift=drift))
+        text = replace(manifest, **entry, score_drift=drift).to_text(run.manifest_json)
+        # One commit point for the pair: a kill leaves both old or both new.
+        run.replace_together(
+            {csv_path: csv_writer(columns, rows), run.manifest_json: lambda f: f.write(text)}
+        )
     n_scored = sum(1 for s in scores if s["lstv_score"] != "")
     n_flagged = sum(1 for s in scores if s["lstv_score_flag"] is True)
     log.info("%d of %d rows scored, %d flagged, in %s", n_scored, len(rows), n_flagged, csv_path)
