@@ -441,16 +441,18 @@ def test_a_run_that_wrote_no_row_resumes(tmp_path, phantom_dataset, tiny_checkpo
     from lstv.results import METRIC_COLUMNS
 
     out = tmp_path / "run"
-    write = lstv.rundir.write_json_atomic
+    write = lstv.rundir.write_text_atomic
 
-    def full_disk(path, data):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full_disk(path, text):
+        if str(path).endswith("run_manifest.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write(path, text)
 
-    monkeypatch.setattr(lstv.rundir, "write_json_atomic", full_disk)
+    monkeypatch.setattr(lstv.rundir, "write_text_atomic", full_disk)
     cfg = phantom_infer_config(phantom_dataset, out, tiny_checkpoint)
     with pytest.raises(OSError, match="run_manifest.json"):
         run_inference(cfg)
-    monkeypatch.setattr(lstv.rundir, "write_json_atomic", write)
+    monkeypatch.setattr(lstv.rundir, "write_text_atomic", write)
     # What an earlier version left there: CSVs with a header and no row, and no manifest.
     (out / "failures.csv").write_text("study_id,series_id,stage,error\n")
     with open(out / "lstv_uncertainty_metrics.csv", "w", newline="") as f:
