@@ -30,6 +30,7 @@ import numpy as np
 
 from lstv.columns import SCORE_COLUMNS
 from lstv.levels import LEVEL_KEYS, LEVELS
+from lstv.score_check import Vocabulary, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -373,191 +374,13 @@ class Reference:
 
 # Features a reference may name.
 KNOWN_FEATURES = FEATURES + GEOMETRY_FEATURES
-# A spread below this is no spread: z-scores would overflow to infinity and read as missing.
-MIN_SCALE = 1e-12
-
-
-def _finite(value) -> float:
-    """``value`` as a finite float: a JSON number, not text, not true/false, not null."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{_shown(value)} is not a number")
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"{_shown(value)} is not a finite number")
-    return number
-
-
-def _shown(value) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**20:
-        return f"a {len(str(abs(value)))}-digit number"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _names(value, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{_shown(value)} is not a list of {what}")
-    return value
-
-
-def _check_features(value, data) -> None:
-    names = _names(value, "feature names")
-    if not names:
-        raise ValueError("is empty: a reference scores at least one feature")
-    for name in names:
-        if name not in KNOWN_FEATURES:
-            raise ValueError(f"unknown feature {name!r} (known: {', '.join(KNOWN_FEATURES)})")
-    if len(set(names)) != len(names):
-        raise ValueError("names a feature twice")
-
-
-def _check_log_features(value, data) -> None:
-    extra = set(_names(value, "feature names")) - set(data["features"])
-    if extra:
-        raise ValueError(f"{sorted(extra)} are not among its features")
-
-
-def _per_feature(check):
-    """A check of a ``{feature: number}`` field: every feature present, each value checked."""
-
-    def check_field(value, data) -> None:
-        if not isinstance(value, dict):
-            raise ValueError(f"{_shown(value)} is not an object of feature -> number")
-        for name in data["features"]:
-            if name not in value:
-                raise ValueError(f"no value for {name}")
-            try:
-                check(_finite(value[name]))
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-
-    return check_field
-
-
-def _positive_scale(number: float) -> None:
-    if number <= 0:
-        raise ValueError(f"{number!r} is not a positive scale (spread)")
-    if number < MIN_SCALE:
-        raise ValueError(f"{number!r} is too small a spread (below {MIN_SCALE:g}): z overflows")
-
-
-def _check_threshold(value, data) -> None:
-    if _finite(value) < 0:
-        raise ValueError(f"{value!r} is below 0: every study would be flagged (scores are >= 0)")
-
-
-def _check_log_offset(value, data) -> None:
-    if _finite(value) <= 0:
-        raise ValueError(f"{value!r} is not positive: log features would be NaN or -infinity")
-
-
-def _check_n(value, data) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{_shown(value)} is not a whole number of studies >= 1")
-
-
-def _check_specificity(value, data) -> None:
-    if value is not None and not 0 < _finite(value) <= 1:
-        raise ValueError(f"{value!r} is not between 0 and 1 (or null)")
-
-
-def _text(optional: bool):
-    def check(value, data) -> None:
-        if not (isinstance(value, str) or (optional and value is None)):
-            raise ValueError(f"{_shown(value)} is not text" + (" (or null)" if optional else ""))
-
-    return check
-
-
-def _check_object(value, data) -> None:
-    if not isinstance(value, dict):
-        raise ValueError(f"{_shown(value)} is not an object")
-
-
-def _check_rule(value, data) -> None:
-    if value not in RULES:
-        raise ValueError(f"{_shown(value)} is not one of {', '.join(RULES)}")
-
-
-def _check_one_sided(value, data) -> None:
-    extra = set(_names(value, "feature names")) - set(data["features"])
-    if extra:
-        raise ValueError(f"{sorted(extra)} are not among its features")
-
-
-def _check_location(value, data) -> None:
-    if data.get("rule") == "mahalanobis":
-        _per_feature(lambda number: None)(value, data)
-    else:
-        _check_object(value, data)
-
-
-def _check_covariance(value, data) -> None:
-    """For the Mahalanobis rule: a finite, symmetric, positive definite matrix of the
-    features' size."""
-    if not isinstance(value, list):
-        raise ValueError(f"{_shown(value)} is not a matrix (a list of rows)")
-    if data.get("rule") != "mahalanobis":
-        return
-    k = len(data["features"])
-    if len(value) != k or not all(isinstance(row, list) and len(row) == k for row in value):
-        raise ValueError(f"is not a {k} x {k} matrix (one row and column per feature)")
-    cov = np.array([[_finite(v) for v in row] for row in value])
-    if not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() <= 0:
-        raise ValueError("is not symmetric positive definite")
-
-
-def _check_normal_range(value, data) -> None:
-    _check_object(value, data)
-    for name, bounds in value.items():
-        if name not in data["features"]:
-            raise ValueError(f"{name!r} is not among its features")
-        if not isinstance(bounds, list) or len(bounds) != 2:
-            raise ValueError(f"{name}: {_shown(bounds)} is not [low, high]")
-        low, high = (_finite(b) for b in bounds)
-        if low > high:
-            raise ValueError(f"{name}: low {low:g} is above high {high:g}")
-
-
-# Every field of a reference and its check, features first (the others are checked against
-# them). A check takes (value, the whole reference) and raises ValueError saying what is wrong.
-REFERENCE_FIELDS = {
-    "features": _check_features,
-    "log_features": _check_log_features,
-    "centre": _per_feature(lambda number: None),
-    "scale": _per_feature(_positive_scale),
-    "scale_rule": _check_object,
-    "n": _check_n,
-    "threshold": _check_threshold,
-    "threshold_rule": _text(optional=False),
-    "checkpoint_sha256": _text(optional=True),
-    "target_specificity": _check_specificity,
-    "reference_studies": _text(optional=False),
-    "created_at": _text(optional=False),
-    "lstv_version": _text(optional=False),
-    "log_offset": _check_log_offset,
-    # score v2
-    "rule": _check_rule,
-    "one_sided": _check_one_sided,
-    "location": _check_location,
-    "covariance": _check_covariance,
-    "normal_range": _check_normal_range,
-    "extra": _check_object,
-}
 
 
 def validate_reference(data: dict, source: str = "reference") -> None:
-    """Check every field of a reference's JSON before it is used, so a bad file stops a
-    command before any work instead of failing each study or scoring wrongly in silence.
-
-    Types (numbers are JSON numbers, not text), finiteness, positive spreads, known
-    features, a non-empty feature list, a finite threshold >= 0, a positive log offset, and
-    for score v2 a known rule and, for the Mahalanobis rule, a finite location and a
-    symmetric positive definite covariance. A new field gets its check in
-    :data:`REFERENCE_FIELDS`.
+    """Check every field of a reference's JSON before it is used (the checks are
+    :data:`lstv.score_check.REFERENCE_FIELDS`, against this module's features and rules), so
+    a bad file stops a command before any work instead of failing each study or scoring wrongly
+    in silence.
 
     Raises:
         ValueError: ``"{source}: field 'name': what is wrong"``, for the first bad field.
@@ -565,15 +388,7 @@ def validate_reference(data: dict, source: str = "reference") -> None:
     required = {
         f.name for f in fields(Reference) if f.default is MISSING and f.default_factory is MISSING
     }
-    for name, check in REFERENCE_FIELDS.items():
-        if name not in data:
-            if name in required:
-                raise ValueError(f"{source}: field {name!r} is missing")
-            continue
-        try:
-            check(data[name], data)
-        except ValueError as exc:
-            raise ValueError(f"{source}: field {name!r}: {exc}") from None
+    check_fields(data, source, Vocabulary(KNOWN_FEATURES, RULES, frozenset(required)))
 
 
 def read_reference(path: str | Path) -> Reference:
