@@ -232,12 +232,11 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
 
     from lstv.dicom import normalise_to_uint8, read_series
     from lstv.inference import model_input
-    from lstv.results import METRIC_COLUMNS, metrics_row
+    from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row
     from lstv.rundir import CsvAppender
     from lstv.sample import read_sample
-    from lstv.score import score_rows
     from lstv.studies import study_tasks
-    from lstv.uncertainty import model_pixel_mm, resolve_thresholds, study_metrics
+    from lstv.uncertainty import resolve_thresholds
 
     n = len(data.sources)
     tasks = study_tasks(data.series_csv)[:n]
@@ -273,15 +272,13 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
         probs.extend(predictor(images[i : i + batch_size]))
     t["forward"] = time.perf_counter() - start
     rows = []
+    thresholds = resolve_thresholds()
     start = time.perf_counter()
     for sample, p in zip(samples, probs, strict=True):
-        pixel_mm = model_pixel_mm(sample.pixel_spacing, sample.slice_shape, p.shape[-2:])
-        row = metrics_row(sample.task.study_id, sample.task.series_id,
-                          sample.task.series_description, study_metrics(p, pixel_mm), sample,
-                          resolve_thresholds())  # fmt: skip
-        if reference is not None:
-            row.update(score_rows([row], reference, "this run")[0])
-        rows.append(row)
+        result = StudyResult.from_maps(
+            p, sample.slice_shape, sample.pixel_spacing, reference, None, "this run"
+        )
+        rows.append(metrics_row(result, sample, thresholds))
     t["metrics + shape"] = time.perf_counter() - start
     start = time.perf_counter()
     with CsvAppender(out, METRIC_COLUMNS) as appender:
@@ -375,19 +372,27 @@ def main(argv=None) -> None:
                     command = infer_command(data, args.checkpoint, out, *settings)
                     measured["infer"].append(run_infer(command, n[k], out))
                 repeats.append(Repeat(**{key: tuple(v) for key, v in measured.items()}))
-        parts = None
+        b = best(repeats)
+        report(args, n, b, repeats, read_s, decode_s, write_s, torch.get_num_threads())
         if args.breakdown:
             from lstv.scoring import resolve_reference
 
             reference = resolve_reference(None, info.sha256, info.config).reference
             parts = breakdown(large, predictor, args.batch_size, reference, tmp / "rows.csv")
-    b = best(repeats)
+            print("per-study cost of each stage, one at a time (ms/study):")
+            for name, value in parts.items():
+                print(f"  {name:<20} {value:8.2f}")
+            print("start-up parts: " + startup_parts(args.checkpoint), flush=True)
+
+
+def report(args, n, b: Repeat, repeats, read_s, decode_s, write_s, threads) -> None:
+    n_large = n[1]
     read_ratio = read_s / decode_s
     infer_ratio = b.infer[1] / (b.decode[1] + b.forward[1])
     print(
         f"{n_large} phantom studies (written in {write_s:.1f} s), checkpoint "
         f"{args.checkpoint.name}, device {args.device}, {args.num_workers} reader processes, "
-        f"batch {args.batch_size}, {torch.get_num_threads()} torch threads, {os.cpu_count()} "
+        f"batch {args.batch_size}, {threads} torch threads, {os.cpu_count()} "
         f"cores, best of {args.repeats}; load average {os.getloadavg()[0]:.1f} at the end"
     )
     print(f"decode floor, 1 process      {decode_s / n_large * 1e3:7.1f} ms/study")
@@ -414,13 +419,9 @@ def main(argv=None) -> None:
     )
     print(
         f"lstv infer start-up          {b.startup(n):7.2f} s   (target <= {STARTUP_TARGET} s); "
-        "per repeat " + ", ".join(f"{r.startup(n):.2f}" for r in repeats)
+        "per repeat " + ", ".join(f"{r.startup(n):.2f}" for r in repeats),
+        flush=True,
     )
-    if parts is not None:
-        print("per-study cost of each stage, one at a time (ms/study):")
-        for name, value in parts.items():
-            print(f"  {name:<20} {value:8.2f}")
-        print("start-up parts: " + startup_parts(args.checkpoint))
 
 
 if __name__ == "__main__":

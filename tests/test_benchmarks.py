@@ -36,13 +36,15 @@ def test_throughput_benchmark_prints_ratios(tiny_checkpoint, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--n_studies", "3",
          "--checkpoint", str(tiny_checkpoint), "--num_workers", "1", "--repeats", "1",
-         "--batch_size", "2", "--work_dir", str(tmp_path)],
+         "--batch_size", "2", "--work_dir", str(tmp_path), "--breakdown"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "3 phantom studies" in out
-    for line in ("read / decode ratio", "infer / (decode + forward) ratio", "start-up"):
+    for line in ("read / decode ratio", "infer / (decode + forward) ratio", "start-up",
+                 "steady state", "per-study cost of each stage", "metrics + shape",
+                 "torch._dynamo imported: False"):
         assert line in out
     assert list(tmp_path.iterdir()) == []  # phantoms and runs cleaned up
 
