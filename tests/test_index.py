@@ -235,7 +235,8 @@ def test_what_could_not_be_read_is_said(tmp_path, messy_export, monkeypatch, cap
     scandir, open_regular = os.scandir, lstv.index.open_regular
 
     def refuse_folder(path="."):
-        if os.fspath(path) == str(locked):
+        # os.scandir also takes a file descriptor (shutil.rmtree passes one): only paths match
+        if not isinstance(path, int) and os.fspath(path) == str(locked):
             raise PermissionError(13, "Permission denied", str(path))
         return scandir(path)
 

@@ -206,7 +206,7 @@ def test_web_demo_takes_a_whole_study_export(hospital, tiny_checkpoint, tmp_path
     without_t2 = [f for f in files if f.parent.name != Path(task.path).parts[2]]
     res = client.post("/api/analyse", data=zipped(without_t2), content_type="multipart/form-data")
     assert res.status_code == 400
-    assert "study has no sagittal T2 series (had:" in res.get_json()["error"]
+    assert "has no sagittal T2 series (had:" in res.get_json()["error"]
 
 
 def test_phantom_command_writes_a_hospital_layout(tmp_path):
