@@ -10,6 +10,20 @@ from pathlib import Path
 import numpy as np
 
 
+def blob(shape, centre, sigma, height=1.0) -> np.ndarray:
+    """A Gaussian bump of ``height`` at ``centre`` = (row, column) on a map of ``shape``."""
+    ys, xs = np.indices(shape)
+    return height * np.exp(-((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2) / (2 * sigma**2))
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV as dicts of text ([] when there is no file; a BOM is dropped)."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))
+
+
 def phantom_infer_config(dataset, output_dir: Path, checkpoint: Path, **settings):
     """An ``lstv infer`` config over a phantom dataset on the CPU, in-process and quiet;
     ``settings`` override any field."""
@@ -54,6 +68,50 @@ def serving(app):
     finally:
         server.shutdown()
         thread.join()
+
+
+def write_metrics(path, l5_s1_entropy, study_ids=None, extra=None):
+    """A metrics CSV whose L5/S1 entropy is given; the other levels get fixed plain values
+    (entropy 3.0 + 0.1 x level + 0.01 x row, confidence 1 / (1 + entropy))."""
+    import math
+
+    import pandas as pd
+
+    from lstv.columns import METRIC_COLUMNS
+    from lstv.levels import LEVEL_KEYS
+
+    n = len(l5_s1_entropy)
+    study_ids = study_ids or [str(100 + i) for i in range(n)]
+    rows = []
+    for i, e in enumerate(l5_s1_entropy):
+        row = dict.fromkeys(METRIC_COLUMNS, "")
+        row.update(
+            study_id=study_ids[i],
+            series_id=str(900 + i),
+            series_description="Sagittal T2/STIR",
+            n_slices=15,
+            slice_index=7,
+            image_height=512,
+            image_width=512,
+            lstv_flag=e > 5.0,
+            risk_level="High" if e > 5.5 else "Low",
+        )
+        for j, k in enumerate(LEVEL_KEYS):
+            ent = e if k == "l5_s1" else 3.0 + 0.1 * j + 0.01 * i
+            row.update(
+                {
+                    f"{k}_entropy": ent,
+                    f"{k}_normalized_entropy": ent / math.log(160 * 160),
+                    f"{k}_spatial_entropy": ent / 3,
+                    f"{k}_confidence": 1.0 / (1.0 + ent),
+                }
+            )
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    for name, values in (extra or {}).items():
+        df[name] = values
+    df.to_csv(path, index=False)
+    return path
 
 
 # --- score references (lstv.score, lstv.calibrate, lstv.scoring)

@@ -1,36 +1,19 @@
+import csv
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import write_metrics
 from lstv.audit import AUDIT_COLUMNS, write_audit_queue
 from lstv.evaluate import evaluate, read_labels
-from lstv.levels import LEVEL_KEYS
 from lstv.uncertainty import RiskThresholds
-
-
-def write_metrics(path, study_ids, l5_s1_entropy):
-    """The seed's columns of the metrics CSV (the rest of the contract is optional here)."""
-    rows = []
-    for i, (sid, e) in enumerate(zip(study_ids, l5_s1_entropy, strict=True)):
-        row = {"study_id": sid, "series_id": f"9{i:03d}"}
-        for j, k in enumerate(LEVEL_KEYS):
-            ent = e if k == "l5_s1" else 2.0 + j + 0.1 * i
-            row.update(
-                {
-                    f"{k}_confidence": round(1.0 / (1.0 + ent), 4),
-                    f"{k}_entropy": ent,
-                    f"{k}_spatial_entropy": ent / 3,
-                }
-            )
-        rows.append(row)
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 def test_queue_is_ranked_by_flag_score_with_empty_review_columns(tmp_path):
     ids = ["11", "12", "13", "14", "15", "007"]
     entropy = [3.0, 6.2, 4.5, 5.2, 6.2, 5.8]
-    csv = write_metrics(tmp_path / "m.csv", ids, entropy)
+    csv = write_metrics(tmp_path / "m.csv", entropy, study_ids=ids)
     path = write_audit_queue(csv, tmp_path / "out" / "audit_queue.csv", n=4)
     queue = pd.read_csv(path, dtype=str, keep_default_na=False)
 
@@ -41,14 +24,14 @@ def test_queue_is_ranked_by_flag_score_with_empty_review_columns(tmp_path):
     assert [float(v) for v in queue["l5_s1_entropy"]] == [6.2, 6.2, 5.8, 5.2]
     assert list(queue["risk_level"]) == ["High", "High", "High", "Medium"]
     assert list(queue["lstv_flag"]) == ["True", "True", "True", "True"]
-    assert float(queue["l4_l5_entropy"][0]) == pytest.approx(5.1)  # 2 + 3 + 0.1 * 1
+    assert float(queue["l4_l5_entropy"][0]) == pytest.approx(3.31)  # 3.0 + 0.1 * 3 + 0.01 * 1
     assert float(queue["l5_s1_confidence"][0]) == pytest.approx(round(1 / 7.2, 4))
     for col in ("lstv", "lstv_type", "reviewer", "notes"):
         assert (queue[col] == "").all()
 
 
 def test_queue_uses_the_given_thresholds(tmp_path):
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 4.5, 3.0])
+    csv = write_metrics(tmp_path / "m.csv", [6.0, 4.5, 3.0], study_ids=["1", "2", "3"])
     thresholds = RiskThresholds(flag_entropy=4.0, high_entropy=4.4, medium_entropy=3.5)
     queue = pd.read_csv(write_audit_queue(csv, tmp_path / "q.csv", thresholds=thresholds))
     assert list(queue["risk_level"]) == ["High", "High", "Low"]
@@ -56,7 +39,7 @@ def test_queue_uses_the_given_thresholds(tmp_path):
 
 
 def test_queue_is_capped_and_deduplicated(tmp_path):
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "2", "3"], [4.0, 5.0, 4.9, 3.0])
+    csv = write_metrics(tmp_path / "m.csv", [4.0, 5.0, 4.9, 3.0], study_ids=["1", "2", "2", "3"])
     queue = pd.read_csv(write_audit_queue(csv, tmp_path / "q.csv", n=60))
     assert list(queue["study_id"]) == [2, 1, 3]
     assert list(queue["l5_s1_entropy"]) == [5.0, 4.0, 3.0]
@@ -68,7 +51,7 @@ def test_filled_queue_feeds_back_into_evaluate(tmp_path):
     rng = np.random.default_rng(0)
     ids = [str(1000 + i) for i in range(30)]
     entropy = list(np.round(rng.uniform(3.0, 7.0, 30), 3))
-    csv = write_metrics(tmp_path / "m.csv", ids, entropy)
+    csv = write_metrics(tmp_path / "m.csv", entropy, study_ids=ids)
     path = write_audit_queue(csv, tmp_path / "audit_queue.csv", n=12)
 
     # A reviewer fills ten rows and leaves two for later.
@@ -103,7 +86,7 @@ def test_filled_queue_feeds_back_into_evaluate(tmp_path):
 
 
 def test_queue_ranks_by_the_calibrated_score_when_the_run_has_one(tmp_path):
-    path = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 4.5, 3.0])
+    path = write_metrics(tmp_path / "m.csv", [6.0, 4.5, 3.0], study_ids=["1", "2", "3"])
     metrics = pd.read_csv(path)
     # study 3 has the lowest entropy (the seed ranks it last) but the largest score:
     # a lumbarized spine whose L5/S1 map has a second peak
@@ -139,7 +122,7 @@ def test_a_review_of_only_the_lstv_column_is_kept(tmp_path):
 
     Mutant ``any(...)`` -> ``all(...)`` in ``keep_reviews`` (a review counts only with all
     four columns filled): fails; without it: passes."""
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 5.5, 5.0])
+    csv = write_metrics(tmp_path / "m.csv", [6.0, 5.5, 5.0], study_ids=["1", "2", "3"])
     path = write_audit_queue(csv, tmp_path / "audit_queue.csv", n=3)
     fill(path, {"2": {"lstv": "0"}})
     write_audit_queue(csv, path, n=3)
@@ -154,11 +137,12 @@ def test_a_reviewed_study_that_no_longer_ranks_stays_in_the_queue(tmp_path):
 
     Mutant (``keep_reviews`` without the studies that left the ranking): fails; without it:
     passes."""
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3", "4"], [6.0, 5.5, 5.0, 4.0])
+    csv = write_metrics(tmp_path / "m.csv", [6.0, 5.5, 5.0, 4.0], study_ids=["1", "2", "3", "4"])
     path = write_audit_queue(csv, tmp_path / "audit_queue.csv", n=3)
     review = {"lstv": "1", "lstv_type": "sacralization", "reviewer": "dr a", "notes": "L5 fused"}
     fill(path, {"3": review, "1": {"lstv": "0", "reviewer": "dr a"}})
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3", "4", "5", "6"], [6, 5.5, 5, 4, 7, 6.5])
+    ids = ["1", "2", "3", "4", "5", "6"]
+    csv = write_metrics(tmp_path / "m.csv", [6, 5.5, 5, 4, 7, 6.5], study_ids=ids)
     write_audit_queue(csv, path, n=3)
     queue = read_queue(path)
     assert list(queue.index) == ["5", "6", "1", "3"]
@@ -178,7 +162,7 @@ def test_review_columns_come_right_after_the_ids(tmp_path):
 
 
 def queue_file(tmp_path):
-    csv = write_metrics(tmp_path / "m.csv", ["11", "12", "13"], [6.0, 5.0, 4.0])
+    csv = write_metrics(tmp_path / "m.csv", [6.0, 5.0, 4.0], study_ids=["11", "12", "13"])
     path = write_audit_queue(csv, tmp_path / "audit_queue.csv")
     fill(path, {"12": {"notes": '=HYPERLINK("x")'}})  # a guarded cell must stay guarded
     write_audit_queue(csv, path)
@@ -292,3 +276,56 @@ def test_a_queue_without_earlier_reviews_is_written_as_ranked(tmp_path):
     for previous in (unreviewed, tmp_path / "absent.csv"):
         kept = keep_reviews(queue, previous)
         pd.testing.assert_frame_equal(kept, queue)
+
+
+# -------------------- input parsing
+# Issue 9, messages: CSV and ID parsing that gives clear errors instead of tracebacks or silently
+# wrong matches, and an audit queue that a spreadsheet cannot run as formulas.
+
+
+def _metrics_csv(path, study_ids):
+    from lstv.evaluate import required_metric_columns
+
+    columns = required_metric_columns()
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for i, study_id in enumerate(study_ids):
+            row = dict.fromkeys(columns, 3.0 + i)
+            row.update(study_id=study_id, series_id="-1")
+            writer.writerow(row)
+    return path
+
+
+@pytest.mark.parametrize("payload", ['=HYPERLINK("http://x")', "+1+cmd", "-2+3", "@SUM(A1)"])
+def test_audit_queue_cells_cannot_become_formulas(tmp_path, payload):
+    from lstv.audit import write_audit_queue
+
+    metrics = _metrics_csv(tmp_path / "lstv_uncertainty_metrics.csv", [payload, "7"])
+    queue = write_audit_queue(metrics, tmp_path / "audit_queue.csv")
+    with open(queue, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = [v for row in rows for v in row.values()]
+    assert "'" + payload in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "@") or c.startswith("-") and c != "-1"]
+    assert "-1" in cells  # numbers keep their sign: series_id -1 is not text to escape
+
+
+def test_spreadsheet_safe_is_idempotent_and_leaves_numbers():
+    from lstv.audit import spreadsheet_safe
+
+    assert spreadsheet_safe("=1+2") == "'=1+2"
+    assert spreadsheet_safe(spreadsheet_safe("=1+2")) == "'=1+2"
+    for number in ("-1.5", "+2", "3e-4", "-inf", "nan", "12"):
+        assert spreadsheet_safe(number) == number
+
+
+def test_audit_queue_with_a_huge_note_is_a_clear_error(tmp_path):
+    from lstv.audit import write_audit_queue
+
+    metrics = _metrics_csv(tmp_path / "lstv_uncertainty_metrics.csv", ["1", "2"])
+    queue = tmp_path / "audit_queue.csv"
+    queue.write_text("study_id,lstv,notes\n1,1," + "n" * (csv.field_size_limit() + 1) + "\n")
+    with pytest.raises(ValueError, match=rf"{queue} line 2"):
+        write_audit_queue(metrics, queue)
+    assert queue.read_text().startswith("study_id,lstv,notes\n1,1,nnn")  # left as it was

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from helpers import write_metrics
 from lstv.evaluate import (
     bootstrap_auc_ci,
     bootstrap_aucs,
@@ -23,42 +24,6 @@ from lstv.evaluate import (
 )
 from lstv.levels import LEVEL_KEYS
 from lstv.results import METRIC_COLUMNS
-
-
-def write_metrics(path, l5_s1_entropy, study_ids=None, extra=None):
-    """A contract CSV whose L5/S1 entropy is given; the other levels get fixed plain values."""
-    n = len(l5_s1_entropy)
-    study_ids = study_ids or [str(100 + i) for i in range(n)]
-    rows = []
-    for i, e in enumerate(l5_s1_entropy):
-        row = dict.fromkeys(METRIC_COLUMNS, "")
-        row.update(
-            study_id=study_ids[i],
-            series_id=str(900 + i),
-            series_description="Sagittal T2/STIR",
-            n_slices=15,
-            slice_index=7,
-            image_height=512,
-            image_width=512,
-            lstv_flag=e > 5.0,
-            risk_level="High" if e > 5.5 else "Low",
-        )
-        for j, k in enumerate(LEVEL_KEYS):
-            ent = e if k == "l5_s1" else 3.0 + 0.1 * j + 0.01 * i
-            row.update(
-                {
-                    f"{k}_entropy": ent,
-                    f"{k}_normalized_entropy": ent / math.log(160 * 160),
-                    f"{k}_spatial_entropy": ent / 3,
-                    f"{k}_confidence": 1.0 / (1.0 + ent),
-                }
-            )
-        rows.append(row)
-    df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    for name, values in (extra or {}).items():
-        df[name] = values
-    df.to_csv(path, index=False)
-    return path
 
 
 def write_labels(path, study_ids, lstv, lstv_type=None):
@@ -143,6 +108,7 @@ def test_auc_equals_mann_whitney_u_over_pairs():
     assert roc_auc(y, s) == pytest.approx(u / (40 * 25))
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_bootstrap_matches_scikit_learn_on_the_same_resamples():
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 60)
@@ -257,6 +223,7 @@ def test_metrics_csv_errors_name_the_problem(tmp_path):
 # ----------------------------------------------------------------- evaluate end to end
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_evaluate_writes_outputs_and_reports_missing_studies(tmp_path):
     ids = [str(i) for i in range(1, 9)]
     entropy = [3.0, 3.5, 4.0, 5.2, 4.8, 5.6, 6.1, 7.0]

@@ -1,10 +1,10 @@
-import csv
 import shutil
 
 import numpy as np
 import pydicom
 import pytest
 
+from helpers import read_rows
 from lstv.index import (
     INDEX_COLUMNS,
     MAX_EXACT_ID,
@@ -15,11 +15,6 @@ from lstv.index import (
 )
 from lstv.rsna import SERIES_COLUMNS
 from lstv.studies import read_series_table, study_tasks
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_uid_ids_are_stable_positive_and_exact_in_a_spreadsheet():
@@ -342,3 +337,29 @@ def test_a_dicomdir_with_broken_offsets_is_named_in_plain_words(tmp_path, phanto
     assert "record points to byte 7402 of the DICOMDIR, where no record starts" in caplog.text
     assert "walking the folders instead" in caplog.text
     assert [r["n_instances"] for r in result.rows] == [len(files)]
+
+
+# -------------------- input parsing
+# Issue 9, messages: CSV and ID parsing that gives clear errors instead of tracebacks or silently
+# wrong matches, and an audit queue that a spreadsheet cannot run as formulas.
+
+
+def test_index_csv_with_a_bom_keeps_clean_column_names(tmp_path):
+    from lstv.studies import read_series_records
+
+    path = tmp_path / "index.csv"
+    path.write_text(
+        "study_uid,study_id,series_id,series_description\n1.2.3,1,10,Sagittal T2\n",
+        encoding="utf-8-sig",
+    )
+    (record,) = read_series_records(path)
+    assert (record.study_id, record.series_id) == (1, 10)
+    assert record.headers == {"study_uid": "1.2.3"}
+
+
+def test_a_uid_in_full_width_digits_is_not_taken_as_that_number():
+    from lstv.index import uid_to_id
+
+    assert uid_to_id("123") == 123
+    assert uid_to_id("１２３") != 123  # hashed like any other non-numeric UID
+    assert uid_to_id("4773_9259") != 47739259

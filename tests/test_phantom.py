@@ -196,6 +196,7 @@ def test_valid_split_is_stratified(n, lstv_fraction, valid_fraction):
     assert valid_split(plans, 0.0, seed=5) == []
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_same_seed_same_bytes_other_seed_other_ids(dataset, tmp_path):
     again = write_phantom_dataset(
         tmp_path / "again", n_studies=6, lstv_fraction=0.5, seed=SEED, valid_fraction=0.5
@@ -306,6 +307,7 @@ def _disc_runs(kind: str, subtype: str, discs=("L3/L4",)) -> tuple[float, float]
     )
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_transitional_anatomy():
     normal_l5s1, normal_s1s2 = _disc_runs("normal", "normal", ("L3/L4", "L5/S1"))
     sacral_l5s1, _ = _disc_runs("sacralization", "sacralization_complete")
@@ -586,6 +588,7 @@ def test_grade_5_disc_is_thinner_and_darker_than_grade_1_in_the_written_pixels(d
     assert pairs >= 1  # the seed-3 set has one (a normal study: L1/L2 grade 1, L5/S1 grade 5)
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_workers_write_the_same_bytes(tmp_path):
     one = write_phantom_dataset(tmp_path / "one", n_studies=3, seed=21, workers=1)
     two = write_phantom_dataset(tmp_path / "two", n_studies=3, seed=21, workers=2)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import horizontal_overflow
+from helpers import blob, horizontal_overflow
 from lstv.levels import DEFAULT_IMAGE_SIZE, LEVEL_KEYS
 from lstv.report import build_report
 from lstv.rundir import Manifest, RunDir
@@ -28,17 +28,12 @@ S = DEFAULT_IMAGE_SIZE
 # ----------------------------------------------------------------- a run from probability maps
 
 
-def _blob(cx: float, cy: float, sigma: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:S, 0:S]
-    return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
-
-
 def _probs(sigma_low: float) -> np.ndarray:
     """Softmax-like maps: five discs down a tilted spine, the lowest two widened by sigma_low."""
     maps = []
     for i in range(5):
         sigma = 1.6 if i < 3 else (1.6 + sigma_low) / 2 if i == 3 else sigma_low
-        maps.append(0.97 * min(1.0, 2.0 / sigma) * _blob(72 + 4 * i, 38 + 22 * i, sigma))
+        maps.append(0.97 * min(1.0, 2.0 / sigma) * blob((S, S), (38 + 22 * i, 72 + 4 * i), sigma))
     fg = np.stack(maps)
     probs = np.concatenate([np.clip(1 - fg.sum(0), 0, 1)[None], fg])
     return (probs / probs.sum(0, keepdims=True)).astype(np.float32)
@@ -277,6 +272,7 @@ def test_thresholds_from_the_command_line_appear(tmp_path, run_csv):
     assert n_high < 12 <= int((metrics["risk_level"] == "High").sum())  # bands really moved
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_seed_command_still_works(tmp_path, run_csv):
     out = tmp_path / "seed" / "report.html"
     proc = subprocess.run(
@@ -349,7 +345,7 @@ def test_flat_maps_are_not_painted():
     rng = np.random.default_rng(0)
     flat = 1 / 6 + 0.02 * rng.random((S, S))  # what an untrained localizer gives
     assert overlay_alpha(flat) is None
-    alpha = overlay_alpha(_blob(50, 70, 6.0))
+    alpha = overlay_alpha(blob((S, S), (70, 50), 6.0))
     assert alpha[70, 50] == 1.0 and alpha[5, 150] == pytest.approx(0.0, abs=1e-6)
 
 
@@ -412,6 +408,7 @@ def test_500_studies_render_quickly(tmp_path):
 # ----------------------------------------------------------------- the phantom run
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_report_from_phantom_run(tmp_path, infer_output, phantom_dataset):
     html = build_report(
         infer_output / "lstv_uncertainty_metrics.csv",
@@ -424,6 +421,7 @@ def test_report_from_phantom_run(tmp_path, infer_output, phantom_dataset):
     assert_self_contained(html)
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_without_heatmaps_data_dir_thumbnails_show_the_dicom_slice(
     tmp_path, infer_output, phantom_dataset
 ):
@@ -576,6 +574,7 @@ build_report(sys.argv[1], sys.argv[2], data_dir=sys.argv[3])
 """
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_report_thumbnails_never_wait_on_a_fifo_nor_leave_data_dir(
     tmp_path, infer_output, phantom_dataset
 ):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import multiprocessing
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lstv.errors import RunDirBusyError
 from lstv.rundir import (
@@ -252,3 +256,57 @@ def test_only_csvs_with_rows_hold_results(tmp_path):
     with run.failures_appender() as failures:
         failures.write({"study_id": "1", "series_id": "", "stage": "read", "error": "gone"})
     assert run.files_with_rows() == [run.failures_csv]
+
+
+# -------------------- partial row
+# Issue 9, messages: the half-row repair of an appended CSV respects CSV quoting, so a description
+# holding a newline, a quote or a comma is never cut in two.
+
+
+FIELD = st.text(alphabet=st.sampled_from('ab ,"\n\r;é'), max_size=12)
+
+
+ROWS = st.lists(st.lists(FIELD, min_size=2, max_size=2), min_size=1, max_size=6)
+
+
+def encoded_rows(rows) -> list[bytes]:
+    """Each row as csv.writer appends it (quoted where needed, ending in \\r\\n)."""
+    out = []
+    for row in rows:
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer).writerow(row)
+        out.append(buffer.getvalue().encode())
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=ROWS, cut=st.floats(0, 1))
+def test_repair_keeps_exactly_the_whole_rows(tmp_path_factory, rows, cut):
+    header = b"study_id,series_description\r\n"
+    chunks = [header, *encoded_rows(rows)]
+    data = b"".join(chunks)
+    k = len(header) + int(cut * (len(data) - len(header)))
+    path = tmp_path_factory.mktemp("csv") / "m.csv"
+    path.write_bytes(data[:k])
+
+    drop_partial_last_row(path)
+
+    ends = [sum(len(c) for c in chunks[: i + 1]) for i in range(len(chunks))]
+    kept = max(e for e in ends if e <= k)
+    assert path.read_bytes() == data[:kept]
+    with open(path, newline="") as f:
+        parsed = list(csv.reader(f))
+    assert parsed[1:] == rows[: ends.index(kept)]
+
+# -------------------- input parsing
+# Issue 9, messages: CSV and ID parsing that gives clear errors instead of tracebacks or silently
+# wrong matches, and an audit queue that a spreadsheet cannot run as formulas.
+
+
+def test_run_csv_with_a_huge_field_is_a_clear_error(tmp_path):
+    from lstv.rundir import read_csv_rows
+
+    path = tmp_path / "failures.csv"
+    path.write_text("study_id,error\n1,ok\n2," + "x" * (csv.field_size_limit() + 1) + "\n")
+    with pytest.raises(ValueError, match=rf"{path} line 3: .*at most 128 KiB"):
+        read_csv_rows(path)

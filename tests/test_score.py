@@ -226,6 +226,7 @@ def test_mahalanobis_counts_correlated_features_once():
     assert ref2.covariance and ref2.rule == "mahalanobis"
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_mahalanobis_is_one_sided_for_a_surer_map():
     raw = normal_features(np.random.default_rng(4), 80)
     ref = fit_reference(raw, SHA_A, rule="mahalanobis")
@@ -251,6 +252,7 @@ def test_threshold_at_a_target_specificity_is_cross_fitted():
     assert "1 normal" not in ref.threshold_rule and "5%" in ref.threshold_rule
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_reason_in_a_radiologists_words_with_the_normal_range():
     from lstv.score import GEOMETRY_FEATURES, explain
 

@@ -81,6 +81,7 @@ def test_score_rewrites_only_the_score_columns(tmp_path):
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_infer_with_a_reference_scores_as_lstv_score_does(
     tmp_path, phantom_dataset, tiny_checkpoint
 ):

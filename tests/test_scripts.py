@@ -427,6 +427,7 @@ def test_download_model_checks_and_installs(original_layout_checkpoint, tmp_path
     assert len((tmp_path / "calls.txt").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow  # over 10 s on the shared 2-core machine
 def test_download_model_rejects_a_checkpoint_that_is_not_the_localizer(tiny_checkpoint, tmp_path):
     files = tmp_path / "served"
     files.mkdir()

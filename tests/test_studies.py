@@ -1,3 +1,5 @@
+import csv
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,6 +9,7 @@ from lstv.studies import (
     StudyTask,
     filter_valid,
     load_valid_ids,
+    parse_id,
     read_series_table,
     sagittal_t2_tasks,
     select_mode,
@@ -305,3 +308,80 @@ def test_old_index_paths_are_still_read():
     assert split_paths("PAT0/SER1") == ["PAT0/SER1"]
     assert split_paths("a/IM1;a/IM2;b/IM3") == ["a/IM1", "a/IM2", "b/IM3"]
     assert split_paths("[x]/IM1;[x]/IM2") == ["[x]/IM1", "[x]/IM2"]  # not JSON: the old way
+
+
+# -------------------- input parsing
+# Issue 9, messages: CSV and ID parsing that gives clear errors instead of tracebacks or silently
+# wrong matches, and an audit queue that a spreadsheet cannot run as formulas.
+
+
+HEADER = "study_id,series_id,series_description\n"
+
+
+@pytest.mark.parametrize("text, value", [("123", 123), (" 42 ", 42), ("0007", 7)])
+def test_ids_in_ascii_digits_parse(text, value):
+    assert parse_id(text) == value
+
+
+@pytest.mark.parametrize("text", ["4773_9259", "１２３", "+12", "-3", "1e3", "12.0", "", None])
+def test_ids_int_would_accept_or_misread_are_refused(text):
+    with pytest.raises(ValueError, match="digits 0-9"):
+        parse_id(text)
+
+
+def test_series_csv_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "series.csv"
+    path.write_text(HEADER + "1,10,Sagittal T2/STIR\n", encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_series_table(path) == [(1, 10, "Sagittal T2/STIR")]
+
+
+@pytest.mark.parametrize("bad_id", ["4773_9259", "１２３"])
+def test_series_csv_refuses_ids_int_would_misread(tmp_path, bad_id):
+    path = tmp_path / "series.csv"
+    path.write_text(HEADER + "1,10,Sagittal T2/STIR\n" + f"{bad_id},11,Sagittal T2/STIR\n")
+    with pytest.raises(ValueError, match=rf"{path} line 3: .*{bad_id}"):
+        read_series_table(path)
+
+
+def test_series_csv_field_over_the_csv_limit_is_a_clear_error(tmp_path):
+    path = tmp_path / "series.csv"
+    path.write_text(HEADER + '1,10,"' + "x" * (csv.field_size_limit() + 10) + '"\n')
+    with pytest.raises(ValueError, match=rf"{path} line 2: .*at most 128 KiB"):
+        read_series_table(path)
+
+
+def test_series_csv_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "series.csv"
+    path.write_bytes(HEADER.encode() + b"1,10,Sagittal T2 \xff\xfe\n")
+    with pytest.raises(ValueError, match=rf"{path} is not UTF-8"):
+        read_series_table(path)
+
+
+def test_valid_ids_that_are_a_pickle_name_the_file(tmp_path):
+    path = tmp_path / "valid_id.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=rf"{path}: not a numpy array of study IDs"):
+        load_valid_ids(path)
+
+
+def test_valid_ids_that_are_text_name_the_file(tmp_path):
+    path = tmp_path / "valid_id.npy"
+    path.write_text("123\n456\n")
+    with pytest.raises(ValueError, match=rf"{path}: not a numpy array"):
+        load_valid_ids(path)
+
+
+def test_float32_valid_ids_are_refused(tmp_path):
+    path = tmp_path / "valid_id.npy"
+    np.save(path, np.array([4736760728, 8579676193], dtype=np.float32))
+    with pytest.raises(ValueError, match=rf"{path}: holds float32 values"):
+        load_valid_ids(path)
+
+
+def test_whole_float64_and_integer_valid_ids_load(tmp_path):
+    path = tmp_path / "valid_id.npy"
+    np.save(path, np.array([4736760728.0, 12.0]))
+    assert load_valid_ids(path) == {4736760728, 12}
+    np.save(path, np.array([4736760728], dtype=np.int64))
+    assert load_valid_ids(path) == {4736760728}

@@ -3,9 +3,18 @@ once for every application that reads results."""
 
 import math
 
+import pandas as pd
 import pytest
 
-from lstv.tables import parse_lstv_label, read_labels
+from lstv.columns import SEED_COLUMNS
+from lstv.tables import (
+    parse_lstv_label,
+    ranking_score,
+    read_labels,
+    read_metrics_csv,
+    required_metric_columns,
+    score_fields,
+)
 
 TRUE_WORDS = ["1", "true", "yes", "y", "t"]
 FALSE_WORDS = ["0", "false", "no", "n", "f"]
@@ -287,3 +296,55 @@ def test_score_fields_of_a_study_without_a_score(row):
     out = score_fields(row if row is not None else {"lstv_score": None, "lstv_score_flag": "True"})
     assert math.isnan(out["lstv_score"])
     assert (out["lstv_score_flag"], out["lstv_score_reason"]) == (False, "")
+
+
+# -------------------- input parsing
+# Issue 9, messages: an ID that int() would misread is refused, naming the row.
+
+
+@pytest.mark.parametrize("bad_id", ["4773_9259", "１２３"])
+def test_labels_refuse_ids_int_would_misread(tmp_path, bad_id):
+    path = tmp_path / "labels.csv"
+    path.write_text(f"study_id,lstv\n1,0\n{bad_id},1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path} row 3: study_id '{bad_id}'"):
+        read_labels(path)
+
+
+def write_csv(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def contract_row(study_id="0007", **values):
+    row = dict.fromkeys(SEED_COLUMNS, 0.5)
+    return {**row, "study_id": study_id, "series_id": "0042", **values}
+
+
+def test_ids_stay_text_and_the_contract_is_numeric(tmp_path):
+    df = read_metrics_csv(write_csv(tmp_path / "m.csv", [contract_row(), contract_row("12")]))
+    assert list(df["study_id"]) == ["0007", "12"] and df["series_id"][0] == "0042"
+    assert df["l5_s1_entropy"].dtype == float
+    assert required_metric_columns() == list(SEED_COLUMNS)
+
+
+def test_a_missing_contract_column_or_a_text_entropy_is_refused(tmp_path):
+    row = contract_row()
+    del row["l3_l4_spatial_entropy"]
+    with pytest.raises(ValueError, match="l3_l4_spatial_entropy"):
+        read_metrics_csv(write_csv(tmp_path / "a.csv", [row]))
+    with pytest.raises(ValueError, match="l5_s1_entropy"):
+        read_metrics_csv(write_csv(tmp_path / "b.csv", [contract_row(l5_s1_entropy="high")]))
+
+
+def test_ranking_uses_the_score_when_any_study_has_one():
+    df = pd.DataFrame({"l5_s1_entropy": [4.0, 5.0], "lstv_score": [float("nan"), 3.2]})
+    assert ranking_score(df) == "lstv_score"
+    assert ranking_score(df.assign(lstv_score=float("nan"))) == "l5_s1_entropy"
+    assert ranking_score(df.drop(columns="lstv_score")) == "l5_s1_entropy"
+
+
+def test_score_fields_for_display():
+    shown = score_fields({"lstv_score": "7.5", "lstv_score_flag": "True", "lstv_score_reason": "r"})
+    assert shown == {"lstv_score": 7.5, "lstv_score_flag": True, "lstv_score_reason": "r"}
+    empty = score_fields({"lstv_score": "", "lstv_score_flag": "True"})
+    assert math.isnan(empty["lstv_score"]) and empty["lstv_score_flag"] is False

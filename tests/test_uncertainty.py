@@ -1,9 +1,13 @@
+import csv
 import math
 
 import numpy as np
 import pytest
+import torch
 
+from helpers import blob, phantom_infer_config
 from lstv.uncertainty import (
+    NonFiniteMapError,
     RiskThresholds,
     block_sums,
     level_metrics,
@@ -150,11 +154,6 @@ def test_bands_calibrated_on_normals():
     assert risk_level(9.3, bands) == "Low" and risk_level(10.0, bands) == "High"
 
 
-def _blob(shape, centre, sigma, height=1.0):
-    ys, xs = np.indices(shape)
-    return height * np.exp(-((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2) / (2 * sigma**2))
-
-
 def test_model_pixel_mm_scales_spacing_by_the_resize():
     from lstv.uncertainty import model_pixel_mm
 
@@ -166,7 +165,7 @@ def test_two_equal_peaks_30_mm_apart_have_peak2_one():
     from lstv.uncertainty import shape_features
 
     m = np.full((160, 160), 1e-3)
-    m += _blob(m.shape, (60, 80), 2.0, 0.9) + _blob(m.shape, (90, 80), 2.0, 0.9)
+    m += blob(m.shape, (60, 80), 2.0, 0.9) + blob(m.shape, (90, 80), 2.0, 0.9)
     out = shape_features(m, (1.0, 1.0))  # 30 pixels of 1 mm: 30 mm below the first
     assert out["peak2"] == pytest.approx(1.0)
     assert out["peak2_dy_mm"] == pytest.approx(30.0) and out["peak2_dx_mm"] == 0.0
@@ -177,7 +176,7 @@ def test_peak2_uses_the_pixel_size_in_mm():
     from lstv.uncertainty import second_peak
 
     m = np.full((160, 160), 1e-3)
-    m += _blob(m.shape, (60, 80), 1.0, 0.9) + _blob(m.shape, (75, 80), 1.0, 0.6)
+    m += blob(m.shape, (60, 80), 1.0, 0.9) + blob(m.shape, (75, 80), 1.0, 0.6)
     # 15 pixels apart: 15 mm at 1 mm per pixel (inside the 20 mm exclusion), 30 mm at 2 mm
     near, _, _ = second_peak(m, (1.0, 1.0))
     far, dx, dy = second_peak(m, (2.0, 1.0))
@@ -190,7 +189,7 @@ def test_peak2_uses_the_pixel_size_in_mm():
 def test_single_blob_has_small_peak2_and_no_mass_outside():
     from lstv.uncertainty import shape_features
 
-    m = np.full((160, 160), 1e-3) + _blob((160, 160), (100, 70), 1.5, 0.95)
+    m = np.full((160, 160), 1e-3) + blob((160, 160), (100, 70), 1.5, 0.95)
     out = shape_features(m, (1.0, 1.0))
     assert out["peak2"] < 0.01
     assert out["mass_out"] < 0.01  # only the Gaussian's tail beyond the dilated core
@@ -200,10 +199,10 @@ def test_single_blob_has_small_peak2_and_no_mass_outside():
 def test_mass_out_ignores_the_background_floor():
     from lstv.uncertainty import mass_outside_peak
 
-    blob = _blob((160, 160), (80, 80), 1.5, 0.9)
+    peak = blob((160, 160), (80, 80), 1.5, 0.9)
     # a high constant floor adds nothing above the median; a spread-out second bump does
-    assert mass_outside_peak(blob + 0.01) < 0.01
-    spread = blob + _blob((160, 160), (20, 20), 8.0, 0.3)
+    assert mass_outside_peak(peak + 0.01) < 0.01
+    spread = peak + blob((160, 160), (20, 20), 8.0, 0.3)
     assert mass_outside_peak(spread) > 0.5
     assert mass_outside_peak(np.full((8, 8), 0.2)) == 0.0  # nothing above the median
 
@@ -253,3 +252,61 @@ def test_the_seed_flag_is_strictly_above_its_threshold(entropy, flagged):
     Mutant ``> self.flag_entropy`` -> ``>=``: fails (all three cases); without it: passes."""
     assert RiskThresholds().flag(entropy) is flagged
     assert RiskThresholds(flag_entropy=entropy).flag(entropy) is False
+
+# -------------------- nan maps
+# Issue 9.5: maps with NaN (a checkpoint with NaN weights) give a failure row, never a verdict.
+
+
+def _probs(size: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    p = rng.random((6, size, size))
+    return p / p.sum(axis=0, keepdims=True)
+
+
+def test_nan_map_has_no_entropy():
+    level_map = np.full((16, 16), np.nan)
+    with pytest.raises(NonFiniteMapError, match="NaN or infinite"):
+        shannon_entropy(level_map)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_non_finite_value_refuses_the_study(bad):
+    probs = _probs()
+    probs[5, 3, 4] = bad
+    with pytest.raises(NonFiniteMapError, match="1 NaN or infinite values"):
+        study_metrics(probs)
+
+
+def test_a_level_map_without_mass_is_refused():
+    probs = _probs()
+    probs[4] = 0.0
+    with pytest.raises(NonFiniteMapError, match="l4_l5 map sums to zero"):
+        study_metrics(probs)
+
+
+def test_finite_maps_still_give_metrics():
+    metrics = study_metrics(_probs())
+    assert all(np.isfinite(m["entropy"]) and m["entropy"] > 0 for m in metrics.values())
+
+
+def test_nan_checkpoint_gives_failure_rows_not_low_risk(tmp_path, phantom_dataset):
+    from lstv.model import PointNet, save_checkpoint
+    from lstv.pipeline import run_inference
+
+    torch.manual_seed(0)
+    model = PointNet("resnet10t")
+    with torch.no_grad():
+        model.logit.weight.fill_(float("nan"))
+    ckpt = save_checkpoint(model, tmp_path / "nan.pth")
+    out = tmp_path / "out"
+    summary = run_inference(
+        phantom_infer_config(phantom_dataset, out, ckpt, mode="trial", n_trial=3)
+    )
+    with open(out / "lstv_uncertainty_metrics.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == []  # no verdict
+    with open(out / "failures.csv", newline="") as f:
+        failures = list(csv.DictReader(f))
+    assert summary.n_completed == 0 and summary.n_failed == len(failures) == 3
+    for row in failures:
+        assert row["stage"] in ("metrics", "model")
+        assert "NaN or infinite" in row["error"]

@@ -1,6 +1,5 @@
 """A hospital-style export and real scanner files, end to end: index -> infer -> report."""
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -8,17 +7,13 @@ import numpy as np
 import pydicom
 import pytest
 
+from helpers import read_rows
 from lstv.cli import main
 from lstv.dicom import read_series
 from lstv.index import uid_to_id
 from lstv.phantom.hospital import ENHANCED_DESCRIPTION, write_hospital_export
 from lstv.rsna import SAGITTAL_T2
 from lstv.studies import read_series_table, study_tasks
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,38 @@
+"""What a reader hands the model (lstv.sample): the one model-pixel <-> original mapping."""
+
+import numpy as np
+import pytest
+
+from lstv.sample import Sample, model_to_original, original_to_model
+from lstv.studies import StudyTask
+
+
+def test_each_axis_scales_on_its_own():
+    # a 400-row, 320-column slice squeezed into 160 x 160: x by 2, y by 2.5
+    assert model_to_original((80.0, 40.0), 160, (400, 320)) == (160.0, 100.0)
+    assert original_to_model((160.0, 100.0), 160, (400, 320)) == (80.0, 40.0)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (384, 256), (97, 211)])
+def test_the_mapping_and_its_inverse_round_trip(shape):
+    rng = np.random.default_rng(0)
+    for x, y in rng.uniform(0, 160, (20, 2)):
+        back = original_to_model(model_to_original((x, y), 160, shape), 160, shape)
+        assert back == pytest.approx((x, y))
+
+
+def test_a_sample_maps_its_points_through_its_own_slice():
+    sample = Sample(
+        task=StudyTask(1, 2, "Sagittal T2/STIR"),
+        image=np.zeros((96, 96), np.uint8),
+        slice_pixels=np.zeros((300, 200), np.uint8),
+        slice_index=4,
+        n_slices=9,
+        position=np.array([0.0, 0.0, 0.0]),
+        orientation=np.array([0, 1, 0, 0, 0, -1], dtype=float),
+        pixel_spacing=np.array([0.5, 0.8]),
+    )
+    assert sample.model_size == 96 and sample.slice_shape == (300, 200)
+    assert sample.to_original((48.0, 48.0)) == (100.0, 150.0)
+    # pixel (x=100, y=150): 150 rows of 0.5 mm down (-z), 100 columns of 0.8 mm along +y
+    assert sample.pixel_to_patient(100.0, 150.0) == pytest.approx([0.0, 80.0, -75.0])
