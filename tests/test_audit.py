@@ -244,7 +244,7 @@ def test_earlier_reviews_are_merged_in_their_order_and_blank_ones_are_not_review
     """An earlier queue (of an older version, without ``notes``): studies that left the ranking
     follow in the earlier queue's order, ranked on from the top ``n``; a row whose review
     columns hold only spaces, or that has no study ID, is no review."""
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2", "3"], [6.0, 5.5, 5.0])
+    csv = write_metrics(tmp_path / "m.csv", [6.0, 5.5, 5.0], study_ids=["1", "2", "3"])
     path = tmp_path / "audit_queue.csv"
     path.write_text(
         "rank,study_id,l5_s1_entropy,lstv,lstv_type,reviewer\n"
@@ -262,14 +262,14 @@ def test_earlier_reviews_are_merged_in_their_order_and_blank_ones_are_not_review
     assert list(queue["reviewer"]) == ["", "dr c", "dr b", ""]
     assert list(queue["notes"]) == ["", "", "", ""]
     assert list(queue["l5_s1_entropy"]) == ["6.0", "5.5", "7.5", "6.8"]
-    assert list(queue["series_id"]) == ["9000", "9001", "", ""]
+    assert list(queue["series_id"]) == ["900", "901", "", ""]
 
 
 def test_a_queue_without_earlier_reviews_is_written_as_ranked(tmp_path):
     from lstv.audit import audit_queue, keep_reviews
     from lstv.tables import read_metrics_csv
 
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2"], [6.0, 5.5])
+    csv = write_metrics(tmp_path / "m.csv", [6.0, 5.5], study_ids=["1", "2"])
     queue = audit_queue(read_metrics_csv(csv))
     unreviewed = tmp_path / "old.csv"
     unreviewed.write_text("rank,study_id,lstv,lstv_type,reviewer,notes\n1,1,,,,\n2,5,,,,\n")
