@@ -1,20 +1,11 @@
-"""The report's figures (lstv.plots): overlays that localise, and figures that render."""
+"""The report's figures (lstv.plots): every figure renders as a PNG."""
 
 import numpy as np
 import pandas as pd
 
 from lstv.levels import LEVEL_KEYS
-from lstv.plots import entropy_histograms, level_boxplot, overlay_alpha, png_bytes, png_data_uri
+from lstv.plots import entropy_histograms, level_boxplot, png_bytes, png_data_uri
 from lstv.uncertainty import RiskThresholds
-
-
-def test_a_flat_map_has_no_overlay_and_a_peak_is_opaque():
-    assert overlay_alpha(np.full((32, 32), 0.01)) is None
-    assert overlay_alpha(np.zeros((32, 32))) is None
-    m = np.full((32, 32), 0.01)
-    m[10, 20] = 0.9
-    alpha = overlay_alpha(m)
-    assert alpha[10, 20] == 1.0 and alpha[0, 0] == 0.0 and 0 <= alpha.min() <= alpha.max() <= 1
 
 
 def metrics_table(n=12):
