@@ -1,11 +1,14 @@
 """The calibrated LSTV score: how far a study's L4/L5 and L5/S1 maps lie from normal studies'.
 
-Each study gets robust, two-sided z-scores of a few map features against a *reference* of normal
-studies run through the same checkpoint: per feature the median and 1.4826 x MAD of the
-reference (falling back to IQR / 1.349, then the standard deviation, then 1 when a spread is
-zero). The score is the largest |z|, its driver the feature that gave it, and the flag says
-whether it exceeds a threshold fitted on the reference itself (the leave-one-out maximum of the
-reference's scores, or a quantile of them for a chosen specificity).
+Each study's map features are set against a *reference* of normal studies run through the same
+checkpoint: per feature the median and 1.4826 x MAD of the reference (falling back to IQR /
+1.349, then the standard deviation, then 1 when a spread is zero). The reference's ``rule`` says
+how they combine: ``max_abs_z`` (version-1 files) takes the largest two-sided |z|;
+``mahalanobis`` (score v2) takes a robust Mahalanobis distance whose correlations come from a
+MinCovDet fit, so correlated features do not count twice, with the map features one-sided. The
+driver is the feature that adds most, and the flag says whether the score exceeds a threshold
+fitted on the reference itself (a cross-fitted quantile for a target specificity, default 0.95,
+or the leave-one-out maximum of the reference's scores).
 
 The reference is a small JSON file (``lstv calibrate``) that names the SHA-256 of the checkpoint
 whose maps it describes: every feature's scale belongs to one checkpoint, so using it with
