@@ -106,7 +106,7 @@ def test_index_infer_report_gives_the_rsna_run_s_numbers(
     assert main([*report_args, "--data_dir", str(export.root)]) == 0
     html = report.read_text()
     # thumbnails from the export's own DICOM files, found through the index's paths
-    assert html.count("DICOM slice") == len(rows) and "DICOM series not found" not in html
+    assert html.count("DICOM image ") == len(rows) and "DICOM series not found" not in html
     labels = export.labels_csv
     assert {int(r["study_id"]) for r in read_rows(labels)} == set(rows)
 
