@@ -329,3 +329,20 @@ def test_audit_queue_with_a_huge_note_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=rf"{queue} line 2"):
         write_audit_queue(metrics, queue)
     assert queue.read_text().startswith("study_id,lstv,notes\n1,1,nnn")  # left as it was
+
+
+def test_keep_reviews_says_what_it_kept_and_renumbers_the_rows(tmp_path, caplog):
+    import logging
+
+    from lstv.audit import audit_queue, keep_reviews
+    from lstv.tables import read_metrics_csv
+
+    csv = write_metrics(tmp_path / "m.csv", ["1", "2"], [6.0, 5.5])
+    queue = audit_queue(read_metrics_csv(csv))
+    previous = tmp_path / "old.csv"
+    previous.write_text("rank,study_id,lstv,lstv_type,reviewer,notes\n1,1,0,,,\n2,5,1,,,\n")
+    with caplog.at_level(logging.INFO, logger="lstv.audit"):
+        kept = keep_reviews(queue, previous)
+    assert list(kept["study_id"]) == ["1", "2", "5"]
+    assert list(kept.index) == [0, 1, 2]  # one row per label, as a fresh queue has
+    assert f"kept the review entries of 2 studies from {previous}" in caplog.messages
