@@ -348,3 +348,33 @@ def test_score_fields_for_display():
     assert shown == {"lstv_score": 7.5, "lstv_score_flag": True, "lstv_score_reason": "r"}
     empty = score_fields({"lstv_score": "", "lstv_score_flag": "True"})
     assert math.isnan(empty["lstv_score"]) and empty["lstv_score_flag"] is False
+
+
+@pytest.mark.parametrize(
+    ("cell", "kind"),
+    [
+        (None, ""),
+        (math.nan, ""),
+        ("NaN", ""),
+        ("  ", ""),
+        (" No_LSTV ", "normal"),
+        ("no   lstv", "normal"),
+        ("Sacralised", "sacralization"),
+    ],
+)
+def test_a_type_cell_is_normalised(cell, kind):
+    from lstv.tables import normalise_type
+
+    assert normalise_type(cell) == kind
+
+
+def test_an_unknown_type_names_the_three_types():
+    from lstv.tables import normalise_type
+
+    with pytest.raises(ValueError, match=r"^lstv_type 'l6' is not one of normal, sacralization, "):
+        normalise_type("l6")
+
+
+def test_an_unsure_row_without_a_study_is_not_counted(tmp_path):
+    labels, n_unreviewed = read_labels(labels_file(tmp_path, "study_id,lstv\n1,unsure\n,unsure\n"))
+    assert labels.empty and labels.attrs["n_unsure"] == 1
