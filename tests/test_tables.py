@@ -378,3 +378,37 @@ def test_an_unknown_type_names_the_three_types():
 def test_an_unsure_row_without_a_study_is_not_counted(tmp_path):
     labels, n_unreviewed = read_labels(labels_file(tmp_path, "study_id,lstv\n1,unsure\n,unsure\n"))
     assert labels.empty and labels.attrs["n_unsure"] == 1
+
+
+def test_an_unknown_type_in_a_file_names_the_file_and_row(tmp_path):
+    path = labels_file(tmp_path, "study_id,lstv,lstv_type\n1,1,l6\n")
+    with pytest.raises(ValueError, match=r"^labels CSV .*labels\.csv row 2: lstv_type 'l6'"):
+        read_labels(path)
+
+
+def test_more_than_ten_conflicts_name_the_first_ten(tmp_path):
+    rows = "".join(f"{i},1\n{i},0\n" for i in range(10, 22))
+    with pytest.raises(ValueError, match=r"different values: 10, 11, .*, 18, 19$"):
+        read_labels(labels_file(tmp_path, "study_id,lstv\n" + rows))
+
+
+def test_every_missing_contract_column_is_named(tmp_path):
+    import pandas as pd
+
+    from lstv.tables import read_metrics_csv, required_metric_columns
+
+    cols = [c for c in required_metric_columns() if c not in ("l4_l5_entropy", "l5_s1_entropy")]
+    path = tmp_path / "m.csv"
+    pd.DataFrame([dict.fromkeys(cols, 1)]).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"columns: l4_l5_entropy, l5_s1_entropy$"):
+        read_metrics_csv(path)
+
+
+def test_a_text_score_column_does_not_rank():
+    import pandas as pd
+
+    from lstv.tables import ranking_score
+
+    assert ranking_score(pd.DataFrame({"lstv_score": ["n/a"], "l5_s1_entropy": [1.0]})) == (
+        "l5_s1_entropy"
+    )
