@@ -337,7 +337,7 @@ def test_keep_reviews_says_what_it_kept_and_renumbers_the_rows(tmp_path, caplog)
     from lstv.audit import audit_queue, keep_reviews
     from lstv.tables import read_metrics_csv
 
-    csv = write_metrics(tmp_path / "m.csv", ["1", "2"], [6.0, 5.5])
+    csv = write_metrics(tmp_path / "m.csv", [6.0, 5.5], study_ids=["1", "2"])
     queue = audit_queue(read_metrics_csv(csv))
     previous = tmp_path / "old.csv"
     previous.write_text("rank,study_id,lstv,lstv_type,reviewer,notes\n1,1,0,,,\n2,5,1,,,\n")
