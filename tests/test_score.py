@@ -269,6 +269,23 @@ def test_reason_in_a_radiologists_words_with_the_normal_range():
     assert "z =" not in explain("l4_l5_bend_deg", 25.0, ref)
 
 
+@pytest.mark.slow  # a MinCovDet fit per left-out study
+def test_an_unflagged_study_s_reason_says_it_is_within_normal_limits():
+    """A reason names the driver of every score; for a study under the flag it is no finding,
+    and the words must not read as one ("the localizer is unsure ..." on a normal study)."""
+    from lstv.score import score_rows
+
+    raw = normal_features(np.random.default_rng(8), 60)
+    ref = fit_reference(raw, SHA_A, rule="mahalanobis")
+    study = np.median(raw, axis=0)
+    far = study.copy()
+    far[FEATURES.index("l5_s1_peak2")] = 0.9
+    typical, flagged = score_rows(rows_from(np.vstack([study, far])), ref)
+    assert not typical["lstv_score_flag"] and flagged["lstv_score_flag"]
+    assert typical["lstv_score_reason"].startswith("Within normal limits; closest to a flag: ")
+    assert not flagged["lstv_score_reason"].startswith("Within normal limits")
+
+
 def test_a_version_1_reference_still_loads_and_scores_as_before(tmp_path):
     """A reference written before score v2 (version 1: no rule, ranges or covariance) keeps
     the largest two-sided |z|, its driver and its words."""

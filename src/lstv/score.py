@@ -703,16 +703,19 @@ def score_rows(rows: list[dict], ref: Reference, source: str = "metrics") -> lis
             out.append(dict.fromkeys(SCORE_COLUMNS, ""))
             continue
         driver = ref.features[idx[i]]
+        flagged = bool(best[i] > ref.threshold)
+        if ref.normal_range:
+            reason = explain(driver, raw[i, idx[i]], ref, row)
+            if not flagged:  # the driver of an unflagged study is no finding: say so first
+                reason = f"Within normal limits; closest to a flag: {reason[0].lower()}{reason[1:]}"
+        else:
+            reason = describe(driver, raw[i, idx[i]], z[i, idx[i]], ref, row)
         out.append(
             {
                 "lstv_score": round(float(best[i]), 4),
                 "lstv_score_driver": driver,
-                "lstv_score_flag": bool(best[i] > ref.threshold),
-                "lstv_score_reason": (
-                    explain(driver, raw[i, idx[i]], ref, row)
-                    if ref.normal_range
-                    else describe(driver, raw[i, idx[i]], z[i, idx[i]], ref, row)
-                ),
+                "lstv_score_flag": flagged,
+                "lstv_score_reason": reason,
             }
         )
     return out
