@@ -139,7 +139,8 @@ def test_an_export_without_images_is_an_error(tmp_path):
         build_index(tmp_path / "missing", tmp_path.parent / "out.csv")
 
 
-def test_dicomdir_lists_the_instances(tmp_path, phantom_dataset):
+def write_dicomdir(phantom_dataset, folder):
+    """A DICOMDIR file set in ``folder`` of the phantoms' first series; returns its source files."""
     from pydicom.fileset import FileSet
 
     study_id, series_id, _ = read_series_table(phantom_dataset.series_csv)[0]
@@ -149,7 +150,12 @@ def test_dicomdir_lists_the_instances(tmp_path, phantom_dataset):
         ds = pydicom.dcmread(f)
         ds.PatientID = ds.get("PatientID") or "PHANTOM"
         fileset.add(ds)
-    fileset.write(tmp_path / "cd")
+    fileset.write(folder)
+    return files
+
+
+def test_dicomdir_lists_the_instances(tmp_path, phantom_dataset):
+    files = write_dicomdir(phantom_dataset, tmp_path / "cd")
     # A file the DICOMDIR does not reference is not read.
     shutil.copy(files[0], tmp_path / "cd" / "STRAY")
     result = index_tree(tmp_path / "cd", num_workers=1)
@@ -172,16 +178,7 @@ def test_a_dicomdir_record_naming_a_fifo_is_skipped_not_waited_on(tmp_path, phan
     import subprocess
     import sys
 
-    from pydicom.fileset import FileSet
-
-    study_id, series_id, _ = read_series_table(phantom_dataset.series_csv)[0]
-    files = sorted((phantom_dataset.images_dir / str(study_id) / str(series_id)).glob("*.dcm"))
-    fileset = FileSet()
-    for f in files:
-        ds = pydicom.dcmread(f)
-        ds.PatientID = ds.get("PatientID") or "PHANTOM"
-        fileset.add(ds)
-    fileset.write(tmp_path / "cd")
+    files = write_dicomdir(phantom_dataset, tmp_path / "cd")
     members = sorted((tmp_path / "cd").rglob("*"))
     victim = next(p for p in members if p.is_file() and p.name != "DICOMDIR")
     victim.unlink()
@@ -319,16 +316,7 @@ def test_an_enhanced_file_mixing_planes_is_indexed_as_mixed_and_refused_in_plain
 
 def test_a_dicomdir_with_broken_offsets_is_named_in_plain_words(tmp_path, phantom_dataset, caplog):
     """17.13: "unreadable DICOMDIR (7402)" said nothing a user could act on."""
-    from pydicom.fileset import FileSet
-
-    study_id, series_id, _ = read_series_table(phantom_dataset.series_csv)[0]
-    files = sorted((phantom_dataset.images_dir / str(study_id) / str(series_id)).glob("*.dcm"))
-    fileset = FileSet()
-    for f in files:
-        ds = pydicom.dcmread(f)
-        ds.PatientID = "PHANTOM"
-        fileset.add(ds)
-    fileset.write(tmp_path / "cd")
+    files = write_dicomdir(phantom_dataset, tmp_path / "cd")
     dicomdir = pydicom.dcmread(tmp_path / "cd" / "DICOMDIR")
     dicomdir.DirectoryRecordSequence[0].OffsetOfTheNextDirectoryRecord = 7402
     dicomdir.save_as(tmp_path / "cd" / "DICOMDIR")
