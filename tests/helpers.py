@@ -114,7 +114,7 @@ def write_metrics(path, l5_s1_entropy, study_ids=None, extra=None):
     return path
 
 
-# --- score references (lstv.score, lstv.calibrate, lstv.scoring)
+# --- score references (lstv.score*, lstv.calibrate, lstv.scoring)
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -122,7 +122,7 @@ SHA_B = "b" * 64
 
 def normal_features(rng, n):
     """Raw features like a localizer's on normal studies: entropy ~9.6, small ratios."""
-    from lstv.score import FEATURES
+    from lstv.score_features import FEATURES
 
     cols = {
         "entropy": lambda: rng.normal(9.6, 0.02, n),
@@ -136,7 +136,7 @@ def normal_features(rng, n):
 
 def rows_from(raw, start_id=1000, **extra):
     """Metrics CSV rows (text cells) of raw feature values, as ``lstv infer`` writes them."""
-    from lstv.score import FEATURES
+    from lstv.score_features import FEATURES
 
     rows = []
     for i, values in enumerate(raw):

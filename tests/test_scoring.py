@@ -14,7 +14,9 @@ from helpers import (
     rows_from,
     write_run,
 )
-from lstv.score import SCORE_COLUMNS, check_checkpoint, fit_reference
+from lstv.columns import SCORE_COLUMNS
+from lstv.score import fit_reference
+from lstv.score_reference import check_checkpoint
 from lstv.scoring import load_reference, rescore_run, resolve_reference
 
 
@@ -111,7 +113,7 @@ def test_infer_with_a_reference_scores_as_lstv_score_does(
     scored = read(tmp_path / "scored" / "lstv_uncertainty_metrics.csv")
     manifest = json.loads((tmp_path / "scored" / "run_manifest.json").read_text())
     assert manifest["score_reference"]["path"] == str(ref)
-    # the drift check ran (this phantom set is too small to test it: lstv.score's tests do)
+    # the drift check ran (this phantom set is too small to test it: lstv.score_drift's tests do)
     assert manifest["score_drift"] == {
         "drift": None, "n": len(scored), "features": {}, "note": "too few studies to test"
     }

@@ -41,7 +41,7 @@ def analyse_volume(
     As a mapping: level key -> metrics, with ``point`` as (x, y) in the original slice's pixels
     or None; ``probs`` holds the (6, S, S) maps. With the centre slice's ``pixel_spacing`` (mm
     between rows, between columns) the map-shape features are measured too, and with a score
-    ``reference`` (:class:`lstv.score.Reference` of this checkpoint) ``.score`` holds the
+    ``reference`` (:class:`lstv.score_reference.Reference` of this checkpoint) ``.score`` holds the
     calibrated score.
     """
     from lstv.inference import model_input

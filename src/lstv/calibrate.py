@@ -13,14 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from lstv.rundir import RunDir, refuse_overwriting
-from lstv.score import (
-    DEFAULT_TARGET_SPECIFICITY,
-    FEATURES,
-    V2_FEATURES,
-    Reference,
-    feature_matrix,
-    fit_reference,
-)
+from lstv.score import DEFAULT_TARGET_SPECIFICITY, V2_FEATURES, fit_reference
+from lstv.score_features import FEATURES, feature_matrix
+from lstv.score_reference import Reference
 from lstv.scoring import read_run_csv, run_manifest
 from lstv.tables import read_labels
 

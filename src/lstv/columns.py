@@ -169,8 +169,8 @@ SELECTION = (
         "why this series was run: description, description_pattern or headers",
     ),
 )
-# Geometry of the five predicted points in the slice plane (lstv.score.geometry_features), from
-# their patient coordinates; empty where a point is missing.
+# Geometry of the five predicted points in the slice plane (from their patient coordinates,
+# lstv.score_features.geometry_features); empty where a point is missing.
 GEOMETRY = (
     Column(
         "l5_s1_spacing_ratio",

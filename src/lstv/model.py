@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from lstv.errors import CheckpointError, CheckpointNotFoundError
 from lstv.levels import DEFAULT_IMAGE_SIZE, NUM_CLASSES
 from lstv.rundir import atomic_file, file_sha256, refuse_overwriting
-from lstv.score import CONFIG_KEY, Reference, check_checkpoint, read_reference
+from lstv.score_reference import CONFIG_KEY, Reference, check_checkpoint, read_reference
 
 log = logging.getLogger(__name__)
 

@@ -267,7 +267,8 @@ class _Run:
     def check_drift(self) -> None:
         """The run's feature medians against its score reference's (lstv.score.drift_check):
         in the manifest, and a warning in the log when they sit far apart."""
-        from lstv.score import drift_check, feature_matrix
+        from lstv.score_drift import drift_check
+        from lstv.score_features import feature_matrix
         from lstv.scoring import read_run_csv, warn_drift
 
         _, rows = read_run_csv(self.run_dir.metrics_csv, self.reference.features)

@@ -20,7 +20,8 @@ from lstv.columns import METRIC_COLUMNS, SCORE_COLUMNS, SEED_COLUMNS, SHAPE_FEAT
 from lstv.levels import LEVEL_KEYS
 from lstv.rundir import RunDir, atomic_file
 from lstv.sample import model_to_original
-from lstv.score import geometry_features, score_rows
+from lstv.score import score_rows
+from lstv.score_features import geometry_features
 from lstv.uncertainty import RiskThresholds, model_pixel_mm, study_metrics
 
 __all__ = ["METRIC_COLUMNS", "SEED_COLUMNS", "StudyResult", "metrics_row", "save_heatmaps"]

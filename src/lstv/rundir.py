@@ -355,7 +355,7 @@ class Manifest:
     score_reference: dict | None = None  # path, sha256, source; or None with score_note
     score_reference_sha256: str | None = None
     score_note: str = ""
-    score_drift: dict | None = None  # lstv.score.drift_check of the run against its reference
+    score_drift: dict | None = None  # lstv.score_drift.drift_check of the run against its reference
     selected_study_ids: list = field(default_factory=list)
     n_selected: int = 0
     n_completed: int = 0

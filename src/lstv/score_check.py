@@ -1,8 +1,8 @@
 """What a score reference's JSON must hold, field by field (:func:`check_fields`).
 
-:func:`lstv.score.validate_reference` runs these checks with the score's own vocabulary (its
-features and rules) every time a reference is loaded. A new field of the reference gets its
-check here, in :data:`REFERENCE_FIELDS`. The standard library and numpy only.
+:func:`lstv.score_reference.validate_reference` runs these checks with the score's own
+vocabulary (its features and rules) every time a reference is loaded. A new field of the
+reference gets its check here, in :data:`REFERENCE_FIELDS`. The standard library and numpy only.
 """
 
 from __future__ import annotations

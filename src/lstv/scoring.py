@@ -13,18 +13,12 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lstv.columns import SCORE_COLUMNS
 from lstv.rundir import RunDir, csv_writer, file_sha256, read_csv_rows
-from lstv.score import (
-    CONFIG_KEY,
-    SCORE_COLUMNS,
-    Reference,
-    check_checkpoint,
-    drift_check,
-    feature_matrix,
-    read_reference,
-    required_columns,
-    score_rows,
-)
+from lstv.score import score_rows
+from lstv.score_drift import drift_check
+from lstv.score_features import feature_matrix, required_columns
+from lstv.score_reference import CONFIG_KEY, Reference, check_checkpoint, read_reference
 
 log = logging.getLogger(__name__)
 

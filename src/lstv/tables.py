@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lstv.columns import SEED_COLUMNS, metric_column
-from lstv.score import as_number
+from lstv.score_features import as_number
 
 ID_COLUMNS = [c for c in SEED_COLUMNS if metric_column(c).dtype == "id"]  # joined as text
 NORMAL_TYPE = "normal"
