@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,12 @@ def series_files(phantom_dataset):
 
     task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
     return sorted(task.series_dir(phantom_dataset.images_dir).glob("*.dcm"))
+
+
+@pytest.fixture()
+def series_dir(phantom_dataset, tmp_path):
+    """A writable copy of one phantom sagittal T2 series."""
+    from lstv.studies import read_series_table, sagittal_t2_tasks
+
+    task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
+    return shutil.copytree(task.series_dir(phantom_dataset.images_dir), tmp_path / "series")

@@ -171,3 +171,47 @@ def write_run(folder, rows, sha=SHA_A):
     )
     RunDir(folder).write_manifest(manifest)
     return folder / "lstv_uncertainty_metrics.csv"
+
+
+# --- DICOM series (lstv.dicom and its checks)
+
+
+def write_series(folder, n=5, shuffle=False, name_fn=None, spacing=4.0):
+    """Copies of MR_small as a sagittal series along x, each slice marked by its position."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    order = np.random.default_rng(3).permutation(n) if shuffle else np.arange(n)
+    for k in range(n):
+        ds = base.copy()
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [-10.0 + k * spacing, -50.0, 60.0]
+        ds.InstanceNumber = int(order[k]) + 1
+        pixels = base.pixel_array.copy()
+        pixels[0, 0] = 1000 + 100 * k  # the slice's true position, readable after sorting
+        ds.PixelData = pixels.tobytes()
+        fname = name_fn(k, ds) if name_fn else f"{ds.InstanceNumber}.dcm"
+        ds.save_as(folder / fname)
+    return folder
+
+
+def edit(files, **values):
+    """Set header attributes of DICOM files (invalid values included, as broken exports do)."""
+    import warnings
+
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pydicom warns on NaN in a DS
+        for f in files:
+            ds = pydicom.dcmread(f)
+            for name, value in values.items():
+                setattr(ds, name, value)
+            ds.save_as(f)
+
+
+def files_of(folder):
+    """The ``.dcm`` files of a series folder, sorted."""
+    return sorted(folder.glob("*.dcm"))

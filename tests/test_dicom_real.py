@@ -6,7 +6,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from lstv.dicom import SeriesReadError, _read_slices, normalise_to_uint8, read_series
+from lstv.dicom import SeriesReadError, normalise_to_uint8, read_file_slices, read_series
 
 data = pytest.importorskip("pydicom.data")
 
@@ -44,7 +44,7 @@ def test_lossless_variants_decode_to_the_uncompressed_pixels(lossless, reference
 
 def test_the_reader_keeps_the_decoded_pixels():
     np.testing.assert_array_equal(
-        _read_slices(real("MR2_J2KR.dcm"))[0].pixels, pixels("MR2_UNCR.dcm")[0]
+        read_file_slices(real("MR2_J2KR.dcm"))[0].pixels, pixels("MR2_UNCR.dcm")[0]
     )
 
 

@@ -10,7 +10,6 @@ from lstv.index import (
     MAX_EXACT_ID,
     build_index,
     index_tree,
-    plane_of,
     uid_to_id,
 )
 from lstv.rsna import SERIES_COLUMNS
@@ -25,21 +24,6 @@ def test_uid_ids_are_stable_positive_and_exact_in_a_spreadsheet():
     assert uid_to_id(uid + "1") != first
     assert float(first) == first  # a double (Excel, pandas) holds it exactly
     assert uid_to_id("4003253") == 4003253  # RSNA's anonymised UIDs are the folder names
-
-
-@pytest.mark.parametrize(
-    ("orientation", "plane"),
-    [
-        ([0, 1, 0, 0, 0, -1], "sagittal"),
-        ([1, 0, 0, 0, 1, 0], "axial"),
-        ([1, 0, 0, 0, 0, -1], "coronal"),
-        ([0, 0.97, 0.26, 0, -0.26, 0.97], "sagittal"),  # 15 degrees off
-        ([0.569486, 0.822001, 0, 0, 0, -1], "oblique"),  # MR2_* of pydicom-data: 35 degrees
-        ([0, 0, 0, 0, 0, 0], "unknown"),
-    ],
-)
-def test_plane_from_image_orientation(orientation, plane):
-    assert plane_of(orientation) == plane
 
 
 @pytest.fixture(scope="module")

@@ -20,3 +20,7 @@ class CheckpointNotFoundError(UsageError, FileNotFoundError):
 
 class RunDirBusyError(UsageError, RuntimeError):
     """Another lstv run holds the output folder's lock."""
+
+
+class SeriesReadError(ValueError):
+    """A series that cannot become a volume; the message says why, for failures.csv."""

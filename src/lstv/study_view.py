@@ -159,7 +159,8 @@ def raw_volume(series) -> tuple[np.ndarray, float, list[dict]]:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
-    from lstv.dicom import decode_pixels, frame_geometry
+    from lstv.dicom import frame_geometry
+    from lstv.dicom_limits import decode_pixels
 
     by_path: dict[Path, tuple] = {}
     for path in dict.fromkeys(series.paths):

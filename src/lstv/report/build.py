@@ -500,7 +500,8 @@ def _dicom_series(locate: SeriesLocator, study_id: str, series_id: str):
         return None, f"DICOM series not found ({exc})"
     if source is None:
         return None, "DICOM series not found"
-    from lstv.dicom import SeriesReadError, read_series
+    from lstv.dicom import read_series
+    from lstv.errors import SeriesReadError
 
     try:
         return read_series(source), ""

@@ -1,7 +1,7 @@
 """``lstv serve``: a small web demo that analyses one uploaded study or sagittal T2 series.
 
 Uploads are handled by :mod:`lstv.web.upload` and deleted after the analysis; the pixels they
-declare are checked against :class:`lstv.dicom.DecodeLimits` before decoding. The series
+declare are checked against :class:`lstv.dicom_limits.DecodeLimits` before decoding. The series
 analysed is the one ``lstv infer`` would choose (:func:`lstv.index.upload_series_files`): an
 upload without a sagittal T2 gets a message, never a verdict. The result is shown in the study
 viewer (:mod:`lstv.study_view`); a visitor without DICOM at hand can run the example study, a
@@ -26,7 +26,7 @@ from lstv.web.server import lstv_flask
 from lstv.web.upload import UploadError, save_upload
 
 if TYPE_CHECKING:
-    from lstv.dicom import DecodeLimits
+    from lstv.dicom_limits import DecodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def create_app(
     score reference JSON of the same checkpoint (``lstv calibrate``); default: the one the
     checkpoint carries, if any.
     """
-    from lstv.dicom import DecodeLimits
+    from lstv.dicom_limits import DecodeLimits
     from lstv.scoring import resolve_reference
     from lstv.uncertainty import resolve_thresholds
 

@@ -1,0 +1,179 @@
+"""What decoding may cost (lstv.dicom_limits): declared sizes and frame counts checked against
+limits before any pixel is decoded (issues 9.8, 17), and decoder failures as one series error."""
+
+import tracemalloc
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import RLELossless
+
+from helpers import write_series
+from lstv.dicom import read_series
+from lstv.dicom_limits import DecodeLimits, declared_pixel_bytes
+from lstv.errors import SeriesReadError
+
+HUGE_FRAMES_MAIN = """
+import sys, time
+import pydicom
+from pydicom.data import get_testdata_file
+from lstv.dicom import SeriesReadError, read_series
+ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+ds.NumberOfFrames, ds.Rows, ds.Columns = int(sys.argv[2]), 1, 1
+ds.PixelData = b"\\0\\0" * 1000
+ds.save_as(sys.argv[1])
+start = time.perf_counter()
+try:
+    read_series([sys.argv[1]])
+except SeriesReadError as exc:
+    print(f"{time.perf_counter() - start:.3f}", exc)
+"""
+
+
+@pytest.mark.parametrize("frames", [10**6, 10**7])
+def test_a_huge_frame_count_is_refused_from_the_header_at_once(tmp_path, frames):
+    """17.1: 10^6 declared frames took 32 s of per-frame geometry before any size check."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", HUGE_FRAMES_MAIN, str(tmp_path / "f.dcm"), str(frames)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seconds, message = proc.stdout.split(" ", 1)
+    assert float(seconds) < 0.5
+    assert f"declares {frames:,} frames" in message
+
+
+def test_a_frame_count_the_pixel_data_cannot_hold_is_refused(tmp_path):
+    """Uncompressed pixel data shorter than the header declares: refused before decoding."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.NumberOfFrames = 40
+    ds.save_as(tmp_path / "f.dcm")
+    with pytest.raises(SeriesReadError, match=r"f.dcm: .*40 frames.*holds 1 frame"):
+        read_series([tmp_path / "f.dcm"])
+
+
+def test_a_file_declaring_exactly_the_per_file_limit_is_read(tmp_path):
+    """The per-file limit is inclusive: a file whose declared size equals it is read, one byte
+    less refuses it.
+
+    Mutant ``need >= limits.max_file_bytes``: fails (the file at the limit is refused);
+    without it: passes."""
+    folder = write_series(tmp_path / "s", n=2)
+    size = declared_pixel_bytes(pydicom.dcmread(folder / "1.dcm"))
+    assert read_series(folder, DecodeLimits(max_file_bytes=size)).volume.shape[0] == 2
+    with pytest.raises(SeriesReadError, match="per-file limit"):
+        read_series(folder, DecodeLimits(max_file_bytes=size - 1))
+
+
+@pytest.mark.parametrize(
+    ("bits", "bytes_per_sample"), [(1, 1), (8, 1), (9, 2), (12, 2), (16, 2), (24, 3), (32, 4)]
+)
+def test_declared_bytes_round_bits_up_to_whole_bytes(bits, bytes_per_sample):
+    """BitsAllocated 12 takes 2 bytes per sample, 1 bit still 1 byte.
+
+    Mutant ``BitsAllocated // 8`` (rounded down): fails for 9 and 12; without it: passes."""
+    ds = pydicom.Dataset()
+    ds.Rows, ds.Columns, ds.BitsAllocated = 30, 20, bits
+    assert declared_pixel_bytes(ds) == 30 * 20 * bytes_per_sample
+
+
+def rle_bomb(template, path, rows, columns):
+    """A small RLE file whose header declares ``rows`` x ``columns`` pixels."""
+    ds = pydicom.dcmread(template)
+    ds.Rows, ds.Columns = 64, 64
+    ds.compress(RLELossless, np.zeros((64, 64), dtype=np.uint16))
+    ds.Rows, ds.Columns = rows, columns
+    ds.save_as(path)
+    return path
+
+
+def test_declared_bytes():
+    ds = pydicom.Dataset()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 60000, 60000, 16, 1
+    assert declared_pixel_bytes(ds) == 60000 * 60000 * 2
+    ds.NumberOfFrames, ds.SamplesPerPixel, ds.BitsAllocated = 3, 3, 1
+    assert declared_pixel_bytes(ds) == 60000 * 60000 * 3 * 3
+
+
+def test_60000_squared_rle_file_is_refused_without_allocating(series_dir):
+    files = sorted(series_dir.glob("*.dcm"))
+    bomb = rle_bomb(files[0], files[0], 60000, 60000)
+    assert bomb.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(SeriesReadError, match=r"60000 x 60000 .*per-file limit"):
+            read_series(series_dir)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20  # 7.2 GB if it were decoded
+
+
+def test_limit_is_configurable(series_dir):
+    files = sorted(series_dir.glob("*.dcm"))
+    rle_bomb(files[0], files[0], 4096, 4096)  # 32 MB declared
+    with pytest.raises(SeriesReadError, match="per-file limit"):
+        read_series(series_dir, DecodeLimits(max_file_bytes=16 * 2**20))
+
+
+def test_per_series_total(series_dir, monkeypatch):
+    n = len(list(series_dir.glob("*.dcm")))
+    one = pydicom.dcmread(sorted(series_dir.glob("*.dcm"))[0])
+    per_file = declared_pixel_bytes(one)
+    assert read_series(series_dir, DecodeLimits(max_series_bytes=n * per_file)).volume.shape[0] == n
+    with pytest.raises(SeriesReadError, match="more than .* MB"):
+        read_series(series_dir, DecodeLimits(max_series_bytes=(n - 1) * per_file))
+    monkeypatch.setenv("LSTV_MAX_SERIES_DECODE_MB", "1")
+    with pytest.raises(SeriesReadError, match="LSTV_MAX_SERIES_DECODE_MB"):
+        read_series(series_dir)
+
+
+def test_bad_limit_in_the_environment(monkeypatch):
+    monkeypatch.setenv("LSTV_MAX_FILE_DECODE_MB", "１２")
+    with pytest.raises(ValueError, match="LSTV_MAX_FILE_DECODE_MB"):
+        DecodeLimits.from_env()
+
+
+@pytest.mark.parametrize("rows", [-5, "abc"])
+def test_nonsense_size_is_a_clear_error(series_dir, rows):
+    f = sorted(series_dir.glob("*.dcm"))[0]
+    raw = f.read_bytes()
+    ds = pydicom.dcmread(f)
+    ds["Rows"].VR = "US" if isinstance(rows, int) and rows >= 0 else "SS"
+    if isinstance(rows, str):
+        ds["Rows"].VR = "LO"
+    ds.Rows = rows
+    ds.save_as(f)
+    assert f.read_bytes() != raw
+    with pytest.raises(SeriesReadError, match="Rows"):
+        read_series(series_dir)
+
+
+def test_decoder_plugin_failures_log_no_traceback(series_dir, caplog):
+    import logging
+
+    from pydicom.encaps import encapsulate
+
+    f = sorted(series_dir.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(f)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"  # JPEG lossless
+    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream" * 8])  # every plugin fails
+    ds.save_as(f)
+    with caplog.at_level(logging.INFO), pytest.raises(SeriesReadError, match="cannot decode"):
+        read_series(series_dir)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_a_panicking_rust_decoder_is_a_series_error(series_dir):
+    """pylibjpeg-rle panics (pyo3 PanicException, a BaseException) when Rows is one short."""
+    files = sorted(series_dir.glob("*.dcm"))
+    rle_bomb(files[0], files[0], 63, 64)
+    with pytest.raises(SeriesReadError, match=r"cannot decode pixels \(1.2.840.10008.1.2.5\)"):
+        read_series(series_dir)
