@@ -149,9 +149,9 @@ def test_resolve_device(monkeypatch):
 
 
 def test_load_predictor_runs_the_checkpoints_model_on_the_device(tiny_checkpoint, monkeypatch):
+    from lstv.atomic import file_sha256
     from lstv.inference import load_predictor
     from lstv.model import load_checkpoint
-    from lstv.rundir import file_sha256
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     predictor, info = load_predictor(tiny_checkpoint)  # "auto": the CPU here

@@ -123,8 +123,8 @@ def test_non_dict_checkpoint(tmp_path):
 def test_a_reference_embedded_in_a_checkpoint_travels_with_it(tmp_path):
     import torch
 
+    from lstv.atomic import file_sha256
     from lstv.model import PointNet, embed_reference, read_checkpoint, save_checkpoint
-    from lstv.rundir import file_sha256
     from lstv.score import fit_reference
     from lstv.scoring import load_reference
 

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import read_rows
+from lstv.atomic import file_sha256
 from lstv.pipeline import InferenceConfig, run_inference
 from lstv.results import SEED_COLUMNS
-from lstv.rundir import file_sha256
 
 
 def config(data, out, checkpoint, **kw):
@@ -549,7 +549,7 @@ def reference_json(tmp_path_factory) -> dict:
     import numpy as np
 
     from helpers import normal_features
-    from lstv.rundir import file_sha256
+    from lstv.atomic import file_sha256
     from lstv.score import fit_reference
 
     raw = normal_features(np.random.default_rng(0), 25)

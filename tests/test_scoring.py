@@ -154,8 +154,8 @@ def test_score_killed_between_its_two_files_leaves_them_consistent(tmp_path):
     import subprocess
     import sys
 
+    from lstv.atomic import file_sha256 as sha
     from lstv.rundir import RunDir
-    from lstv.rundir import file_sha256 as sha
 
     rng = np.random.default_rng(3)
     csv_path = write_run(tmp_path / "run", rows_from(normal_features(rng, 30)))

@@ -22,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstv.atomic import refuse_overwriting, write_csv_atomic
 from lstv.columns import AUDIT_COLUMNS, REVIEW_COLUMNS
 from lstv.config import ReportConfig
-from lstv.rundir import RunDir, read_csv_rows, refuse_overwriting, write_csv_atomic
+from lstv.csv_files import read_csv_rows
+from lstv.rundir import RunDir
 from lstv.tables import ranking_score, read_metrics_csv, score_fields
 from lstv.uncertainty import RiskThresholds, resolve_thresholds
 

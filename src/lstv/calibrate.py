@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lstv.rundir import RunDir, refuse_overwriting
+from lstv.atomic import refuse_overwriting
+from lstv.rundir import RunDir
 from lstv.score import DEFAULT_TARGET_SPECIFICITY, V2_FEATURES, fit_reference
 from lstv.score_features import FEATURES, feature_matrix
 from lstv.score_reference import Reference

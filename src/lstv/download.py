@@ -199,13 +199,13 @@ def check_model_files(checkpoint: str | Path, valid_ids: str | Path) -> list[str
     """
     import numpy as np
 
+    from lstv.atomic import file_sha256
     from lstv.model import (
         PointNet,
         extract_state_dict,
         load_state_dict_strict,
         read_checkpoint,
     )
-    from lstv.rundir import file_sha256
 
     obj = read_checkpoint(checkpoint)
     state_dict = extract_state_dict(obj)

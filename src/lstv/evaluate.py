@@ -490,7 +490,8 @@ def evaluate(
         ``youden_specificity``, ``fixed_sensitivity``, ``fixed_specificity``, ``cohens_d``,
         ``mann_whitney_u``, ``mann_whitney_p``, means and counts.
     """
-    from lstv.rundir import RunDir, write_json_atomic
+    from lstv.atomic import write_json_atomic
+    from lstv.rundir import RunDir
     from lstv.uncertainty import resolve_thresholds
 
     thresholds = resolve_thresholds(

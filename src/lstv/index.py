@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.atomic import write_csv_atomic
 from lstv.dicom import NotRegularFileError, folder_files, frame_geometry, open_regular
 from lstv.dicom_geometry import plane_of
 from lstv.dicom_limits import MAX_FRAMES
-from lstv.rundir import write_csv_atomic
 from lstv.studies import join_paths
 
 log = logging.getLogger(__name__)

@@ -17,16 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lstv import __version__
-from lstv.rundir import (
-    FAILURE_COLUMNS,
-    MANIFEST_JSON,
-    METRICS_CSV,
-    Manifest,
-    RunDir,
-    csv_errors_as_value_errors,
-    utc_now,
-    write_csv_atomic,
-)
+from lstv.atomic import write_csv_atomic
+from lstv.csv_files import csv_errors_as_value_errors
+from lstv.rundir import FAILURE_COLUMNS, MANIFEST_JSON, METRICS_CSV, Manifest, RunDir, utc_now
 
 log = logging.getLogger(__name__)
 

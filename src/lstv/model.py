@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lstv.atomic import atomic_file, file_sha256, refuse_overwriting
 from lstv.errors import CheckpointError, CheckpointNotFoundError
 from lstv.levels import DEFAULT_IMAGE_SIZE, NUM_CLASSES
-from lstv.rundir import atomic_file, file_sha256, refuse_overwriting
 from lstv.score_reference import CONFIG_KEY, Reference, check_checkpoint, read_reference
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from lstv import __version__
+from lstv.atomic import json_safe, non_finite_keys
 from lstv.config import InferenceConfig
+from lstv.csv_files import check_header
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row, save_heatmaps
-from lstv.rundir import Manifest, RunDir, check_header, json_safe, non_finite_keys, utc_now
+from lstv.rundir import Manifest, RunDir, utc_now
 from lstv.sample import Failure, Sample, SampleReader, iter_samples
 from lstv.scoring import load_reference, resolve_reference
 from lstv.studies import (

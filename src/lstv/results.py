@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.atomic import atomic_file
 from lstv.columns import METRIC_COLUMNS, SCORE_COLUMNS, SEED_COLUMNS, SHAPE_FEATURES
 from lstv.levels import LEVEL_KEYS
-from lstv.rundir import RunDir, atomic_file
+from lstv.rundir import RunDir
 from lstv.sample import model_to_original
 from lstv.score import score_rows
 from lstv.score_features import geometry_features

@@ -1,8 +1,10 @@
-"""The output folder of a run: its file names, CSV columns, manifest, atomic writes and lock.
+"""The output folder of a run: its file names, CSV columns, manifest and lock.
 
 Everything that reads or writes a run folder (``lstv infer``, ``merge``, ``report``, ``audit``,
 ``evaluate``, ``score``, the demo, the benchmarks and the tests) goes through this module, so a
-file name, a column or a manifest field has one owner. Light on purpose: no numpy, no torch.
+file name, a column or a manifest field has one owner. How a file is written whole is
+:mod:`lstv.atomic`; how a CSV is read back and appended to, :mod:`lstv.csv_files`. Light on
+purpose: no numpy, no torch.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ import contextlib
 import csv
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from lstv.atomic import non_finite_keys, write_csv_atomic, write_json_atomic, write_text_atomic
 from lstv.config import MODES, InferenceConfig
+from lstv.csv_files import CsvAppender, read_csv_rows
 from lstv.errors import RunDirBusyError
 
 log = logging.getLogger(__name__)
@@ -48,261 +50,6 @@ STATUSES = ("running", "complete", "interrupted", "failed")
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# --- atomic writes -------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB chunks (checkpoints are large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | Path, binary: bool = False) -> Iterator[IO]:
-    """An open temporary file that becomes ``path`` whole when the block ends, or never.
-
-    The file is flushed, synced and renamed over ``path``; on any error it is removed and
-    ``path`` is untouched, so readers see the old file or the whole new one, never half.
-
-    Raises:
-        OSError: the folder is missing or read-only, ``path`` is a folder, or the disk is
-            full; the message names ``path``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give a file name to write")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        mode = {"mode": "wb"} if binary else {"mode": "w", "newline": "", "encoding": "utf-8"}
-        with os.fdopen(fd, **mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
-    """Fill a text file with ``write(file)`` through :func:`atomic_file`."""
-    with atomic_file(path) as f:
-        write(f)
-    return Path(path)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text))
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """JSON that is valid by the standard: NaN or infinity is an error, not ``NaN``."""
-    text = json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
-    return write_text_atomic(path, text)
-
-
-def non_finite_keys(data: Any, key: str = "") -> list[str]:
-    """The dotted keys (``checkpoint.config.val_median_error_mm.l5_s1``) of every NaN or
-    infinite float in ``data``, walking dicts, lists and tuples."""
-    if isinstance(data, float):
-        return [] if math.isfinite(data) else [key or "(value)"]
-    if isinstance(data, dict):
-        items = data.items()
-    elif isinstance(data, (list, tuple)):
-        items = enumerate(data)
-    else:
-        return []
-    return [bad for k, v in items for bad in non_finite_keys(v, f"{key}.{k}" if key else str(k))]
-
-
-def json_safe(data: Any) -> Any:
-    """``data`` with every NaN or infinite float replaced by None (JSON null): a figure that
-    could not be computed is unknown, which strict JSON can say."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: json_safe(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [json_safe(v) for v in data]
-    return data
-
-
-def csv_writer(columns: Iterable[str], rows: Iterable[dict | list]) -> Callable[[IO[str]], None]:
-    """What writes a CSV with a header and rows (dicts keyed by column, or lists in column
-    order) into an open file."""
-    columns = list(columns)
-
-    def write(f: IO[str]) -> None:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([row.get(c, "") for c in columns] if isinstance(row, dict) else row)
-
-    return write
-
-
-def write_csv_atomic(path: str | Path, columns: Iterable[str], rows: Iterable[dict | list]) -> Path:
-    """A CSV with a header and rows (dicts keyed by column, or lists in column order)."""
-    return atomic_write(path, csv_writer(columns, rows))
-
-
-def refuse_overwriting(output: str | Path, inputs: Iterable[str | Path | None], what: str) -> None:
-    """Refuse to write ``output`` when it is one of ``inputs`` (same file, any spelling)."""
-    output = Path(output)
-    if output.is_dir():
-        raise ValueError(f"{what} {output} is a folder; give a file name")
-    for given in inputs:
-        if given is None:
-            continue
-        given = Path(given)
-        if given.exists() and output.exists() and os.path.samefile(given, output):
-            raise ValueError(f"{what} {output} is the input {given}: it would be overwritten")
-
-
-# --- CSV reading and appending -------------------------------------------------------------
-
-
-def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a CSV (UTF-8, a BOM accepted), or ([], []) when it is absent.
-
-    Raises:
-        ValueError: not UTF-8, or a row the csv module refuses (a field over
-            ``csv.field_size_limit()``, a NUL byte), naming the file and line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return [], []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        with csv_errors_as_value_errors(path, reader.reader):
-            rows = list(reader)
-        return list(reader.fieldnames or []), rows
-
-
-@contextlib.contextmanager
-def csv_errors_as_value_errors(path: Path, reader):
-    """Turn what reading ``path`` with the csv ``reader`` raises into ValueErrors naming the
-    file and line: ``csv.Error`` is no ValueError, so the CLI would show a traceback."""
-    try:
-        yield
-    except csv.Error as exc:
-        raise ValueError(
-            f"{path} line {reader.line_num}: not a readable CSV row ({exc}; a field may hold "
-            f"at most {csv.field_size_limit() // 1024} KiB)"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-
-
-def drop_partial_last_row(path: Path) -> None:
-    """An interrupted append can leave half a row: cut the file back to its last whole row.
-
-    A row ends at a newline outside quotes (a quoted field may hold a newline), so the file is
-    scanned as CSV rather than cut at the last newline byte.
-    """
-    data = Path(path).read_bytes()
-    if not data or data.endswith(b"\n") and _quotes_balanced(data):
-        return
-    end = _last_complete_row_end(data)
-    with open(path, "rb+") as f:
-        f.truncate(end)
-    log.warning("%s ended in a partial row (interrupted run): dropped it", path)
-
-
-def _quotes_balanced(data: bytes) -> bool:
-    return data.count(b'"') % 2 == 0
-
-
-def _last_complete_row_end(data: bytes) -> int:
-    """Byte offset just past the last newline that ends a row (outside quotes)."""
-    in_quotes = False
-    end = 0
-    for i, byte in enumerate(data):
-        if byte == 0x22:  # '"'; a doubled quote inside quotes toggles twice, as it should
-            in_quotes = not in_quotes
-        elif byte == 0x0A and not in_quotes:
-            end = i + 1
-    return end
-
-
-class CsvAppender:
-    """Appends rows to a CSV with a fixed header, flushing each row to disk."""
-
-    def __init__(self, path: Path, columns: list[str]):
-        self.path = Path(path)
-        self.columns = list(columns)
-        exists = self.path.is_file() and self.path.stat().st_size > 0
-        if exists:
-            check_header(self.path, self.columns)
-            drop_partial_last_row(self.path)
-        with self._naming_the_file():
-            self._file = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-            self._writer = csv.DictWriter(
-                self._file, fieldnames=self.columns, extrasaction="raise"
-            )
-            if not exists:
-                self._writer.writeheader()
-                self._flush()
-
-    @contextlib.contextmanager
-    def _naming_the_file(self) -> Iterator[None]:
-        """A full disk or an I/O error says which file it could not write."""
-        try:
-            yield
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot write {self.path}: {exc.strerror or exc}") from exc
-
-    def _flush(self) -> None:
-        with self._naming_the_file():
-            self._file.flush()
-            os.fsync(self._file.fileno())
-
-    def write(self, row: dict, sync: bool = True) -> None:
-        """Append one row, handed to the OS at once (a killed run keeps it); with ``sync`` also
-        on the disk (a power cut keeps it). An fsync costs milliseconds, so a run writing many
-        rows in a batch passes ``sync=False`` and calls :meth:`sync` once per batch."""
-        with self._naming_the_file():
-            self._writer.writerow(row)
-            if sync:
-                self._flush()
-            else:
-                self._file.flush()
-
-    def sync(self) -> None:
-        """Everything written so far is on the disk."""
-        self._flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> CsvAppender:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def check_header(path: Path, columns: list[str]) -> None:
-    """Refuse to append to a CSV written by another version (other columns)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
-    if header != list(columns):
-        raise ValueError(
-            f"{path} has other columns than this version writes; "
-            "use a new --output_dir (or move the old file away)"
-        )
 
 
 # --- the manifest --------------------------------------------------------------------------

@@ -151,7 +151,7 @@ class Reference:
         return cls(**{**known, **{k: tuple(known[k]) for k in tuples if k in known}}, extra=extra)
 
     def save(self, path: str | Path) -> Path:
-        from lstv.rundir import write_json_atomic
+        from lstv.atomic import write_json_atomic
 
         return write_json_atomic(path, self.to_dict())
 

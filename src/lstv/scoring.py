@@ -13,8 +13,10 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lstv.atomic import csv_writer, file_sha256
 from lstv.columns import SCORE_COLUMNS
-from lstv.rundir import RunDir, csv_writer, file_sha256, read_csv_rows
+from lstv.csv_files import read_csv_rows
+from lstv.rundir import RunDir
 from lstv.score import score_rows
 from lstv.score_drift import drift_check
 from lstv.score_features import feature_matrix, required_columns

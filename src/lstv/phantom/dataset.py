@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv import rsna
+from lstv.atomic import write_json_atomic
 from lstv.levels import LEVEL_KEYS, LEVELS
 from lstv.phantom.anatomy import LSTV_SUBTYPES, l5_wedge_deg, s1_s2_remnant
 from lstv.phantom.dicom_writer import (
@@ -33,7 +34,6 @@ from lstv.phantom.render import (
     scanner_shift,
     study_rng,
 )
-from lstv.rundir import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv import rsna
-from lstv.rundir import write_csv_atomic
+from lstv.atomic import write_csv_atomic
 
 log = logging.getLogger(__name__)
 

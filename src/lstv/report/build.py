@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from lstv import __version__
+from lstv.atomic import refuse_overwriting, write_text_atomic
 from lstv.config import ReportConfig
+from lstv.csv_files import read_csv_rows
 from lstv.evaluate import (
     evaluate_frames,
     read_labels,
@@ -30,14 +32,7 @@ from lstv.evaluate import (
     roc_inputs,
 )
 from lstv.levels import LEVEL_KEYS, LEVELS
-from lstv.rundir import (
-    FAILURE_COLUMNS,
-    Manifest,
-    RunDir,
-    read_csv_rows,
-    refuse_overwriting,
-    write_text_atomic,
-)
+from lstv.rundir import FAILURE_COLUMNS, Manifest, RunDir
 from lstv.study_view import SeriesLocator, safe_name
 from lstv.tables import ranking_score, score_fields
 from lstv.uncertainty import RiskThresholds, resolve_thresholds
