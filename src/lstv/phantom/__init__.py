@@ -133,7 +133,6 @@ from lstv.phantom.anatomy import (
     Degeneration,
     Disc,
     Vertebra,
-    sample_anatomy,
 )
 from lstv.phantom.dataset import (
     AXIAL_DESCRIPTION,
@@ -158,6 +157,7 @@ from lstv.phantom.geometry import (
     SAGITTAL_ORIENTATION,
     SeriesGeometry,
 )
+from lstv.phantom.population import sample_anatomy
 from lstv.phantom.render import MAX_PIXEL, RenderedStudy, render_study, study_rng
 
 __all__ = [
