@@ -21,8 +21,8 @@ LEVELS = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
 
 def cues(kind: str, subtype: str, n: int, seed: int) -> dict:
     from lstv.phantom.anatomy import l5_wedge_deg, s1_s2_remnant
-    from lstv.phantom.population import sample_anatomy
     from lstv.phantom.geometry import lumbosacral_angle_deg, place_in_image
+    from lstv.phantom.population import sample_anatomy
     from lstv.phantom.render import sample_matrix
 
     out: dict = {"wedge": [], "ferguson": [], "lordosis": [], "rotation": [], "spacing": [],

@@ -9,9 +9,9 @@ import numpy as np
 
 from lstv.levels import LEVELS
 from lstv.phantom.anatomy import Anatomy
-from lstv.phantom.population import sample_anatomy
 from lstv.phantom.draw import draw_slice
 from lstv.phantom.geometry import AXIAL_ORIENTATION, Placement, SeriesGeometry, place_in_image
+from lstv.phantom.population import sample_anatomy
 from lstv.phantom.tissues import (
     AIR,
     ANNULUS,
