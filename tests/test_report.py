@@ -1,7 +1,4 @@
-import base64
-import io
 import json
-import math
 import re
 import subprocess
 import sys
@@ -349,47 +346,6 @@ def test_flat_maps_are_not_painted():
     assert alpha[70, 50] == 1.0 and alpha[5, 150] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_thumbnail_points_land_where_the_csv_says(tmp_path):
-    """A point at (224, 384) of a 448 x 512 slice is drawn at (80, 120) of the 160 model input."""
-    from matplotlib.image import imread
-
-    from lstv.report import _thumbnail
-    from lstv.study_view import LEVEL_COLOURS
-
-    (tmp_path / "heatmaps").mkdir()
-    probs = np.zeros((6, S, S), np.float32)
-    probs[0] = 1.0
-    np.savez(
-        tmp_path / "heatmaps" / "1.npz",
-        probs=probs,
-        image=np.zeros((S, S), np.uint8),
-        slice_index=np.int64(3),
-        original_shape=np.array([512, 448]),
-        series_id=np.array("2"),
-    )
-    row = pd.Series(
-        {
-            "study_id": "1",
-            "series_id": "2",
-            "image_width": 448.0,
-            "image_height": 512.0,
-            "slice_index": 3,
-            "n_slices": 7,
-            "l5_s1_x": 224.0,
-            "l5_s1_y": 384.0,
-            "l4_l5_x": np.nan,
-            "l4_l5_y": np.nan,
-        }
-    )
-    uri, note = _thumbnail(row, tmp_path / "heatmaps", None)
-    assert "model input (160 × 160) of slice 4/7" in note
-    img = imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")[..., :3]
-    target = np.array([int(LEVEL_COLOURS[4][i : i + 2], 16) / 255 for i in (1, 3, 5)])
-    ys, xs = np.nonzero(np.abs(img - target).sum(-1) < 0.15)
-    assert xs.size > 10
-    h, w = img.shape[:2]
-    assert (xs.mean() + 0.5) * S / w == pytest.approx(80.5, abs=1.5)
-    assert (ys.mean() + 0.5) * S / h == pytest.approx(120.5, abs=1.5)
 
 
 @pytest.mark.slow
@@ -500,12 +456,6 @@ def test_phantom_report_in_browser(page, infer_output, phantom_dataset, tmp_path
     check_report_in_browser(page, report, tmp_path / "phantom_report.png", html.count("<img "))
 
 
-def test_fmt_helpers():
-    from lstv.report import _fmt, _fmt_p, _score_label
-
-    assert _fmt(math.nan) == "—" and _fmt(None) == "—" and _fmt(1.23456, 3) == "1.235"
-    assert _fmt_p(1e-5) == "< 0.001" and _fmt_p(0.0412) == "0.041"
-    assert _score_label("l5_s1_one_minus_confidence") == "L5/S1 one minus confidence"
 
 
 def test_candidates_rank_by_the_calibrated_score_with_its_reason(tmp_path):

@@ -30,9 +30,9 @@ from lstv.rundir import METRICS_CSV, REPORT_HTML, VISUALIZATION_DIR
 from lstv.slurm_settings import (  # noqa: F401 - part of this module's API
     Settings,
     SlurmError,
-    _is_on,
-    _positive_int,
     find_project,
+    is_on,
+    positive_int,
 )
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ class Submitter:
     def prod(self, dependency: str = "") -> list[Submitted]:
         """The production array (``LSTV_NUM_PARTS`` tasks, or ``LSTV_ARRAY_INDICES`` of them)
         and the merge job that waits for it."""
-        num_parts = _positive_int(
+        num_parts = positive_int(
             "LSTV_NUM_PARTS", self.env.get("LSTV_NUM_PARTS") or str(DEFAULT_NUM_PARTS)
         )
         indices = self.env.get("LSTV_ARRAY_INDICES") or f"0-{num_parts - 1}"
@@ -400,8 +400,8 @@ def download_data(settings: Settings, env: Mapping[str, str]) -> None:
         settings.data_dir,
         _kaggle(settings, env),
         competition,
-        force=_is_on(env.get("LSTV_FORCE_DOWNLOAD")),
-        keep_zip=_is_on(env.get("LSTV_KEEP_ZIP")),
+        force=is_on(env.get("LSTV_FORCE_DOWNLOAD")),
+        keep_zip=is_on(env.get("LSTV_KEEP_ZIP")),
     )
     log.info("done: %s", settings.data_dir)
 
@@ -430,7 +430,7 @@ def download_model(settings: Settings, env: Mapping[str, str]) -> None:
         check,
         _kaggle(settings, env),
         dataset=dataset,
-        force=_is_on(env.get("LSTV_FORCE_DOWNLOAD")),
+        force=is_on(env.get("LSTV_FORCE_DOWNLOAD")),
         min_mb=int(env.get("LSTV_MIN_CHECKPOINT_MB") or download.MIN_CHECKPOINT_MB),
     )
     log.info("done: %s, %s", settings.checkpoint, valid_ids)
@@ -526,7 +526,7 @@ def run_step(
         if step == "prod":  # not an array task: submit the array and the merge job
             jobs = submitter.prod()
         else:
-            skip = skip_download or _is_on(env.get("LSTV_SKIP_DOWNLOAD"))
+            skip = skip_download or is_on(env.get("LSTV_SKIP_DOWNLOAD"))
             jobs = submitter.pipeline(skip, env.get("LSTV_DEBUG_STUDY_ID", ""))
         return submitted_lines(jobs, settings, env)
     if step == "download_data":

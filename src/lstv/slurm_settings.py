@@ -22,11 +22,11 @@ class SlurmError(RuntimeError):
     """A step cannot go on; the message says what to do."""
 
 
-def _is_on(value: str | None) -> bool:
+def is_on(value: str | None) -> bool:
     return value == "1"
 
 
-def _positive_int(name: str, value: str) -> int:
+def positive_int(name: str, value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise SlurmError(f"{name} must be a positive integer, not {value!r}")
     return int(value)

@@ -1,13 +1,7 @@
-"""``lstv report``: the self-contained HTML report of a run (:mod:`lstv.report.build`); its
-thumbnails are the study view's (:mod:`lstv.study_view`)."""
+"""``lstv report``: the self-contained HTML report of a run (:mod:`lstv.report.build`), its
+thumbnails (:mod:`lstv.report.thumbnail`, the study view's picture) and its HTML
+(:mod:`lstv.report.render`)."""
 
-from lstv.report.build import (
-    MAX_REPORT_BYTES,
-    _fmt,
-    _fmt_p,
-    _score_label,
-    _thumbnail,
-    build_report,
-)
+from lstv.report.build import MAX_REPORT_BYTES, build_report
 
-__all__ = ["MAX_REPORT_BYTES", "_fmt", "_fmt_p", "_score_label", "_thumbnail", "build_report"]
+__all__ = ["MAX_REPORT_BYTES", "build_report"]

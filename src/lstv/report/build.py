@@ -8,7 +8,6 @@ Every value read from a file goes through Jinja2's autoescaping.
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 import logging
@@ -32,14 +31,15 @@ from lstv.evaluate import (
     roc_inputs,
 )
 from lstv.levels import LEVEL_KEYS, LEVELS
+from lstv.report.render import render_html
+from lstv.report.thumbnail import thumbnail
 from lstv.rundir import FAILURE_COLUMNS, Manifest, RunDir
-from lstv.study_view import SeriesLocator, safe_name
+from lstv.study_view import SeriesLocator, number
 from lstv.tables import ranking_score, score_fields
 from lstv.uncertainty import RiskThresholds, resolve_thresholds
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = "report.html.j2"
 THUMBNAIL_LEVELS = ("l4_l5", "l5_s1")
 # More rows than this in a table make the page long without helping anyone read it.
 MAX_FAILURE_ROWS = 200
@@ -181,7 +181,7 @@ def build_report(
         "data_dir": str(data_dir) if data_dir else None,
         "roc": _roc_section(df, labels_path, thresholds) if labels_path else None,
     }
-    html = _render(context)
+    html = render_html(context)
     if len(html) > MAX_REPORT_BYTES:
         logger.warning(
             "report is %.1f MB, over %.0f MB: lower --top_n to shrink it",
@@ -365,15 +365,6 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _value(row: pd.Series, col: str) -> float:
-    if col not in row.index:
-        return math.nan
-    try:
-        return float(row[col])
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _score_summary(df: pd.DataFrame, manifest: dict | None) -> dict:
     """How many studies the calibrated score flagged, and the reference it used (or why none)."""
     values = pd.to_numeric(df.get("lstv_score"), errors="coerce") if "lstv_score" in df else None
@@ -417,7 +408,7 @@ def _candidates(
     order = order.drop_duplicates("study_id").head(top_n)
     rows = []
     for rank, (_, row) in enumerate(order.iterrows(), start=1):
-        uri, note = _thumbnail(row, heatmap_dir, locate, thresholds)
+        uri, note = thumbnail(row, heatmap_dir, locate, thresholds)
         rows.append(
             {
                 "rank": rank,
@@ -425,12 +416,12 @@ def _candidates(
                 "series_id": row["series_id"],
                 "description": _text(row.get("series_description")),
                 "n_slices": row.get("n_slices", ""),
-                "l5_s1_entropy": _value(row, "l5_s1_entropy"),
-                "l5_s1_normalized": _value(row, "l5_s1_normalized_entropy"),
-                "l5_s1_spatial": _value(row, "l5_s1_spatial_entropy"),
-                "l5_s1_confidence": _value(row, "l5_s1_confidence"),
-                "l4_l5_entropy": _value(row, "l4_l5_entropy"),
-                "l4_l5_confidence": _value(row, "l4_l5_confidence"),
+                "l5_s1_entropy": number(row.get("l5_s1_entropy")),
+                "l5_s1_normalized": number(row.get("l5_s1_normalized_entropy")),
+                "l5_s1_spatial": number(row.get("l5_s1_spatial_entropy")),
+                "l5_s1_confidence": number(row.get("l5_s1_confidence")),
+                "l4_l5_entropy": number(row.get("l4_l5_entropy")),
+                "l4_l5_confidence": number(row.get("l4_l5_confidence")),
                 "risk": row["risk"],
                 "risk_color": RISK_COLORS.get(row["risk"], "#607d8b"),
                 "flag": bool(row["flag"]),
@@ -441,71 +432,6 @@ def _candidates(
             }
         )
     return rows
-
-
-MISSING_MAPS = "No heatmaps saved for this study (run lstv infer with --save_heatmaps)."
-
-
-def _thumbnail(
-    row: pd.Series,
-    heatmap_dir: Path,
-    locate: SeriesLocator | None,
-    thresholds: RiskThresholds | None = None,
-) -> tuple[str | None, str]:
-    """Data URI of the study's thumbnail (:func:`lstv.study_view.thumbnail_png`: the model's
-    slice with the L4/L5 and L5/S1 maps and points) and a short note on what it shows, with
-    the slice named as the study view names it (or why there is no picture)."""
-    from lstv.study_view import build_view, load_heatmaps, slice_label, thumbnail_png
-
-    study_id, series_id = str(row["study_id"]), str(row["series_id"])
-    if not safe_name(study_id):
-        return None, MISSING_MAPS
-    probs, image, heat_note = load_heatmaps(heatmap_dir / f"{study_id}.npz")
-    if heat_note and not heat_note.startswith("no heatmaps"):
-        return None, heat_note[0].upper() + heat_note[1:]
-    series, why = None, ""
-    if locate is not None:
-        series, why = _dicom_series(locate, study_id, series_id)
-    if series is None and image is None:
-        return None, MISSING_MAPS + (f" {why}." if why else "")
-    view = build_view(row.to_dict(), thresholds or RiskThresholds(), series, probs, image)
-    index = view.info["model_slice"]
-    if series is not None:
-        _, h, w = view.volume.shape
-        note = f"DICOM {slice_label(view, index)}, {w} × {h}"
-        if probs is None:
-            note += "; points from the CSV; no heatmaps saved (lstv infer --save_heatmaps)"
-    else:
-        _, h, w = view.volume.shape
-        k, n = _value(row, "slice_index"), _value(row, "n_slices")
-        of = f" of slice {int(k) + 1}/{int(n)}" if np.isfinite(k) and np.isfinite(n) else ""
-        note = f"{why}; " if why else ""
-        note += f"model input ({w} × {h}){of}"
-    flat = [n for n in view.notes if n.startswith("flat map")]
-    if flat:
-        note += "; " + flat[0]
-    return "data:image/png;base64," + base64.b64encode(thumbnail_png(view)).decode(), note
-
-
-def _dicom_series(locate: SeriesLocator, study_id: str, series_id: str):
-    """The study's series read from DICOM, or None and why not."""
-    try:
-        source = locate(study_id, series_id)
-    except (OSError, ValueError) as exc:  # a listed folder that is gone or empty
-        return None, f"DICOM series not found ({exc})"
-    if source is None:
-        return None, "DICOM series not found"
-    from lstv.dicom import read_series
-    from lstv.errors import SeriesReadError
-
-    try:
-        return read_series(source), ""
-    except SeriesReadError as exc:  # says what is wrong with which file, in one line
-        logger.warning("thumbnail of study %s: %s", study_id, exc)
-        return None, f"DICOM unreadable ({exc})"
-    except Exception as exc:  # noqa: BLE001 - a bad file must not stop the whole report
-        logger.warning("thumbnail of study %s: DICOM unreadable: %s", study_id, exc)
-        return None, f"DICOM unreadable ({type(exc).__name__})"
 
 
 # --------------------------------------------------------------------------- ROC
@@ -546,55 +472,6 @@ def _roc_section(df: pd.DataFrame, labels_path: str | Path, thresholds: RiskThre
         "missing_in_metrics": join["missing_in_metrics"][:MAX_LISTED_IDS],
         "missing_in_metrics_more": max(0, len(join["missing_in_metrics"]) - MAX_LISTED_IDS),
     }
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _fmt(value: object, digits: int = 2) -> str:
-    """Number with ``digits`` decimals; a dash for missing values."""
-    if value is None:
-        return "—"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(number):
-        return "—"
-    return f"{number:.{digits}f}"
-
-
-def _fmt_p(value: object) -> str:
-    try:
-        p = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(p):
-        return "—"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _score_label(name: str) -> str:
-    for key, level in zip(LEVEL_KEYS, LEVELS, strict=True):
-        if name.startswith(key + "_"):
-            return f"{level} {name[len(key) + 1 :].replace('_', ' ')}"
-    return name.replace("_", " ")
-
-
-def _render(context: dict) -> str:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("lstv.report", "templates"),
-        autoescape=True,  # the template is .html.j2, which select_autoescape would miss
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = _fmt
-    env.filters["pval"] = _fmt_p
-    env.filters["score_label"] = _score_label
-    return env.get_template(TEMPLATE).render(**context)
 
 
 def _atomic_write(path: Path, text: str) -> None:
