@@ -253,6 +253,7 @@ def test_the_seed_flag_is_strictly_above_its_threshold(entropy, flagged):
     assert RiskThresholds().flag(entropy) is flagged
     assert RiskThresholds(flag_entropy=entropy).flag(entropy) is False
 
+
 # -------------------- nan maps
 # Issue 9.5: maps with NaN (a checkpoint with NaN weights) give a failure row, never a verdict.
 
@@ -310,3 +311,110 @@ def test_nan_checkpoint_gives_failure_rows_not_low_risk(tmp_path, phantom_datase
     for row in failures:
         assert row["stage"] in ("metrics", "model")
         assert "NaN or infinite" in row["error"]
+
+
+# --- the metrics as they were computed one map at a time (before issue 22) -------------------
+# study_metrics computes what it can for the five maps at once, crops the blob search, and
+# takes medians by one partition; these are the straightforward definitions it replaced, and
+# every number must stay the same, bit for bit.
+
+
+def _mass_out_before(level_map, core_fraction=0.5, dilations=3):
+    from scipy import ndimage
+
+    m = np.asarray(level_map, dtype=np.float64)
+    excess = np.maximum(m - np.median(m), 0.0)
+    total = excess.sum()
+    if total <= 0:
+        return 0.0
+    components, _ = ndimage.label(m > core_fraction * m.max(), structure=np.ones((3, 3), bool))
+    core = components == components.flat[int(np.argmax(m))]
+    core = ndimage.maximum_filter(core, size=2 * dilations + 1, mode="constant", cval=False)
+    return float(excess[~core].sum() / total)
+
+
+def _second_peak_before(level_map, pixel_mm, min_distance_mm=20.0):
+    m = np.asarray(level_map, dtype=np.float64)
+    py, px = np.unravel_index(int(np.argmax(m)), m.shape)
+    ys, xs = np.indices(m.shape)
+    dy, dx = (ys - py) * pixel_mm[0], (xs - px) * pixel_mm[1]
+    far = dx**2 + dy**2 > min_distance_mm**2
+    if m[py, px] <= 0 or not far.any():
+        return 0.0, math.nan, math.nan
+    i = int(np.argmax(np.where(far, m, -np.inf)))
+    return float(m.flat[i] / m[py, px]), float(dx.flat[i]), float(dy.flat[i])
+
+
+def _level_metrics_before(level_map, pixel_mm):
+    m = np.asarray(level_map, dtype=np.float64)
+    values = m.ravel()
+    k = min(100, values.size)
+    entropy = shannon_entropy(m)
+    ratio, dx, dy = _second_peak_before(m, pixel_mm)
+    h, w = m.shape
+    rows = np.linspace(0, h, 11).astype(int)
+    cols = np.linspace(0, w, 11).astype(int)
+    blocks = np.add.reduceat(np.add.reduceat(m, rows[:-1], axis=0), cols[:-1], axis=1)
+    return {
+        "confidence": float(level_map.max()),
+        "entropy": entropy,
+        "spatial_entropy": shannon_entropy(blocks),
+        "normalized_entropy": entropy / math.log(h * w),
+        "point": level_point(level_map),
+        "peak2": ratio,
+        "peak2_dx_mm": dx,
+        "peak2_dy_mm": dy,
+        "mass_out": _mass_out_before(m),
+        "top100_entropy": shannon_entropy(np.partition(values, values.size - k)[values.size - k :]),
+    }
+
+
+def _softmax_maps(rng, shape=(160, 160), zeros=False, edge=False):
+    """(6, H, W) float32 maps like the localizer's: softmax of a background and five levels,
+    each one or two blobs over noise (a blob at the border with ``edge``; exact zeros with
+    ``zeros``, which take the one-map-at-a-time entropy)."""
+    logits = rng.normal(0.0, 1.0, (6, *shape))
+    logits[0] += 6.0
+    for c in range(1, 6):
+        for _ in range(int(rng.integers(1, 3))):
+            centre = (0, int(rng.integers(shape[1]))) if edge else rng.integers(0, shape, 2)
+            logits[c] += 14.0 * blob(shape, tuple(int(v) for v in centre), rng.uniform(1, 6), 1.0)
+    e = np.exp(logits - logits.max(axis=0))
+    probs = (e / e.sum(axis=0)).astype(np.float32)
+    if zeros:
+        probs[1:, : shape[0] // 4] = 0.0
+    return probs
+
+
+@pytest.mark.parametrize(
+    "shape, zeros, edge",
+    [((160, 160), False, False), ((160, 160), True, False), ((161, 157), False, True)],
+)
+def test_study_metrics_equal_the_one_map_at_a_time_definitions(shape, zeros, edge):
+    rng = np.random.default_rng(sum(shape) + zeros + 2 * edge)
+    for _ in range(6):
+        probs = _softmax_maps(rng, shape, zeros, edge)
+        pixel_mm = (float(rng.uniform(0.5, 2.5)), float(rng.uniform(0.5, 2.5)))
+        got = study_metrics(probs, pixel_mm)
+        for i, key in enumerate(got):
+            want = _level_metrics_before(probs[i + 1], pixel_mm)
+            assert list(got[key]) == list(want)
+            for name, value in want.items():
+                both_nan = value != value and got[key][name] != got[key][name]
+                assert value == got[key][name] or both_nan, (key, name)
+                assert type(value) is type(got[key][name]), (key, name)
+            one = level_metrics(probs[i + 1], pixel_mm)
+            assert {k: v for k, v in one.items() if v == v} == {
+                k: v for k, v in got[key].items() if v == v
+            }
+
+
+def test_medians_are_numpys_row_by_row():
+    from lstv.uncertainty import _medians
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 5, 6, 101, 25600):
+        rows = rng.normal(size=(4, n)) ** 3
+        rows[1] = np.round(rows[1], 1)  # ties
+        rows[2] = np.sort(rows[2])[::-1]  # reversed order
+        assert np.array_equal(_medians(rows), np.median(rows, axis=1))

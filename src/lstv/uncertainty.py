@@ -135,12 +135,13 @@ def shannon_entropy(weights: np.ndarray) -> float:
 
 
 def block_sums(level_map: np.ndarray, grid: int = SPATIAL_GRID) -> np.ndarray:
-    """Sums of ``level_map`` over a ``grid`` x ``grid`` partition (edges absorb the remainder)."""
-    h, w = level_map.shape
+    """Sums of ``level_map`` over a ``grid`` x ``grid`` partition (edges absorb the remainder);
+    a stack of maps (..., H, W) gives one (..., grid, grid) per map."""
+    h, w = level_map.shape[-2:]
     rows = np.linspace(0, h, grid + 1).astype(int)
     cols = np.linspace(0, w, grid + 1).astype(int)
-    row_sums = np.add.reduceat(level_map.astype(np.float64), rows[:-1], axis=0)
-    return np.add.reduceat(row_sums, cols[:-1], axis=1)
+    row_sums = np.add.reduceat(np.asarray(level_map, np.float64), rows[:-1], axis=-2)
+    return np.add.reduceat(row_sums, cols[:-1], axis=-1)
 
 
 def spatial_entropy(level_map: np.ndarray, grid: int = SPATIAL_GRID) -> float:
@@ -197,13 +198,16 @@ def second_peak(
         raise ValueError(f"pixel size must be positive, got {pixel_mm}")
     py, px = np.unravel_index(int(np.argmax(m)), m.shape)
     peak = m[py, px]
-    ys, xs = np.indices(m.shape)
-    dy, dx = (ys - py) * row_mm, (xs - px) * col_mm
+    # Offsets along each axis, broadcast: the same numbers as full (S, S) grids, a column and a
+    # row of them instead.
+    dy = ((np.arange(m.shape[0]) - py) * row_mm)[:, None]
+    dx = ((np.arange(m.shape[1]) - px) * col_mm)[None, :]
     far = dx**2 + dy**2 > min_distance_mm**2
     if peak <= 0 or not far.any():
         return 0.0, math.nan, math.nan
     i = int(np.argmax(np.where(far, m, -np.inf)))
-    return float(m.flat[i] / peak), float(dx.flat[i]), float(dy.flat[i])
+    y, x = divmod(i, m.shape[1])
+    return float(m.flat[i] / peak), float(dx[0, x]), float(dy[y, 0])
 
 
 def mass_outside_peak(
@@ -218,43 +222,82 @@ def mass_outside_peak(
     Returns:
         A share in [0, 1]; 0 for a map with nothing above its median.
     """
+    m = np.asarray(level_map, dtype=np.float64)
+    return _mass_outside(m, np.median(m), core_fraction, dilations)
+
+
+def _mass_outside(m: np.ndarray, median: float, core_fraction: float, dilations: int) -> float:
+    """:func:`mass_outside_peak` of a float64 map whose median is known."""
     from scipy import ndimage
 
-    m = np.asarray(level_map, dtype=np.float64)
-    excess = np.maximum(m - np.median(m), 0.0)
+    excess = np.maximum(m - median, 0.0)
     total = excess.sum()
     if total <= 0:
         return 0.0
-    eight = np.ones((3, 3), dtype=bool)
-    components, _ = ndimage.label(m > core_fraction * m.max(), structure=eight)
-    core = components == components.flat[int(np.argmax(m))]
+    # The blob and its dilation are found inside the bounding boxes of what they can reach
+    # (the pixels over the core threshold; the blob grown by ``dilations``): outside them both
+    # are False, so the result is the same at a fraction of the cost on a 160 x 160 map.
+    above = _crop(m > core_fraction * m.max())
+    components, _ = ndimage.label(above.array, structure=np.ones((3, 3), dtype=bool))
+    peak = np.unravel_index(int(np.argmax(m)), m.shape)
+    label = components[peak[0] - above.top, peak[1] - above.left]
+    core = np.zeros(m.shape, dtype=bool)
+    core[above.window] = components == label
     if dilations > 0:
         # n 3 x 3 dilations are one (2n + 1)-square maximum filter, a third of the time.
+        grown = _crop(core, margin=dilations)
         size = 2 * dilations + 1
-        core = ndimage.maximum_filter(core, size=size, mode="constant", cval=False)
+        core[grown.window] = ndimage.maximum_filter(
+            grown.array, size=size, mode="constant", cval=False
+        )
     return float(excess[~core].sum() / total)
+
+
+@dataclass(frozen=True)
+class _Crop:
+    array: np.ndarray
+    window: tuple[slice, slice]
+
+    @property
+    def top(self) -> int:
+        return self.window[0].start
+
+    @property
+    def left(self) -> int:
+        return self.window[1].start
+
+
+def _crop(mask: np.ndarray, margin: int = 0) -> _Crop:
+    """The bounding box of a 2-D mask's True pixels grown by ``margin`` (within the mask)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        window = (slice(0, 0), slice(0, 0))
+    else:
+        window = tuple(
+            slice(max(0, int(v[0]) - margin), min(size, int(v[-1]) + 1 + margin))
+            for v, size in ((rows, mask.shape[0]), (cols, mask.shape[1]))
+        )
+    return _Crop(mask[window], window)
 
 
 def top_k_entropy(level_map: np.ndarray, k: int = TOP_K) -> float:
     """Entropy of the ``k`` largest values renormalised to sum 1: how evenly the strongest
     pixels share the mass, blind to the background floor that dominates the whole-map entropy."""
     values = np.asarray(level_map, dtype=np.float64).ravel()
-    k = min(k, values.size)
-    top = np.partition(values, values.size - k)[values.size - k :]
-    return shannon_entropy(top)
+    return float(_top_k_entropies(values[None], k)[0])
+
+
+def _top_k_entropies(rows: np.ndarray, k: int) -> np.ndarray:
+    """:func:`top_k_entropy` of each row of a 2-D float64 array."""
+    k = min(k, rows.shape[1])
+    return _entropies(np.partition(rows, rows.shape[1] - k, axis=1)[:, rows.shape[1] - k :])
 
 
 def shape_features(level_map: np.ndarray, pixel_mm: tuple[float, float]) -> dict:
     """``peak2`` (with its offset ``peak2_dx_mm``, ``peak2_dy_mm``), ``mass_out`` and
     ``top100_entropy`` of one level map; see the functions above."""
-    ratio, dx, dy = second_peak(level_map, pixel_mm)
-    return {
-        "peak2": ratio,
-        "peak2_dx_mm": dx,
-        "peak2_dy_mm": dy,
-        "mass_out": mass_outside_peak(level_map),
-        "top100_entropy": top_k_entropy(level_map),
-    }
+    m = np.asarray(level_map, dtype=np.float64)
+    return _levels_metrics(m[None], pixel_mm)[0]
 
 
 def level_metrics(level_map: np.ndarray, pixel_mm: tuple[float, float] | None = None) -> dict:
@@ -263,18 +306,68 @@ def level_metrics(level_map: np.ndarray, pixel_mm: tuple[float, float] | None = 
     With ``pixel_mm`` (mm per map pixel, rows then columns) the shape features are added too;
     without it they cannot be measured in mm and are left out.
     """
-    h, w = level_map.shape
-    entropy = shannon_entropy(level_map)
-    out = {
-        "confidence": float(level_map.max()),
-        "entropy": entropy,
-        "spatial_entropy": spatial_entropy(level_map),
-        "normalized_entropy": entropy / math.log(h * w),
-        "point": level_point(level_map),
-    }
-    if pixel_mm is not None:
-        out.update(shape_features(level_map, pixel_mm))
+    maps = np.asarray(level_map, dtype=np.float64)[None]
+    return _levels_metrics(maps, pixel_mm, with_level=True)[0]
+
+
+def _levels_metrics(
+    maps: np.ndarray, pixel_mm: tuple[float, float] | None, with_level: bool = False
+) -> list[dict]:
+    """:func:`level_metrics` of each of a (L, H, W) float64 stack of finite maps, the shape
+    features alone unless ``with_level``. What can be is computed for all maps at once (the
+    same float64 numbers, map by map, as one map at a time: tests/test_uncertainty.py)."""
+    n, h, w = maps.shape
+    flat = maps.reshape(n, -1)
+    out: list[dict] = [{} for _ in range(n)]
+    if with_level:
+        entropies = _entropies(flat)
+        spatial = _entropies(block_sums(maps).reshape(n, -1))
+        confidence = flat.max(axis=1)
+        for i, o in enumerate(out):
+            o.update(
+                confidence=float(confidence[i]),
+                entropy=float(entropies[i]),
+                spatial_entropy=float(spatial[i]),
+                normalized_entropy=float(entropies[i]) / math.log(h * w),
+                point=level_point(maps[i]),
+            )
+    if pixel_mm is None:
+        return out
+    medians = _medians(flat)
+    top = _top_k_entropies(flat, TOP_K)
+    for i, o in enumerate(out):
+        ratio, dx, dy = second_peak(maps[i], pixel_mm)
+        o.update(
+            peak2=ratio,
+            peak2_dx_mm=dx,
+            peak2_dy_mm=dy,
+            mass_out=_mass_outside(maps[i], medians[i], CORE_FRACTION, CORE_DILATIONS),
+            top100_entropy=float(top[i]),
+        )
     return out
+
+
+def _medians(rows: np.ndarray) -> np.ndarray:
+    """``np.median`` of each row of a 2-D float64 array without NaN, the same numbers: one
+    partition at the upper middle (numpy's partitions at both middles, several times slower)
+    and the largest value below it."""
+    half = rows.shape[1] // 2
+    part = np.partition(rows, half, axis=1)
+    upper = part[:, half]
+    if rows.shape[1] % 2:
+        return upper
+    return (part[:, :half].max(axis=1) + upper) / 2
+
+
+def _entropies(rows: np.ndarray) -> np.ndarray:
+    """:func:`shannon_entropy` of each row of a 2-D float64 array, in one pass when every
+    weight is positive (each row's sums are then the ones a single row's would be)."""
+    totals = rows.sum(axis=1, keepdims=True)
+    if np.isfinite(rows).all() and (totals > 0).all():
+        p = rows / totals
+        if (p > 0).all():
+            return -(p * np.log(p)).sum(axis=1)
+    return np.array([shannon_entropy(row) for row in rows])
 
 
 def study_metrics(
@@ -287,7 +380,9 @@ def study_metrics(
     if probs.ndim != 3 or probs.shape[0] != len(LEVEL_KEYS) + 1:
         raise ValueError(f"expected probabilities of shape (6, S, S), got {probs.shape}")
     check_maps(probs)
-    return {key: level_metrics(probs[i + 1], pixel_mm) for i, key in enumerate(LEVEL_KEYS)}
+    # Every metric is taken in float64: the maps are converted once, not once per metric.
+    maps = _levels_metrics(np.asarray(probs[1:], dtype=np.float64), pixel_mm, with_level=True)
+    return dict(zip(LEVEL_KEYS, maps, strict=True))
 
 
 def check_maps(probs: np.ndarray) -> None:
