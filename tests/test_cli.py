@@ -231,10 +231,22 @@ def test_a_bug_exits_1_with_its_traceback_and_a_user_mistake_exits_2(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.strip() == "error: --reference x is not a reference"
+
+    def invariant(*_):
+        from lstv.score_features import split_feature
+
+        return split_feature("not_a_feature")  # a plain ValueError raised inside lstv: a bug
+
+    monkeypatch.setattr(lstv.scoring, "rescore_run", invariant)
+    assert main(args) == 1
+    assert "internal error (ValueError" in capsys.readouterr().err
     monkeypatch.undo()
-    # a check of lstv's own that still raises a plain ValueError is the user's mistake too
+    # the user's mistake as lstv's own checks find it: exit 2, one line
     (tmp_path / "m.csv").write_text("study_id\n1\n")
+    (tmp_path / "r.json").write_text("{}")
     assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
 
 # -------------------- run folder
 # Issue 9, run folder: nothing written is lost, a refused run changes nothing, one run owns a

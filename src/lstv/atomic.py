@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from lstv.errors import UsageError
+
 
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, read in 1 MiB chunks (checkpoints are large)."""
@@ -128,10 +130,10 @@ def refuse_overwriting(output: str | Path, inputs: Iterable[str | Path | None], 
     """Refuse to write ``output`` when it is one of ``inputs`` (same file, any spelling)."""
     output = Path(output)
     if output.is_dir():
-        raise ValueError(f"{what} {output} is a folder; give a file name")
+        raise UsageError(f"{what} {output} is a folder; give a file name")
     for given in inputs:
         if given is None:
             continue
         given = Path(given)
         if given.exists() and output.exists() and os.path.samefile(given, output):
-            raise ValueError(f"{what} {output} is the input {given}: it would be overwritten")
+            raise UsageError(f"{what} {output} is the input {given}: it would be overwritten")

@@ -26,6 +26,7 @@ from lstv.atomic import refuse_overwriting, write_csv_atomic
 from lstv.columns import AUDIT_COLUMNS, REVIEW_COLUMNS
 from lstv.config import ReportConfig
 from lstv.csv_files import read_csv_rows
+from lstv.errors import UsageError
 from lstv.rundir import RunDir
 from lstv.tables import ranking_score, read_metrics_csv, score_fields
 from lstv.uncertainty import RiskThresholds, resolve_thresholds
@@ -50,7 +51,7 @@ def audit_queue(
     ``study_instance_uid`` and ``path`` are left empty (see :func:`study_locations`).
     """
     if n < 0:
-        raise ValueError(f"audit queue size must be >= 0, got {n}")
+        raise UsageError(f"audit queue size must be >= 0, got {n}")
     thresholds = thresholds or RiskThresholds()
     by = ranking_score(metrics)
     metrics = metrics.assign(_rank_by=pd.to_numeric(metrics[by], errors="coerce"))
@@ -220,7 +221,7 @@ VERDICTS = {
 _SAVE_LOCK = threading.Lock()
 
 
-class StaleQueueError(ValueError):
+class StaleQueueError(UsageError):
     """The queue changed on disk since the reviewer's page read it; nothing was written."""
 
 
@@ -243,7 +244,7 @@ def read_queue(path: str | Path) -> tuple[list[str], list[dict[str, str]], str]:
         header, rows = read_csv_rows(path)
     missing = [c for c in ("study_id", *REVIEW_COLUMNS) if c not in header]
     if missing:
-        raise ValueError(f"{path} is not an audit queue: it lacks {', '.join(missing)}")
+        raise UsageError(f"{path} is not an audit queue: it lacks {', '.join(missing)}")
     return header, rows, token
 
 
@@ -251,7 +252,7 @@ def review_values(verdict: str, reviewer: str, notes: str) -> dict[str, str]:
     """The review columns for a verdict (normal, sacralization, lumbarization, unsure or ""
     to undo), a reviewer's name and a note."""
     if verdict not in VERDICTS:
-        raise ValueError(f"verdict {verdict!r} is not one of {', '.join(v for v in VERDICTS if v)}")
+        raise UsageError(f"verdict {verdict!r} is not one of {', '.join(v for v in VERDICTS if v)}")
     lstv, lstv_type = VERDICTS[verdict]
     return {"lstv": lstv, "lstv_type": lstv_type, "reviewer": reviewer, "notes": notes}
 
@@ -298,7 +299,7 @@ def save_review(path: str | Path, study_id: str, values: dict[str, str], token: 
         header, rows = read_csv_rows(path)
         matches = [r for r in rows if r.get("study_id") == study_id]
         if len(matches) != 1:
-            raise ValueError(f"study {study_id} is in {path.name} {len(matches)} times, not once")
+            raise UsageError(f"study {study_id} is in {path.name} {len(matches)} times, not once")
         for col, value in values.items():
             matches[0][col] = spreadsheet_safe(" ".join(str(value).split()))
         write_csv_atomic(path, header, rows)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv.atomic import refuse_overwriting
+from lstv.errors import UsageError
 from lstv.rundir import RunDir
 from lstv.score import DEFAULT_TARGET_SPECIFICITY, V2_FEATURES, fit_reference
 from lstv.score_features import FEATURES, feature_matrix
@@ -51,7 +52,7 @@ def reference_rows(
             csv_path,
         )
     if not chosen:
-        raise ValueError(
+        raise UsageError(
             f"no study of {csv_path} is labelled normal (lstv = 0) in {labels_path}"
             + (f" ({n_unreviewed} rows not reviewed yet)" if n_unreviewed else "")
         )

@@ -362,21 +362,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def is_usage_error(exc: BaseException) -> bool:
     """The user's mistake rather than a bug: a :class:`lstv.errors.UsageError` (checkpoints,
-    a busy output folder and bad settings included), a missing file, a malformed CSV, or a
-    ValueError that lstv's own code raised about what it was given (older checks that do not
-    use UsageError yet). A ValueError from inside numpy, pandas or torch is a bug."""
+    a busy output folder, bad settings, files and what they hold), a missing file or a malformed
+    CSV. Any other ValueError, lstv's own included, is a bug: exit 1 with its traceback."""
     from lstv.errors import UsageError
 
-    if isinstance(exc, UsageError | FileNotFoundError | csv.Error):
-        return True
-    if not isinstance(exc, ValueError):
-        return False
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(
-        PACKAGE_DIR
-    )
+    return isinstance(exc, UsageError | FileNotFoundError | csv.Error)
 
 
 if __name__ == "__main__":

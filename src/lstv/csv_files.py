@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from lstv.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 
@@ -38,12 +40,12 @@ def csv_errors_as_value_errors(path: Path, reader):
     try:
         yield
     except csv.Error as exc:
-        raise ValueError(
+        raise UsageError(
             f"{path} line {reader.line_num}: not a readable CSV row ({exc}; a field may hold "
             f"at most {csv.field_size_limit() // 1024} KiB)"
         ) from exc
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def drop_partial_last_row(path: Path) -> None:
@@ -137,7 +139,7 @@ def check_header(path: Path, columns: list[str]) -> None:
     with open(path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
     if header != list(columns):
-        raise ValueError(
+        raise UsageError(
             f"{path} has other columns than this version writes; "
             "use a new --output_dir (or move the old file away)"
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lstv.errors import SeriesReadError
+from lstv.errors import SeriesReadError, UsageError
 
 
 class _PluginFailureToDebug(logging.Filter):
@@ -59,7 +59,7 @@ class DecodeLimits:
             if not text:
                 return default
             if not text.isascii() or not text.isdigit() or int(text) == 0:
-                raise ValueError(f"{name} must be a positive whole number{unit}, got {text!r}")
+                raise UsageError(f"{name} must be a positive whole number{unit}, got {text!r}")
             return int(text)
 
         return cls(

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lstv.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 COMPETITION = "rsna-2024-lumbar-spine-degenerative-classification"
@@ -212,7 +214,7 @@ def check_model_files(checkpoint: str | Path, valid_ids: str | Path) -> list[str
     load_state_dict_strict(PointNet(encoder="resnet50d"), state_dict)
     ids = np.load(valid_ids, allow_pickle=False)
     if ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu":
-        raise ValueError(
+        raise UsageError(
             f"{valid_ids}: expected a 1-D array of integer study IDs, got {ids.dtype} {ids.shape}"
         )
     return [

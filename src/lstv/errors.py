@@ -22,5 +22,6 @@ class RunDirBusyError(UsageError, RuntimeError):
     """Another lstv run holds the output folder's lock."""
 
 
-class SeriesReadError(ValueError):
-    """A series that cannot become a volume; the message says why, for failures.csv."""
+class SeriesReadError(UsageError):
+    """A series that cannot become a volume; the message says why, for failures.csv (in a
+    batch, one study's failure; given alone, the user's file)."""

@@ -23,6 +23,7 @@ import pandas as pd
 
 from lstv.columns import HIGHER, LOWER, metric_column
 from lstv.config import EvaluateConfig
+from lstv.errors import UsageError
 from lstv.levels import LEVEL_KEYS
 from lstv.tables import (  # noqa: F401 - part of this module's API since round 1
     NORMAL_TYPE,
@@ -382,7 +383,7 @@ def evaluate_frames(
     n_pos = int((joined["lstv"] == 1).sum())
     n_neg = int((joined["lstv"] == 0).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(
+        raise UsageError(
             f"the {len(joined)} studies with both metrics and labels hold {n_pos} transitional "
             f"and {n_neg} normal: ROC analysis needs both"
         )

@@ -25,6 +25,7 @@ from lstv.atomic import write_csv_atomic
 from lstv.dicom import NotRegularFileError, folder_files, frame_geometry, open_regular
 from lstv.dicom_geometry import plane_of
 from lstv.dicom_limits import MAX_FRAMES
+from lstv.errors import UsageError
 from lstv.studies import join_paths
 
 log = logging.getLogger(__name__)
@@ -481,10 +482,10 @@ def check_output(output: Path, input_dir: Path) -> None:
     """
     output, root = Path(output).resolve(), Path(input_dir).resolve()
     if output.is_dir():
-        raise ValueError(f"--output {output} is a folder; give a CSV file name")
+        raise UsageError(f"--output {output} is a folder; give a CSV file name")
     inside = root == output or root in output.parents
     if inside and output.exists() and not _is_previous_index(output):
-        raise ValueError(
+        raise UsageError(
             f"--output {output} is a file of the export in --input_dir; refusing to overwrite "
             "an input (write the index elsewhere)"
         )
@@ -516,7 +517,7 @@ def build_index(
     if not result.rows:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
         folders = result.unreadable_text()
-        raise ValueError(
+        raise UsageError(
             f"no DICOM images under {input_dir} ({result.n_files} files"
             + (f": {reasons})" if reasons else ")")
             + (f"; {folders}" if folders else "")
@@ -547,9 +548,9 @@ def upload_series_files(folder: str | Path):
         words = {"not DICOM": "not a readable DICOM file"}
         reasons = sorted(result.skipped.items())
         skipped = ", ".join(f"{n} {words.get(why, why)}" for why, n in reasons)
-        raise ValueError(f"the upload holds no DICOM image ({skipped})")
+        raise UsageError(f"the upload holds no DICOM image ({skipped})")
     if result.n_studies > 1:
-        raise ValueError(f"the upload holds {result.n_studies} studies: upload one study")
+        raise UsageError(f"the upload holds {result.n_studies} studies: upload one study")
     extra = [c for c in INDEX_COLUMNS if c not in SERIES_COLUMNS]
     records = [
         SeriesRecord(
@@ -562,6 +563,6 @@ def upload_series_files(folder: str | Path):
     ]
     (task,) = select_series(records)
     if task.series_id is None:
-        raise ValueError(f"no verdict: the upload {task.note.removeprefix('study ')}")
+        raise UsageError(f"no verdict: the upload {task.note.removeprefix('study ')}")
     log.info("upload: %d series, analysing %r", len(result.rows), task.series_description)
     return task.series_source(folder), task

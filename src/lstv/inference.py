@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from lstv.errors import UsageError
 from lstv.levels import DEFAULT_IMAGE_SIZE
 
 if TYPE_CHECKING:  # torch loads when a model does: reader processes never import it
@@ -69,9 +70,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+        raise UsageError(f"device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 

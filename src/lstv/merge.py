@@ -19,6 +19,7 @@ from pathlib import Path
 from lstv import __version__
 from lstv.atomic import write_csv_atomic
 from lstv.csv_files import csv_errors_as_value_errors
+from lstv.errors import UsageError
 from lstv.rundir import FAILURE_COLUMNS, MANIFEST_JSON, METRICS_CSV, Manifest, RunDir, utc_now
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ _PART_DIR = re.compile(r"part_(\d+)$")
 def _read_manifest(shard: Path) -> Manifest:
     run = RunDir(shard)
     if not run.manifest_json.is_file():
-        raise ValueError(
+        raise UsageError(
             f"shard {shard} has no {MANIFEST_JSON}: its task never started or wrote elsewhere"
         )
     return Manifest.from_json(run.manifest_json)
@@ -48,7 +49,7 @@ def _read_rows(path: Path, what: str) -> tuple[list[str] | None, list[list[str]]
         return None, []
     for i, row in enumerate(rows, start=2):
         if len(row) != len(header):
-            raise ValueError(
+            raise UsageError(
                 f"{what} {path} line {i} has {len(row)} fields, the header {len(header)}"
             )
     return header, rows
@@ -63,24 +64,24 @@ def _check_parts(manifests: list[tuple[Path, dict]], expected_parts: int | None)
     nums = {m.num_parts for _, m in manifests}
     if len(nums) != 1:
         detail = ", ".join(f"{p.name}: {m.num_parts}" for p, m in manifests)
-        raise ValueError(f"shards come from different splits (num_parts {detail})")
+        raise UsageError(f"shards come from different splits (num_parts {detail})")
     num_parts = nums.pop()
     if expected_parts is not None and num_parts != expected_parts:
-        raise ValueError(f"expected {expected_parts} parts, the shards say num_parts={num_parts}")
+        raise UsageError(f"expected {expected_parts} parts, the shards say num_parts={num_parts}")
     seen: dict[int, Path] = {}
     for path, m in manifests:
         part = m.part_id
         if not 0 <= part < num_parts:
-            raise ValueError(f"shard {path} has part_id {part}, outside 0..{num_parts - 1}")
+            raise UsageError(f"shard {path} has part_id {part}, outside 0..{num_parts - 1}")
         if part in seen:
-            raise ValueError(f"part {part} appears twice: {seen[part]} and {path}")
+            raise UsageError(f"part {part} appears twice: {seen[part]} and {path}")
         named = _PART_DIR.search(path.name)
         if named and int(named.group(1)) != part:
-            raise ValueError(f"shard folder {path} holds part {part} (its manifest says so)")
+            raise UsageError(f"shard folder {path} holds part {part} (its manifest says so)")
         seen[part] = path
     missing = sorted(set(range(num_parts)) - set(seen))
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"missing part(s) {missing} of {num_parts}: rerun those array tasks, then merge again"
         )
     return num_parts
@@ -88,22 +89,22 @@ def _check_parts(manifests: list[tuple[Path, dict]], expected_parts: int | None)
 
 def _check_finished(path: Path, m: Manifest) -> None:
     if m.status != "complete":
-        raise ValueError(f"shard {path} is not complete (status {m.status!r}): rerun it to resume")
+        raise UsageError(f"shard {path} is not complete (status {m.status!r}): rerun it to resume")
     if not m.finished_at:
-        raise ValueError(f"shard {path} has not finished (no finished_at): rerun it to resume")
+        raise UsageError(f"shard {path} has not finished (no finished_at): rerun it to resume")
 
 
 def _check_same_settings(manifests: list[tuple[Path, Manifest]]) -> None:
     first_path, first = manifests[0]
     for path, m in manifests[1:]:
         if m.checkpoint_sha256 != first.checkpoint_sha256:
-            raise ValueError(
+            raise UsageError(
                 f"shards ran different checkpoints: {first_path.name} sha256 "
                 f"{first.checkpoint_sha256}, {path.name} sha256 {m.checkpoint_sha256}"
             )
         differences = first.differences(m)
         if differences:
-            raise ValueError(
+            raise UsageError(
                 f"shards disagree on {'; '.join(differences)} ({first_path.name} vs {path.name})"
             )
 
@@ -150,7 +151,7 @@ def merge_shards(
     for path, m in manifests:
         joined.add(path, m)
     if joined.header is None:
-        raise ValueError(f"none of the {len(shards)} shards has a {METRICS_CSV}")
+        raise UsageError(f"none of the {len(shards)} shards has a {METRICS_CSV}")
 
     out.mkdir(parents=True, exist_ok=True)
     merged_dir = RunDir(out)
@@ -172,17 +173,17 @@ def merge_shards(
 
 def _check_folders(shards: list[Path], out: Path, expected_parts: int | None) -> None:
     if not shards:
-        raise ValueError("no shard folders to merge")
+        raise UsageError("no shard folders to merge")
     if expected_parts is not None and expected_parts < 1:
-        raise ValueError(f"expected_parts must be >= 1, got {expected_parts}")
+        raise UsageError(f"expected_parts must be >= 1, got {expected_parts}")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--output_dir {out} is a file, not a folder")
+        raise UsageError(f"--output_dir {out} is a file, not a folder")
     resolved_out = out.resolve()
     for shard in shards:
         if not shard.is_dir():
-            raise ValueError(f"shard folder not found: {shard}")
+            raise UsageError(f"shard folder not found: {shard}")
         if shard.resolve() == resolved_out:
-            raise ValueError(f"output_dir {out} is one of the shards; merge into another folder")
+            raise UsageError(f"output_dir {out} is one of the shards; merge into another folder")
 
 
 class _Joined:
@@ -204,17 +205,17 @@ class _Joined:
             study = row[0]
             if study in self.owner:
                 where = "twice in" if self.owner[study] == path else f"in {self.owner[study]} and"
-                raise ValueError(f"study {study} appears {where} {path}")
+                raise UsageError(f"study {study} appears {where} {path}")
             self.owner[study] = path
             done.add(study)
         fail_header, failures = _read_rows(run.failures_csv, "failures CSV")
         if fail_header is not None and fail_header != FAILURE_COLUMNS:
-            raise ValueError(f"{run.failures_csv} columns {fail_header} != {FAILURE_COLUMNS}")
+            raise UsageError(f"{run.failures_csv} columns {fail_header} != {FAILURE_COLUMNS}")
         failed = {r[0] for r in failures}
         for study in failed:
             other = self.owner.get(study)
             if other is not None and other != path:
-                raise ValueError(f"study {study} appears in {other} and {path}")
+                raise UsageError(f"study {study} appears in {other} and {path}")
         for study in failed - done:
             self.owner[study] = path
         _check_accounted(path, m, done | failed)
@@ -241,11 +242,11 @@ class _Joined:
         if self.header is None:
             self.header, self.header_from = header, run.path
         elif header != self.header:
-            raise ValueError(
+            raise UsageError(
                 f"{run.metrics_csv} has other columns than {RunDir(self.header_from).metrics_csv}"
             )
         if header[0] != "study_id":
-            raise ValueError(f"{run.metrics_csv} does not start with a study_id column")
+            raise UsageError(f"{run.metrics_csv} does not start with a study_id column")
         return rows
 
     def sorted_rows(self) -> list[list[str]]:
@@ -263,7 +264,7 @@ def _check_accounted(path: Path, m: Manifest, accounted: set[str]) -> None:
     if accounted != expected:
         missing = sorted(expected - accounted, key=_study_sort_key)
         extra = sorted(accounted - expected, key=_study_sort_key)
-        raise ValueError(
+        raise UsageError(
             f"shard {path} does not match its manifest: missing studies {missing[:10]}, "
             f"unexpected studies {extra[:10]}"
         )

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lstv.atomic import atomic_file, file_sha256, refuse_overwriting
-from lstv.errors import CheckpointError, CheckpointNotFoundError
+from lstv.errors import CheckpointError, CheckpointNotFoundError, UsageError
 from lstv.levels import DEFAULT_IMAGE_SIZE, NUM_CLASSES
 from lstv.score_reference import CONFIG_KEY, Reference, check_checkpoint, read_reference
 
@@ -225,7 +225,7 @@ class PointNet(nn.Module):
 def check_encoder(name) -> str:
     """``name`` when it is one of :data:`KNOWN_ENCODERS`; a ValueError that lists them if not."""
     if not isinstance(name, str) or name not in KNOWN_ENCODERS:
-        raise ValueError(
+        raise UsageError(
             f"unknown encoder {name!r}: only these timm encoders are built (offline, no "
             f"downloads): {', '.join(KNOWN_ENCODERS)}"
         )
@@ -304,7 +304,7 @@ def check_checkpoint_config(config: dict, path: str | Path) -> None:
             if not isinstance(bands, dict) or not all(
                 isinstance(v, (int, float)) and math.isfinite(v) for v in bands.values()
             ):
-                raise ValueError(f"expected a dict of finite numbers, got {bands!r}")
+                raise UsageError(f"expected a dict of finite numbers, got {bands!r}")
             resolve_thresholds(bands)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path}: config risk_thresholds: {exc}") from exc
@@ -421,7 +421,7 @@ def checkpoint_reference(path: str | Path) -> Reference:
     """
     config = checkpoint_config(read_checkpoint(path))
     if CONFIG_KEY not in config:
-        raise ValueError(f"checkpoint {path} carries no {CONFIG_KEY!r} in its config")
+        raise UsageError(f"checkpoint {path} carries no {CONFIG_KEY!r} in its config")
     ref = Reference.from_dict(config[CONFIG_KEY], f"{path} ({CONFIG_KEY})")
     # The embedded reference describes this very file: check runs against its SHA-256.
     return dataclasses.replace(ref, checkpoint_sha256=file_sha256(Path(path)))
@@ -444,7 +444,7 @@ def embed_reference(checkpoint: str | Path, reference: str | Path, output: str |
     check_checkpoint(ref, file_sha256(checkpoint), f"reference {reference}")
     obj = read_checkpoint(checkpoint)
     if not isinstance(obj, dict) or "state_dict" not in obj:
-        raise ValueError(f"{checkpoint} is not a checkpoint in the original layout")
+        raise UsageError(f"{checkpoint} is not a checkpoint in the original layout")
     obj["config"] = {**dict(obj.get("config") or {}), CONFIG_KEY: ref.to_dict()}
     with atomic_file(output, binary=True) as f:
         torch.save(obj, f)

@@ -23,6 +23,7 @@ from lstv import __version__
 from lstv.atomic import json_safe, non_finite_keys
 from lstv.config import InferenceConfig
 from lstv.csv_files import check_header
+from lstv.errors import UsageError
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row, save_heatmaps
 from lstv.rundir import Manifest, RunDir, utc_now
@@ -63,7 +64,7 @@ def select_tasks(config: InferenceConfig) -> tuple[list[StudyTask], bool]:
     """
     tasks = study_tasks(config.series_csv)
     if not tasks:
-        raise ValueError(f"{config.series_csv} lists no studies")
+        raise UsageError(f"{config.series_csv} lists no studies")
     valid_ids = hold_out_ids(config.valid_ids, tasks, config.series_csv)
     if valid_ids is None:
         log.warning(
@@ -74,7 +75,7 @@ def select_tasks(config: InferenceConfig) -> tuple[list[StudyTask], bool]:
         )
     kept = filter_valid(tasks, valid_ids)
     if not kept:
-        raise ValueError(
+        raise UsageError(
             f"none of the {len(tasks)} studies in {config.series_csv} is among the "
             f"{len(valid_ids)} IDs of {config.valid_ids}: is it the right file for this data?"
         )
@@ -169,18 +170,18 @@ def check_resumable(run_dir: RunDir, manifest: Manifest) -> None:
     try:
         previous = run_dir.read_manifest()
     except ValueError as exc:
-        raise ValueError(
+        raise UsageError(
             f"{run_dir.path} holds results ({which}) but its manifest cannot be read ({exc}); "
             "use a new --output_dir"
         ) from exc
     if previous is None:
-        raise ValueError(
+        raise UsageError(
             f"{run_dir.path} holds results ({which}) but no {run_dir.manifest_json.name}, so "
             "how they were made is unknown; use a new --output_dir"
         )
     differences = previous.differences(manifest)
     if differences:
-        raise ValueError(
+        raise UsageError(
             f"{run_dir.path} holds results made with other settings ({'; '.join(differences)}); "
             "rerun with the same settings to resume, or use a new --output_dir"
         )

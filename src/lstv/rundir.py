@@ -25,7 +25,7 @@ from typing import IO
 from lstv.atomic import non_finite_keys, write_csv_atomic, write_json_atomic, write_text_atomic
 from lstv.config import MODES, InferenceConfig
 from lstv.csv_files import CsvAppender, read_csv_rows
-from lstv.errors import RunDirBusyError
+from lstv.errors import RunDirBusyError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Manifest:
         a run checks this before it writes anything, so a refusal leaves no file behind."""
         bad = non_finite_keys(self.to_dict())
         if bad:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: the manifest would hold NaN or infinity, which JSON cannot, at "
                 + ", ".join(bad)
             )
@@ -189,29 +189,29 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> Manifest:
         if not isinstance(data, dict):
-            raise ValueError(f"{source} is not a JSON object")
+            raise UsageError(f"{source} is not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
         for key in ("num_parts", "part_id", "n_selected", "n_completed", "n_failed"):
             if key in known and not (isinstance(known[key], int) and known[key] >= 0):
-                raise ValueError(f"{source} has no integer {key!r} (found {known[key]!r})")
+                raise UsageError(f"{source} has no integer {key!r} (found {known[key]!r})")
         known.setdefault("schema_version", 1)
         try:
             return cls(**known, extra=extra)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}") from exc
+            raise UsageError(f"{source}: {exc}") from exc
 
     @classmethod
     def from_json(cls, path: str | Path) -> Manifest:
         """Read a manifest; a clear ValueError (naming the file) when it is missing or bad."""
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"{path} not found")
+            raise UsageError(f"{path} not found")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+            raise UsageError(f"{path} is not valid JSON: {exc}") from exc
         return cls.from_dict(data, str(path))
 
 
@@ -243,13 +243,13 @@ class RunDir:
     def create(self) -> None:
         """Make the folder, with a clear error when the path is a file or cannot be made."""
         if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"--output_dir {self.path} is a file, not a folder")
+            raise UsageError(f"--output_dir {self.path} is a file, not a folder")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"cannot create --output_dir {self.path}: {exc.strerror}") from exc
+            raise UsageError(f"cannot create --output_dir {self.path}: {exc.strerror}") from exc
         if not os.access(self.path, os.W_OK | os.X_OK):
-            raise ValueError(f"--output_dir {self.path} is not writable")
+            raise UsageError(f"--output_dir {self.path} is not writable")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -432,7 +432,7 @@ class RunDir:
     def read_failures(self) -> list[dict[str, str]]:
         header, rows = read_csv_rows(self.failures_csv)
         if header and header != FAILURE_COLUMNS:
-            raise ValueError(f"{self.failures_csv} columns {header} != {FAILURE_COLUMNS}")
+            raise UsageError(f"{self.failures_csv} columns {header} != {FAILURE_COLUMNS}")
         return rows
 
     def keep_failures_except(self, retried: set[str]) -> None:

@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from lstv.columns import SCORE_COLUMNS
+from lstv.errors import UsageError
 from lstv.score_drift import drift_check
 from lstv.score_features import FEATURES, feature_matrix, split_feature
 from lstv.score_reasons import describe, explain
@@ -87,7 +88,7 @@ def robust_location_scale(values) -> tuple[float, float, str]:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if v.size == 0:
-        raise ValueError("no finite value to fit a median and spread on")
+        raise UsageError("no finite value to fit a median and spread on")
     centre = float(np.median(v))
     mad = MAD_TO_SD * float(np.median(np.abs(v - centre)))
     if mad > 0:
@@ -123,7 +124,7 @@ def _robust_covariance(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     complete = x[np.isfinite(x).all(axis=1)]
     if len(complete) <= x.shape[1] + 1:
-        raise ValueError(
+        raise UsageError(
             f"a Mahalanobis reference of {x.shape[1]} features needs more than "
             f"{x.shape[1] + 1} complete studies, got {len(complete)}"
         )
@@ -204,13 +205,13 @@ def fit_reference(
     if raw.ndim != 2 or raw.shape[1] != len(features):
         raise ValueError(f"expected ({len(features)}) feature columns, got shape {raw.shape}")
     if len(raw) < MIN_REFERENCE_STUDIES:
-        raise ValueError(
+        raise UsageError(
             f"a reference needs at least {MIN_REFERENCE_STUDIES} studies, got {len(raw)}"
         )
     if target_specificity is not None and not 0 < target_specificity <= 1:
-        raise ValueError(f"target specificity must be in (0, 1], got {target_specificity}")
+        raise UsageError(f"target specificity must be in (0, 1], got {target_specificity}")
     if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        raise UsageError(f"rule must be one of {RULES}, got {rule!r}")
     if len(raw) < FEW_REFERENCE_STUDIES:
         log.warning(
             "only %d reference studies: the medians and spreads will be rough (20 or more "

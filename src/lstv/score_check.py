@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lstv.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Vocabulary:
@@ -30,13 +32,13 @@ MIN_SCALE = 1e-12
 def _finite(value) -> float:
     """``value`` as a finite float: a JSON number, not text, not true/false, not null."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{_shown(value)} is not a number")
+        raise UsageError(f"{_shown(value)} is not a number")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise ValueError(f"{_shown(value)} is not a finite number")
+        raise UsageError(f"{_shown(value)} is not a finite number")
     return number
 
 
@@ -49,26 +51,26 @@ def _shown(value) -> str:
 
 def _names(value, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{_shown(value)} is not a list of {what}")
+        raise UsageError(f"{_shown(value)} is not a list of {what}")
     return value
 
 
 def _check_features(value, data, vocabulary) -> None:
     names = _names(value, "feature names")
     if not names:
-        raise ValueError("is empty: a reference scores at least one feature")
+        raise UsageError("is empty: a reference scores at least one feature")
     known = vocabulary.features
     for name in names:
         if name not in known:
-            raise ValueError(f"unknown feature {name!r} (known: {', '.join(known)})")
+            raise UsageError(f"unknown feature {name!r} (known: {', '.join(known)})")
     if len(set(names)) != len(names):
-        raise ValueError("names a feature twice")
+        raise UsageError("names a feature twice")
 
 
 def _check_log_features(value, data, vocabulary=None) -> None:
     extra = set(_names(value, "feature names")) - set(data["features"])
     if extra:
-        raise ValueError(f"{sorted(extra)} are not among its features")
+        raise UsageError(f"{sorted(extra)} are not among its features")
 
 
 def _per_feature(check):
@@ -76,67 +78,67 @@ def _per_feature(check):
 
     def check_field(value, data, vocabulary=None) -> None:
         if not isinstance(value, dict):
-            raise ValueError(f"{_shown(value)} is not an object of feature -> number")
+            raise UsageError(f"{_shown(value)} is not an object of feature -> number")
         for name in data["features"]:
             if name not in value:
-                raise ValueError(f"no value for {name}")
+                raise UsageError(f"no value for {name}")
             try:
                 check(_finite(value[name]))
             except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
+                raise UsageError(f"{name}: {exc}") from None
 
     return check_field
 
 
 def _positive_scale(number: float) -> None:
     if number <= 0:
-        raise ValueError(f"{number!r} is not a positive scale (spread)")
+        raise UsageError(f"{number!r} is not a positive scale (spread)")
     if number < MIN_SCALE:
-        raise ValueError(f"{number!r} is too small a spread (below {MIN_SCALE:g}): z overflows")
+        raise UsageError(f"{number!r} is too small a spread (below {MIN_SCALE:g}): z overflows")
 
 
 def _check_threshold(value, data, vocabulary=None) -> None:
     if _finite(value) < 0:
-        raise ValueError(f"{value!r} is below 0: every study would be flagged (scores are >= 0)")
+        raise UsageError(f"{value!r} is below 0: every study would be flagged (scores are >= 0)")
 
 
 def _check_log_offset(value, data, vocabulary=None) -> None:
     if _finite(value) <= 0:
-        raise ValueError(f"{value!r} is not positive: log features would be NaN or -infinity")
+        raise UsageError(f"{value!r} is not positive: log features would be NaN or -infinity")
 
 
 def _check_n(value, data, vocabulary=None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{_shown(value)} is not a whole number of studies >= 1")
+        raise UsageError(f"{_shown(value)} is not a whole number of studies >= 1")
 
 
 def _check_specificity(value, data, vocabulary=None) -> None:
     if value is not None and not 0 < _finite(value) <= 1:
-        raise ValueError(f"{value!r} is not between 0 and 1 (or null)")
+        raise UsageError(f"{value!r} is not between 0 and 1 (or null)")
 
 
 def _text(optional: bool):
     def check(value, data, vocabulary=None) -> None:
         if not (isinstance(value, str) or (optional and value is None)):
-            raise ValueError(f"{_shown(value)} is not text" + (" (or null)" if optional else ""))
+            raise UsageError(f"{_shown(value)} is not text" + (" (or null)" if optional else ""))
 
     return check
 
 
 def _check_object(value, data, vocabulary=None) -> None:
     if not isinstance(value, dict):
-        raise ValueError(f"{_shown(value)} is not an object")
+        raise UsageError(f"{_shown(value)} is not an object")
 
 
 def _check_rule(value, data, vocabulary) -> None:
     if value not in vocabulary.rules:
-        raise ValueError(f"{_shown(value)} is not one of {', '.join(vocabulary.rules)}")
+        raise UsageError(f"{_shown(value)} is not one of {', '.join(vocabulary.rules)}")
 
 
 def _check_one_sided(value, data, vocabulary=None) -> None:
     extra = set(_names(value, "feature names")) - set(data["features"])
     if extra:
-        raise ValueError(f"{sorted(extra)} are not among its features")
+        raise UsageError(f"{sorted(extra)} are not among its features")
 
 
 def _check_location(value, data, vocabulary=None) -> None:
@@ -150,27 +152,27 @@ def _check_covariance(value, data, vocabulary=None) -> None:
     """For the Mahalanobis rule: a finite, symmetric, positive definite matrix of the
     features' size."""
     if not isinstance(value, list):
-        raise ValueError(f"{_shown(value)} is not a matrix (a list of rows)")
+        raise UsageError(f"{_shown(value)} is not a matrix (a list of rows)")
     if data.get("rule") != "mahalanobis":
         return
     k = len(data["features"])
     if len(value) != k or not all(isinstance(row, list) and len(row) == k for row in value):
-        raise ValueError(f"is not a {k} x {k} matrix (one row and column per feature)")
+        raise UsageError(f"is not a {k} x {k} matrix (one row and column per feature)")
     cov = np.array([[_finite(v) for v in row] for row in value])
     if not np.allclose(cov, cov.T) or np.linalg.eigvalsh(cov).min() <= 0:
-        raise ValueError("is not symmetric positive definite")
+        raise UsageError("is not symmetric positive definite")
 
 
 def _check_normal_range(value, data, vocabulary=None) -> None:
     _check_object(value, data)
     for name, bounds in value.items():
         if name not in data["features"]:
-            raise ValueError(f"{name!r} is not among its features")
+            raise UsageError(f"{name!r} is not among its features")
         if not isinstance(bounds, list) or len(bounds) != 2:
-            raise ValueError(f"{name}: {_shown(bounds)} is not [low, high]")
+            raise UsageError(f"{name}: {_shown(bounds)} is not [low, high]")
         low, high = (_finite(b) for b in bounds)
         if low > high:
-            raise ValueError(f"{name}: low {low:g} is above high {high:g}")
+            raise UsageError(f"{name}: low {low:g} is above high {high:g}")
 
 
 # Every field of a reference and its check, features first (the others are checked against
@@ -213,9 +215,9 @@ def check_fields(data: dict, source: str, vocabulary: Vocabulary) -> None:
     for name, check in REFERENCE_FIELDS.items():
         if name not in data:
             if name in vocabulary.required:
-                raise ValueError(f"{source}: field {name!r} is missing")
+                raise UsageError(f"{source}: field {name!r} is missing")
             continue
         try:
             check(data[name], data, vocabulary)
         except ValueError as exc:
-            raise ValueError(f"{source}: field {name!r}: {exc}") from None
+            raise UsageError(f"{source}: field {name!r}: {exc}") from None

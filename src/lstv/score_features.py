@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from lstv.errors import UsageError
 from lstv.levels import LEVEL_KEYS, LEVELS
 
 SCORE_LEVELS = ("l4_l5", "l5_s1")
@@ -113,16 +114,16 @@ def feature_matrix(rows: list[dict], features=FEATURES, source: str = "metrics C
             if name in GEOMETRY_FEATURES and not math.isfinite(as_number(row.get(name))):
                 # A run written before these columns (or a row without them): from the points.
                 if not any(f"{k}_y_mm" in row for k in LEVEL_KEYS):
-                    raise ValueError(f"{source} has no column {name!r} nor the points' *_y_mm")
+                    raise UsageError(f"{source} has no column {name!r} nor the points' *_y_mm")
                 geometry = geometry or _row_geometry(row)
                 out[i, j] = geometry[name]
                 continue
             col = f"{level}_confidence" if feature == "one_minus_confidence" else name
             if col not in row:
-                raise ValueError(f"{source} has no column {col!r} (needed for {name})")
+                raise UsageError(f"{source} has no column {col!r} (needed for {name})")
             try:
                 value = as_number(row[col])
             except ValueError as exc:
-                raise ValueError(f"{source}: {col} = {row[col]!r} is not a number") from exc
+                raise UsageError(f"{source}: {col} = {row[col]!r} is not a number") from exc
             out[i, j] = 1.0 - value if feature == "one_minus_confidence" else value
     return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lstv.errors import UsageError
 from lstv.score_check import Vocabulary, check_fields
 from lstv.score_features import KNOWN_FEATURES
 
@@ -136,9 +137,9 @@ class Reference:
         """Read a reference written by :meth:`to_dict`, every field checked first
         (:func:`validate_reference`); a ValueError naming ``source`` and the field."""
         if not isinstance(data, dict) or data.get("format") != REFERENCE_FORMAT:
-            raise ValueError(f"{source} is not an LSTV score reference (written by lstv calibrate)")
+            raise UsageError(f"{source} is not an LSTV score reference (written by lstv calibrate)")
         if data.get("version") not in READABLE_VERSIONS:
-            raise ValueError(
+            raise UsageError(
                 f"{source} is reference version {data.get('version')}; this lstv reads "
                 f"versions {', '.join(map(str, READABLE_VERSIONS))}: fit it again with lstv "
                 "calibrate"
@@ -189,9 +190,9 @@ def read_reference(path: str | Path) -> Reference:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError as exc:
-        raise ValueError(f"reference {path} is not valid JSON: nested too deeply") from exc
+        raise UsageError(f"reference {path} is not valid JSON: nested too deeply") from exc
     except (OSError, ValueError) as exc:  # JSONDecodeError, bad UTF-8, a 5000-digit number
-        raise ValueError(f"reference {path} is not valid JSON: {exc}") from exc
+        raise UsageError(f"reference {path} is not valid JSON: {exc}") from exc
     return Reference.from_dict(data, f"reference {path}")
 
 
@@ -202,9 +203,9 @@ def check_checkpoint(ref: Reference, checkpoint_sha256: str | None, source: str)
         ValueError: naming both SHA-256s.
     """
     if not ref.checkpoint_sha256:
-        raise ValueError(f"{source} names no checkpoint SHA-256: fit it again with lstv calibrate")
+        raise UsageError(f"{source} names no checkpoint SHA-256: fit it again with lstv calibrate")
     if checkpoint_sha256 != ref.checkpoint_sha256:
-        raise ValueError(
+        raise UsageError(
             f"{source} was fitted on checkpoint SHA-256 {ref.checkpoint_sha256}, but these maps "
             f"come from checkpoint SHA-256 {checkpoint_sha256}: a reference holds only for its "
             "own checkpoint; fit one with lstv calibrate on this checkpoint's normal studies"

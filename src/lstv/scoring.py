@@ -16,6 +16,7 @@ from pathlib import Path
 from lstv.atomic import csv_writer, file_sha256
 from lstv.columns import SCORE_COLUMNS
 from lstv.csv_files import read_csv_rows
+from lstv.errors import UsageError
 from lstv.rundir import RunDir
 from lstv.score import score_rows
 from lstv.score_drift import drift_check
@@ -115,13 +116,13 @@ def run_manifest(csv_path: str | Path):
     """
     run = RunDir(Path(csv_path).parent)
     if not run.manifest_json.is_file():
-        raise ValueError(
+        raise UsageError(
             f"{run.manifest_json} not found: the checkpoint of {csv_path} is unknown, and a "
             "reference must name the checkpoint its maps came from"
         )
     manifest = run.read_manifest()
     if not manifest.checkpoint_sha256:
-        raise ValueError(f"{run.manifest_json} records no checkpoint SHA-256")
+        raise UsageError(f"{run.manifest_json} records no checkpoint SHA-256")
     return manifest
 
 
@@ -136,12 +137,12 @@ def read_run_csv(csv_path: str | Path, features) -> tuple[list[str], list[dict]]
     header, rows = read_csv_rows(csv_path)
     missing = [c for c in required_columns(features) if c not in header]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{csv_path} lacks the feature columns {', '.join(missing)}: it was written by an "
             "lstv without shape features; run lstv infer again to get them"
         )
     if not rows:
-        raise ValueError(f"{csv_path} has a header but no rows")
+        raise UsageError(f"{csv_path} has a header but no rows")
     return header, rows
 
 

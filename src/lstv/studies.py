@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv.config import MODES
+from lstv.errors import UsageError
 from lstv.rsna import SAGITTAL_T2, SERIES_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,13 @@ def inside_paths(root: str | Path, parts: list[str]) -> list[Path]:
         path = root / part
         resolved = path.resolve()
         if resolved != resolved_root and resolved_root not in resolved.parents:
-            raise ValueError(
+            raise UsageError(
                 f"index path {part!r} leads outside the folder {root} the run reads; "
                 "lstv reads only files inside it (re-index the export from its top folder)"
             )
         paths.append(path)
     if not paths:
-        raise ValueError("the index lists no path for this series")
+        raise UsageError("the index lists no path for this series")
     return paths
 
 
@@ -121,7 +122,7 @@ def parse_id(text) -> int:
     """
     digits = text.strip() if isinstance(text, str) else ""
     if not (digits.isascii() and digits.isdigit()):
-        raise ValueError(f"{text!r} is not a whole number written in digits 0-9")
+        raise UsageError(f"{text!r} is not a whole number written in digits 0-9")
     return int(digits)
 
 
@@ -145,19 +146,19 @@ def read_series_table(path: str | Path) -> list[tuple[int, int, str]]:
                 return _series_rows(reader, path)
             except csv.Error as exc:  # a field over csv.field_size_limit(), a NUL byte, ...
                 line = reader.reader.line_num
-                raise ValueError(
+                raise UsageError(
                     f"{path} line {line}: not a readable CSV row ({exc}; a field may hold at "
                     f"most {csv.field_size_limit() // 1024} KiB)"
                 ) from exc
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise UsageError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def _series_rows(reader: csv.DictReader, path: Path) -> list[tuple[int, int, str]]:
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in SERIES_COLUMNS if c not in header]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{path}: missing column(s) {', '.join(missing)}; expected "
             f"{', '.join(SERIES_COLUMNS)} (found {', '.join(header) or 'no header'})"
         )
@@ -167,7 +168,7 @@ def _series_rows(reader: csv.DictReader, path: Path) -> list[tuple[int, int, str
         try:
             ids = parse_id(row["study_id"]), parse_id(row["series_id"])
         except ValueError as exc:
-            raise ValueError(
+            raise UsageError(
                 f"{path} line {reader.line_num}: study_id and series_id must be whole numbers "
                 f"in digits 0-9 ({exc})"
             ) from exc
@@ -442,13 +443,13 @@ def load_valid_ids(path: str | Path | None) -> set[int] | None:
     try:
         ids = np.asarray(np.load(path, allow_pickle=False))
     except Exception as exc:  # numpy raises several types for pickles, text and truncation
-        raise ValueError(f"{path}: not a numpy array of study IDs ({exc})") from exc
+        raise UsageError(f"{path}: not a numpy array of study IDs ({exc})") from exc
     if ids.dtype.kind in "iu":
         return {int(i) for i in ids.ravel()}
     if ids.dtype == np.float64 and np.all(np.isfinite(ids) & (ids == np.round(ids))):
         return {int(i) for i in ids.ravel()}
     # float32 holds 24 bits: 10-digit study IDs lose their last digits and match other studies.
-    raise ValueError(
+    raise UsageError(
         f"{path}: holds {ids.dtype} values, not whole-number study IDs (save them as int64)"
     )
 
@@ -490,7 +491,7 @@ def select_mode(
 ) -> list[StudyTask]:
     """Trial: ``n_trial`` studies sampled with ``seed``; debug: one study; prod: all."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise UsageError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "prod":
         return list(tasks)
     if mode == "debug":
@@ -498,10 +499,10 @@ def select_mode(
             return list(tasks[:1])
         chosen = [t for t in tasks if t.study_id == int(debug_study_id)]
         if not chosen:
-            raise ValueError(f"debug study {debug_study_id} is not among the selected studies")
+            raise UsageError(f"debug study {debug_study_id} is not among the selected studies")
         return chosen
     if n_trial < 1:
-        raise ValueError(f"n_trial must be at least 1, got {n_trial}")
+        raise UsageError(f"n_trial must be at least 1, got {n_trial}")
     if n_trial >= len(tasks):
         return list(tasks)
     picks = np.random.default_rng(seed).choice(len(tasks), size=n_trial, replace=False)
@@ -511,5 +512,5 @@ def select_mode(
 def shard(tasks: list[StudyTask], num_parts: int = 1, part_id: int = 0) -> list[StudyTask]:
     """Part ``part_id`` of ``num_parts``: ``tasks[part_id::num_parts]``, disjoint and complete."""
     if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise ValueError(f"need 0 <= part_id < num_parts, got part {part_id} of {num_parts}")
+        raise UsageError(f"need 0 <= part_id < num_parts, got part {part_id} of {num_parts}")
     return list(tasks[part_id::num_parts])

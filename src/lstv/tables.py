@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lstv.columns import SEED_COLUMNS, metric_column
+from lstv.errors import UsageError
 from lstv.score_features import as_number
 
 ID_COLUMNS = [c for c in SEED_COLUMNS if metric_column(c).dtype == "id"]  # joined as text
@@ -70,14 +71,14 @@ def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=dict.fromkeys(ID_COLUMNS, str))
     except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"metrics CSV {path} is empty (no header, no rows)") from exc
+        raise UsageError(f"metrics CSV {path} is empty (no header, no rows)") from exc
     except pd.errors.ParserError as exc:
-        raise ValueError(f"metrics CSV {path} is malformed: {exc}") from exc
+        raise UsageError(f"metrics CSV {path} is malformed: {exc}") from exc
     missing = [c for c in required_metric_columns() if c not in df.columns]
     if missing:
-        raise ValueError(f"metrics CSV {path} lacks the contract columns: {', '.join(missing)}")
+        raise UsageError(f"metrics CSV {path} lacks the contract columns: {', '.join(missing)}")
     if df.empty:
-        raise ValueError(f"metrics CSV {path} has a header but no rows")
+        raise UsageError(f"metrics CSV {path} has a header but no rows")
     for col in ID_COLUMNS:
         df[col] = df[col].astype(str).str.strip()
     # Contract columns and every entropy must be numbers; a "*_score" column only counts as a
@@ -88,7 +89,7 @@ def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
         try:
             df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"metrics CSV {path}: column {col!r} is not numeric ({exc})") from exc
+            raise UsageError(f"metrics CSV {path}: column {col!r} is not numeric ({exc})") from exc
     return df
 
 
@@ -102,7 +103,7 @@ def normalise_type(value: object) -> str:
     if text in ("nan",):
         text = ""
     if text not in TYPE_SPELLINGS:
-        raise ValueError(f"lstv_type {value!r} is not one of {', '.join(LSTV_TYPES)}")
+        raise UsageError(f"lstv_type {value!r} is not one of {', '.join(LSTV_TYPES)}")
     return TYPE_SPELLINGS[text]
 
 
@@ -130,7 +131,7 @@ def parse_lstv_label(value: object) -> float:
         return 1.0
     if text in _FALSE:
         return 0.0
-    raise ValueError(f"lstv label {value!r} is not one of 0/1, true/false, yes/no")
+    raise UsageError(f"lstv label {value!r} is not one of 0/1, true/false, yes/no")
 
 
 def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
@@ -156,11 +157,13 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"labels CSV {path} is empty") from exc
+        raise UsageError(f"labels CSV {path} is empty") from exc
+    except pd.errors.ParserError as exc:
+        raise UsageError(f"labels CSV {path} is malformed: {exc}") from exc
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [c for c in ("study_id", "lstv") if c not in raw.columns]
     if missing:
-        raise ValueError(f"labels CSV {path} lacks the columns: {', '.join(missing)}")
+        raise UsageError(f"labels CSV {path} lacks the columns: {', '.join(missing)}")
     unsure = raw["lstv"].map(is_unsure)
     n_unsure = int((unsure & (raw["study_id"].str.strip() != "")).sum())
     raw = raw[~unsure]
@@ -185,7 +188,7 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
     ]
     if not_digits:
         i, value = not_digits[0]
-        raise ValueError(
+        raise UsageError(
             f"labels CSV {path} row {i + 2}: study_id {value!r} is not a whole number in digits "
             f"0-9 ({len(not_digits)} such rows)"
         )
@@ -196,14 +199,14 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
     ]
     if not bad.empty:
         row = bad.iloc[0]
-        raise ValueError(
+        raise UsageError(
             f"labels CSV {path}: study {row['study_id']} has lstv={row['lstv']} but "
             f"lstv_type={row['lstv_type']!r} ({len(bad)} such rows)"
         )
     dup = labels.drop_duplicates(["study_id", "lstv", "lstv_type"])
     conflicts = dup["study_id"][dup["study_id"].duplicated()]
     if not conflicts.empty:
-        raise ValueError(
+        raise UsageError(
             f"labels CSV {path}: studies labelled twice with different values: "
             f"{', '.join(sorted(set(conflicts))[:10])}"
         )
@@ -217,7 +220,7 @@ def _cell(path: Path, index: int, parse, value):
     try:
         return parse(value)
     except ValueError as exc:
-        raise ValueError(f"labels CSV {path} row {index + 2}: {exc}") from exc
+        raise UsageError(f"labels CSV {path} row {index + 2}: {exc}") from exc
 
 
 def ranking_score(metrics: pd.DataFrame) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from lstv import rsna
 from lstv.config import TrainConfig
+from lstv.errors import UsageError
 from lstv.levels import LEVEL_KEYS, LEVEL_TO_CLASS, LEVELS
 from lstv.studies import StudyTask, load_valid_ids, read_series_table, sagittal_t2_tasks
 
@@ -287,7 +288,7 @@ def train(config: TrainConfig) -> TrainResult:
     data_dir = Path(config.data_dir)
     train_tasks, val_tasks, labels = split_studies(data_dir)
     if not train_tasks:
-        raise ValueError(f"no labelled normal studies outside valid_id.npy in {data_dir}")
+        raise UsageError(f"no labelled normal studies outside valid_id.npy in {data_dir}")
     images_dir = data_dir / rsna.TRAIN_IMAGES
     read = dict(
         images_dir=images_dir,

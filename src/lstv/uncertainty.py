@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lstv.errors import UsageError
 from lstv.levels import LEVEL_KEYS
 
 POINT_THRESHOLD = 0.5
@@ -41,9 +42,9 @@ class RiskThresholds:
     def __post_init__(self) -> None:
         for name in ("flag_entropy", "high_entropy", "medium_entropy"):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be a finite number, got {getattr(self, name)}")
         if not self.medium_entropy <= self.high_entropy:
-            raise ValueError(
+            raise UsageError(
                 f"medium_entropy ({self.medium_entropy}) must not exceed "
                 f"high_entropy ({self.high_entropy})"
             )
@@ -97,7 +98,7 @@ def resolve_thresholds(
             f"({'command line' if name in given else source or 'base'})"
             for name in RiskThresholds.__dataclass_fields__
         )
-        raise ValueError(
+        raise UsageError(
             f"{exc}. Bands: {bands}. A threshold given on the command line replaces only its "
             f"own band; the others stay those of {source or 'the base'}: give the conflicting "
             "ones too (--flag_threshold, --high_threshold, --medium_threshold)"

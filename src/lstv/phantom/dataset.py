@@ -14,6 +14,7 @@ import numpy as np
 
 from lstv import rsna
 from lstv.atomic import write_json_atomic
+from lstv.errors import UsageError
 from lstv.levels import LEVEL_KEYS, LEVELS
 from lstv.phantom.anatomy import LSTV_SUBTYPES, l5_wedge_deg, s1_s2_remnant
 from lstv.phantom.dicom_writer import (
@@ -252,7 +253,7 @@ def _refuse_other_dataset(root: Path, settings: dict) -> None:
     if not root.exists():
         return
     if not root.is_dir():
-        raise ValueError(f"--output_dir {root} is a file, not a folder")
+        raise UsageError(f"--output_dir {root} is a file, not a folder")
     recorded = root / SETTINGS_JSON
     if recorded.is_file():
         try:
@@ -261,14 +262,14 @@ def _refuse_other_dataset(root: Path, settings: dict) -> None:
             previous = None
         if previous == settings:
             return
-        raise ValueError(
+        raise UsageError(
             f"{root} already holds a phantom dataset made with other settings ({previous}); "
             "choose another --output_dir"
         )
     names = (rsna.SERIES_CSV, rsna.TRAIN_IMAGES, "lstv_labels.csv")
     held = [n for n in names if (root / n).exists()]
     if held:
-        raise ValueError(
+        raise UsageError(
             f"{root} already holds {', '.join(held)}; choose another --output_dir so they are kept"
         )
 
@@ -308,17 +309,17 @@ def write_phantom_dataset(
         ValueError: an argument out of range.
     """
     if not 1 <= n_studies <= MAX_STUDIES_PER_SEED:
-        raise ValueError(f"n_studies must be in 1..{MAX_STUDIES_PER_SEED}, got {n_studies}")
+        raise UsageError(f"n_studies must be in 1..{MAX_STUDIES_PER_SEED}, got {n_studies}")
     if not 0.0 <= lstv_fraction <= 1.0:
-        raise ValueError(f"lstv_fraction must be in [0, 1], got {lstv_fraction}")
+        raise UsageError(f"lstv_fraction must be in [0, 1], got {lstv_fraction}")
     if not 0.0 <= valid_fraction <= 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
+        raise UsageError(f"valid_fraction must be in [0, 1], got {valid_fraction}")
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise UsageError(f"seed must be >= 0, got {seed}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise UsageError(f"workers must be >= 1, got {workers}")
     if scanner not in SCANNERS:
-        raise ValueError(f"scanner must be one of {SCANNERS}, got {scanner!r}")
+        raise UsageError(f"scanner must be one of {SCANNERS}, got {scanner!r}")
     root = Path(output_dir)
     settings = {
         "n_studies": n_studies,

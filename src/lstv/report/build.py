@@ -24,6 +24,7 @@ from lstv import __version__
 from lstv.atomic import refuse_overwriting, write_text_atomic
 from lstv.config import ReportConfig
 from lstv.csv_files import read_csv_rows
+from lstv.errors import UsageError
 from lstv.evaluate import (
     evaluate_frames,
     read_labels,
@@ -103,7 +104,7 @@ def build_report(
     from lstv import plots as figures
 
     if top_n < 0:
-        raise ValueError(f"top_n must be >= 0, got {top_n}")
+        raise UsageError(f"top_n must be >= 0, got {top_n}")
     csv_path = Path(csv_path)
     output_path = Path(output_path)
     run_dir = csv_path.parent

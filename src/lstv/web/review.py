@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flask import Response, jsonify, render_template, request
 
+from lstv.errors import UsageError
 from lstv.web.server import lstv_flask
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class ReviewRun:
 
         self.run = RunDir(run_dir)
         if not self.run.metrics_csv.is_file():
-            raise ValueError(f"{run_dir} is not a run folder: no {self.run.metrics_csv.name}")
+            raise UsageError(f"{run_dir} is not a run folder: no {self.run.metrics_csv.name}")
         self.queue_path = self.run.audit_queue_csv
         if not self.queue_path.is_file():
             write_audit_queue(self.run.metrics_csv, self.queue_path)
@@ -120,7 +121,7 @@ class ReviewRun:
                 except ValueError as exc:
                     why = f"its DICOM could not be read ({exc})"
         if series is None and image is None:
-            raise ValueError(f"study {study_id}: nothing to show: {why}; {note}")
+            raise UsageError(f"study {study_id}: nothing to show: {why}; {note}")
         view = build_view(
             row, self.thresholds, series, probs, image, score_threshold=self.score_threshold
         )

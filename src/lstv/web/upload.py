@@ -11,6 +11,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from lstv.errors import UsageError
+
 MAX_FILES = 400
 # Compression methods Python's zipfile reads; others (deflate64, PPMd, ...) raise deep inside it.
 ZIP_METHODS = {
@@ -21,7 +23,7 @@ ZIP_METHODS = {
 }
 
 
-class UploadError(ValueError):
+class UploadError(UsageError):
     """An upload the demo will not analyse; the message is shown to the user."""
 
 
