@@ -229,14 +229,9 @@ def test_no_init_holds_logic(path):
     assert not init_logic(path), f"{name} holds logic: move it to a module of its own"
 
 
-# Modules whose tests live elsewhere: constants only (errors, rsna), or tested with their caller
-# (slurm_settings in tests/test_slurm_module.py, score_check in tests/test_score.py).
-TESTED_WITH_ANOTHER = {"errors", "rsna", "slurm_settings", "score_check"}
-
-
 def test_every_module_has_its_test_module():
     """tests/ mirrors the package: tests/test_<module>.py for each top-level module or package."""
     tests = PACKAGE.parents[1] / "tests"
     modules = {module_name(p) for p in PACKAGE.rglob("*.py")} - {"__init__", "__main__"}
     missing = {m for m in modules if not (tests / f"test_{m}.py").is_file()}
-    assert missing == TESTED_WITH_ANOTHER, f"add tests/test_<module>.py for {missing}"
+    assert missing == set(), f"add tests/test_<module>.py for {missing}"

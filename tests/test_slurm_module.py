@@ -49,38 +49,8 @@ def only(*tools: str):
     return lambda name: f"/usr/bin/{name}" if name in tools else None
 
 
-def test_defaults_are_relative_to_the_project(project):
-    s = settings_for(project)
-    assert s.input_dir == project / "data/raw/train_images"
-    assert s.series_csv == project / "data/raw/train_series_descriptions.csv"
-    assert s.output_dir == project / "data/output"
-    assert s.checkpoint == project / "models/point_net_checkpoint.pth"
-    assert s.valid_ids == project / "models/valid_id.npy"
-    assert s.container == project / "lstv.sif" and not s.container_chosen
-    assert s.log_dir == project / "logs"
 
 
-def test_infer_arguments_from_the_settings(project, tmp_path):
-    data = tmp_path / "scratch"
-    s = settings_for(
-        project,
-        LSTV_DATA_DIR=str(data),
-        LSTV_CHECKPOINT="ckpt.pth",
-        LSTV_VALID_IDS="",  # no hold-out filter
-        LSTV_DEVICE="cpu",
-        SLURM_CPUS_PER_TASK="6",
-        LSTV_SAVE_HEATMAPS="0",
-        LSTV_EXTRA_ARGS="--tta  --quiet",
-    )
-    assert s.infer_args() == [
-        *("--input_dir", f"{data}/train_images"),
-        *("--series_csv", f"{data}/train_series_descriptions.csv"),
-        *("--checkpoint", f"{project}/ckpt.pth", "--valid_ids", "/dev/null"),
-        *("--device", "cpu", "--batch_size", "16", "--num_workers", "6", "--seed", "42"),
-        *("--tta", "--quiet"),
-    ]
-    s = settings_for(project, SLURM_CPUS_PER_TASK="6", LSTV_NUM_WORKERS="3")
-    assert s.infer_args()[-5:] == ["--num_workers", "3", "--seed", "42", "--save_heatmaps"]
 
 
 @pytest.mark.parametrize(
