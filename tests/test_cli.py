@@ -198,6 +198,25 @@ def test_every_command_s_flags_come_from_its_config_class():
     assert not literal_defaults, f"cli.py sets defaults itself at lines {literal_defaults}"
 
 
+def test_every_flag_of_every_command_says_what_it_is(capsys):
+    """A flag's help comes from its config field (lstv.config.flag); each has one, and a default
+    is shown with it. ``lstv train --help`` once listed --encoder, --steps ... bare."""
+    from lstv.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    bare = [
+        f"{command} {a.option_strings or a.dest}"
+        for command, parser in sub.items()
+        for a in parser._actions
+        if not a.help
+    ]
+    assert bare == []
+    for parser in sub.values():
+        parser.print_help()  # every help text formats (a stray % would raise here)
+    steps = next(a for a in sub["train"]._actions if a.dest == "steps")
+    assert "default" in steps.help and sub["train"].format_help().count("(default: 400)") == 1
+
+
 def config_of_thresholds():
     from lstv.config import ThresholdOverrides
 

@@ -63,6 +63,8 @@ def add_flags(p: argparse.ArgumentParser, config_class: type) -> None:
             spec["required"] = True
         elif kind != "bool":
             spec["default"] = default
+            if default not in (None, ()) and "default" not in (spec["help"] or ""):
+                spec["help"] = f"{spec['help'] or ''} (default: %(default)s)".lstrip()
         if meta.get("name"):  # a flag named otherwise than its field: show the flag's name
             spec["metavar"] = meta["name"].lstrip("-").upper()
         p.add_argument(meta.get("name") or f"--{f.name}", dest=f.name, **spec)

@@ -21,6 +21,8 @@ MODES = ("trial", "debug", "prod")
 DEFAULT_CHECKPOINT = Path("models/point_net_checkpoint.pth")
 DEFAULT_VALID_IDS = Path("models/valid_id.npy")
 PHANTOM_CHECKPOINT = Path("models/phantom_point_net.pth")
+# The score's flag threshold: this quantile of the reference's leave-one-out scores.
+DEFAULT_TARGET_SPECIFICITY = 0.95
 # Steps of ``lstv slurm``: one per script of slurm_scripts/ (lstv.slurm.SCRIPTS), and check_model.
 SLURM_STEPS = (
     "master",
@@ -145,7 +147,10 @@ class InferenceConfig:
     series_csv: Path = flag(
         help="train_series_descriptions.csv (study_id, series_id, series_description)"
     )
-    output_dir: Path = flag()
+    output_dir: Path = flag(
+        help="folder for the metrics CSV, failures.csv, the manifest and heatmaps; an "
+        "interrupted run resumes in it"
+    )
     checkpoint: Path = flag(
         DEFAULT_CHECKPOINT,
         f"point-net checkpoint (default {DEFAULT_CHECKPOINT}: the real hengck23 model)",
@@ -153,16 +158,22 @@ class InferenceConfig:
     valid_ids: Path | None = flag(
         DEFAULT_VALID_IDS, "hold-out study IDs; without the file every study runs (with a warning)"
     )
-    mode: str = flag("trial", choices=MODES)
+    mode: str = flag(
+        "trial",
+        "trial: --n_trial sampled studies; debug: one study with figures; prod: every study",
+        choices=MODES,
+    )
     n_trial: int = flag(10, "studies in trial mode (%(default)s)")
     seed: int = flag(42, "trial sampling seed (%(default)s)")
     debug_study_id: int | None = flag(None, "study for debug mode (default: the first selected)")
-    device: str = flag("auto", choices=DEVICES)
-    batch_size: int = flag(16)
+    device: str = flag("auto", "auto: CUDA when torch sees a GPU, else the CPU", choices=DEVICES)
+    batch_size: int = flag(16, "slices through the net at once")
     num_workers: int = flag(2, "DICOM reader processes")
     num_parts: int = flag(1, "split the studies into N shards")
     part_id: int = flag(0, "which shard to run (0-based)")
-    image_size: int = flag(DEFAULT_IMAGE_SIZE)
+    image_size: int = flag(
+        DEFAULT_IMAGE_SIZE, "the net's input side in pixels (a checkpoint's own config wins)"
+    )
     save_heatmaps: bool = flag(False, "write heatmaps/{study_id}.npz with the probability maps")
     tta: bool = flag(
         False, "test-time shifted views: adds per-level mutual information ({level}_tta_mi)"
@@ -217,11 +228,11 @@ class ReportConfig:
 class EvaluateConfig:
     """``lstv evaluate``: ROC analysis against expert labels."""
 
-    csv: Path = flag()
+    csv: Path = flag(help="a run's lstv_uncertainty_metrics.csv")
     labels: Path = flag(help="CSV with study_id, lstv (0/1) and optionally lstv_type")
-    output_dir: Path = flag()
-    n_bootstrap: int = flag(2000)
-    seed: int = flag(0)
+    output_dir: Path = flag(help="folder for the evaluation JSON, CSV and ROC figure")
+    n_bootstrap: int = flag(2000, "bootstrap resamples for the AUC's confidence interval")
+    seed: int = flag(0, "seed of the bootstrap")
     fixed_threshold: float | None = flag(
         None,
         "L5/S1 entropy cut for sensitivity/specificity (default: the run's flag threshold "
@@ -242,7 +253,7 @@ class CalibrateConfig:
         "the studies labelled normal; without it, all studies (with a warning)",
     )
     target_specificity: float | None = flag(
-        0.95,
+        DEFAULT_TARGET_SPECIFICITY,
         "flag threshold at this quantile of the reference's leave-one-out scores "
         "(default 0.95: about 1 normal study in 20 goes to review by design; 1 = their maximum)",
     )
@@ -274,7 +285,7 @@ class MergeConfig:
     """``lstv merge``: join the outputs of sharded runs."""
 
     shards_dir: Path = flag(help="folder holding one part_* output folder per shard")
-    output_dir: Path = flag()
+    output_dir: Path = flag(help="folder for the merged run (not one of the shards)")
     num_parts: int | None = flag(None, "shards expected (default: from the shards' manifests)")
     quiet: bool = QUIET
 
@@ -283,10 +294,10 @@ class MergeConfig:
 class PhantomConfig:
     """``lstv phantom``: synthetic RSNA-layout DICOM studies with known labels."""
 
-    output_dir: Path = flag()
-    n_studies: int = flag(20)
-    lstv_fraction: float = flag(0.3)
-    seed: int = flag(0)
+    output_dir: Path = flag(help="folder for the RSNA-layout dataset and its labels")
+    n_studies: int = flag(20, "studies to write")
+    lstv_fraction: float = flag(0.3, "share of transitional studies (sacralization, lumbarization)")
+    seed: int = flag(0, "seed: the same seed writes the same files")
     valid_fraction: float = flag(
         0.25, "share of studies held out in valid_id.npy (default %(default)s)"
     )
@@ -308,21 +319,23 @@ class TrainConfig:
 
     data_dir: Path = flag(help="RSNA-layout folder (e.g. from lstv phantom)")
     output: Path = flag(help="checkpoint to write")
-    encoder: str = flag("resnet10t")
-    image_size: int = flag(DEFAULT_IMAGE_SIZE)
-    steps: int = flag(400)
-    batch_size: int = flag(12)
+    encoder: str = flag(
+        "resnet10t", "timm ResNet encoder (built offline: resnet10t ... resnet200d)"
+    )
+    image_size: int = flag(DEFAULT_IMAGE_SIZE, "the net's input side in pixels")
+    steps: int = flag(400, "optimiser steps")
+    batch_size: int = flag(12, "slices per step")
     lr: float = flag(2e-3, "peak of the one-cycle schedule")
     weight_decay: float = flag(1e-4, cli=False)
     background_weight: float = flag(
         0.05, "cross-entropy weight of the background class (discs weigh 1)"
     )
-    seed: int = flag(0)
+    seed: int = flag(0, "seed of the weights, the sampling and the augmentation")
     disc_radius_mm: float = flag(
         5.0, "radius of the disc-shaped class mask around each label (default %(default)s mm)"
     )
-    device: str = flag("auto", choices=DEVICES)
-    num_workers: int = flag(2)
+    device: str = flag("auto", "auto: CUDA when torch sees a GPU, else the CPU", choices=DEVICES)
+    num_workers: int = flag(2, "DICOM reader processes")
     quiet: bool = QUIET
     init_from: Path | None = flag(
         None, "start from the weights of this checkpoint (same encoder): fine-tuning"
@@ -339,12 +352,14 @@ class TrainConfig:
 class DemoConfig:
     """``lstv demo``: phantoms -> infer -> report -> evaluate with the shipped localizer."""
 
-    output_dir: Path = flag(Path("data/output/demo"))
-    n_studies: int = flag(40)
-    lstv_fraction: float = flag(0.3)
-    seed: int = flag(2024)
+    output_dir: Path = flag(
+        Path("data/output/demo"), "folder for the phantoms, the run, the report and the ROC"
+    )
+    n_studies: int = flag(40, "phantom studies to draw")
+    lstv_fraction: float = flag(0.3, "share of transitional studies")
+    seed: int = flag(2024, "seed of the phantoms")
     checkpoint: Path | None = flag(None, f"default: {PHANTOM_CHECKPOINT} shipped with the project")
-    device: str = flag("auto", choices=DEVICES)
+    device: str = flag("auto", "auto: CUDA when torch sees a GPU, else the CPU", choices=DEVICES)
     quiet: bool = QUIET
 
     def __post_init__(self) -> None:
@@ -356,11 +371,11 @@ class DemoConfig:
 class ServeConfig:
     """``lstv serve``: the web demo."""
 
-    checkpoint: Path = flag(PHANTOM_CHECKPOINT)
+    checkpoint: Path = flag(PHANTOM_CHECKPOINT, "point-net checkpoint the demo analyses with")
     host: str = flag("127.0.0.1", "address to bind (default 127.0.0.1: this machine only)")
-    port: int = flag(5000)
-    max_upload_mb: int = flag(200)
-    device: str = flag("auto", choices=DEVICES)
+    port: int = flag(5000, "port to listen on")
+    max_upload_mb: int = flag(200, "largest upload accepted, in MB")
+    device: str = flag("auto", "auto: CUDA when torch sees a GPU, else the CPU", choices=DEVICES)
     reference: Path | None = flag(
         None, "score reference JSON of this checkpoint (lstv calibrate); default: its own"
     )
@@ -377,7 +392,7 @@ class ReviewConfig:
     run_dir: Path = flag(help="an lstv infer output folder", positional=True)
     data_dir: Path | None = flag(None, "where its DICOM lies; default: the run's input folder")
     reviewer: str = flag("", "name written in the reviewer column")
-    port: int = flag(8765)
+    port: int = flag(8765, "port to listen on (this machine only)")
     blind: bool = flag(False, "hide the score until a verdict")
     quiet: bool = QUIET
 

@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from lstv.columns import SCORE_COLUMNS
+from lstv.config import DEFAULT_TARGET_SPECIFICITY
 from lstv.errors import UsageError
 from lstv.score_drift import drift_check
 from lstv.score_features import FEATURES, feature_matrix, split_feature
@@ -72,7 +73,6 @@ ONE_SIDED_FEATURES = ("one_minus_confidence", "peak2", "mass_out")
 # study but left out of v2: with the shipped localizer on the realistic phantoms they lowered
 # every AUC on the development seed (benchmarks/phantom_auc.py, "Pre-registration").
 V2_FEATURES = ("l5_s1_one_minus_confidence", "l5_s1_peak2", "l5_s1_mass_out")
-DEFAULT_TARGET_SPECIFICITY = 0.95
 NORMAL_RANGE_PERCENTILES = (5.0, 95.0)
 
 
