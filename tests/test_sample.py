@@ -36,3 +36,60 @@ def test_a_sample_maps_its_points_through_its_own_slice():
     assert sample.to_original((48.0, 48.0)) == (100.0, 150.0)
     # pixel (x=100, y=150): 150 rows of 0.5 mm down (-z), 100 columns of 0.8 mm along +y
     assert sample.pixel_to_patient(100.0, 150.0) == pytest.approx([0.0, 80.0, -75.0])
+
+
+class _PidReader:
+    """Reads nothing: each item is the reader process's id and CPU niceness."""
+
+    def __init__(self, n: int):
+        self.tasks = list(range(n))
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int):
+        import os
+
+        return os.getpid(), os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_readers_yield_the_cpu_to_a_model_once_asked():
+    import os
+
+    from lstv.sample import READER_NICENESS, iter_samples
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    stream = iter_samples(_PidReader(40), 2)
+    try:
+        items = iter(stream)
+        first = [next(items) for _ in range(2)]
+        assert {nice for _, nice in first} == {own}  # full priority while the model loads
+        stream.yield_to_model()
+        pids = [p.pid for p in stream.pool.processes()]
+        assert len(pids) == 2
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in pids} == {
+            min(19, own + READER_NICENESS)
+        }
+    finally:
+        stream.close()
+
+
+def test_infer_on_the_cpu_lowers_its_readers_priority(monkeypatch, tmp_path, phantom_dataset,
+                                                      tiny_checkpoint):  # fmt: skip
+    from helpers import phantom_infer_config
+    from lstv.pipeline import run_inference
+    from lstv.sample import SampleStream
+
+    asked = []
+    real = SampleStream.yield_to_model
+
+    def spy(self):
+        asked.append(self.workers)
+        real(self)
+
+    monkeypatch.setattr(SampleStream, "yield_to_model", spy)
+    config = phantom_infer_config(
+        phantom_dataset, tmp_path / "out", tiny_checkpoint, num_workers=2, n_trial=3, mode="trial"
+    )
+    summary = run_inference(config)
+    assert summary.n_completed == 3 and asked == [2]

@@ -371,6 +371,8 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
                 from lstv.inference import load_predictor
 
                 predictor, checkpoint_info = load_predictor(config.checkpoint, config.device)
+            if predictor.device.type == "cpu":
+                samples.yield_to_model()  # the forward pass's threads get the cores first
             check_image_size(checkpoint_info, config.image_size)
             score = resolve_reference(
                 config.reference, checkpoint_info.sha256, checkpoint_info.config

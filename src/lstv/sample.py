@@ -124,18 +124,40 @@ class SampleReader:
 _WORKER_READER: SampleReader | None = None
 
 
-def _init_worker(reader: SampleReader, parent_pid: int) -> None:
+# How much lower than the run's own the readers' CPU priority goes once a model runs on the
+# CPU (``SampleStream.yield_to_model``): to the lowest. The forward pass's threads then have
+# the cores to themselves while they run; a reader that preempts one stalls the others at the
+# end of each parallel layer. The readers take the cores while the model does not (the
+# metrics, a wait for a study), and both of them when the model waits for a study.
+READER_NICENESS = 19
+
+
+def _init_worker(reader: SampleReader, parent_pid: int, niceness: int = 0) -> None:
     """Runs once in each reader process."""
     import signal
     import threading
 
     global _WORKER_READER
     _WORKER_READER = reader
+    if niceness:
+        _lower_priority(0, niceness)
     # Ctrl-C reaches the whole process group: the parent alone decides how to stop. The parent's
     # SIGTERM handler (a clean stop) is inherited through fork: a reader just ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _lower_priority(pid: int, niceness: int) -> None:
+    """Make process ``pid`` (0: this one) ``niceness`` nicer than this process, at most 19;
+    where the system has no such call, or refuses it, the reader keeps its priority."""
+    import os
+
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, os.getpid())
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, own + niceness))
+    except (AttributeError, OSError) as exc:  # no setpriority (Windows); a reader gone
+        log.debug("reader priority unchanged: %s", exc)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -155,7 +177,7 @@ def _read_in_worker(i: int) -> Sample | Failure:
 class _ReaderPool:
     """A process pool that reads samples; it can be stopped at once, readers and all."""
 
-    def __init__(self, reader: SampleReader, workers: int):
+    def __init__(self, reader: SampleReader, workers: int, niceness: int = 0):
         import multiprocessing
         import os
         from concurrent.futures import ProcessPoolExecutor
@@ -164,14 +186,21 @@ class _ReaderPool:
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork" if os.name == "posix" else "spawn"),
             initializer=_init_worker,
-            initargs=(reader, os.getpid()),
+            initargs=(reader, os.getpid(), niceness),
         )
 
     def submit(self, i: int):
         return self.executor.submit(_read_in_worker, i)
 
+    def processes(self) -> list:
+        return list((getattr(self.executor, "_processes", None) or {}).values())
+
+    def lower_priority(self, niceness: int) -> None:
+        for p in self.processes():
+            _lower_priority(p.pid, niceness)
+
     def stop(self) -> None:
-        processes = list((getattr(self.executor, "_processes", None) or {}).values())
+        processes = self.processes()
         self.executor.shutdown(wait=False, cancel_futures=True)
         for p in processes:  # a reader busy with a huge series would otherwise run on
             if p.is_alive():
@@ -227,8 +256,17 @@ class SampleStream:
         self.workers = min(num_workers, n) if num_workers > 0 and n > 1 else 0
         self.pending: deque = deque()
         self.next_i = 0
+        self.niceness = 0
         self.pool = _ReaderPool(reader, self.workers) if self.workers else None
         self._fill()
+
+    def yield_to_model(self) -> None:
+        """From now on the readers run at a lower CPU priority (:data:`READER_NICENESS`): for
+        a model on the CPU, once it is loaded (its import and load overlap the first reads at
+        full priority)."""
+        self.niceness = READER_NICENESS
+        if self.pool is not None:
+            self.pool.lower_priority(self.niceness)
 
     def _fill(self) -> None:
         if self.pool is None:
@@ -263,7 +301,7 @@ class SampleStream:
         log.warning("a reader process died; reading %d studies one by one", len(retry))
         for j in retry:
             yield _read_alone(self.reader, j)
-        self.pool = _ReaderPool(self.reader, self.workers)
+        self.pool = _ReaderPool(self.reader, self.workers, self.niceness)
         self._fill()
 
     def close(self) -> None:
