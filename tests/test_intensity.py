@@ -33,6 +33,11 @@ def assert_same_as_numpy(volume, q=Q):
         assert np.array_equal(normalise_to_uint8(volume, *Q), reference)
         if volume.ndim == 3:  # the slices, not stacked, stand for the volume
             assert np.array_equal(normalise_to_uint8(list(volume), *Q), reference)
+            # a part of the slices alone, windowed as in the whole volume
+            d = len(volume)
+            for keep in (slice(d // 2, d // 2 + 1), slice(max(0, d // 2 - 2), d // 2 + 3)):
+                assert np.array_equal(normalise_to_uint8(list(volume), *Q, keep), reference[keep])
+                assert np.array_equal(normalise_to_uint8(volume, *Q, keep), reference[keep])
 
 
 def test_mr_like_uint16_volume():

@@ -99,3 +99,28 @@ def test_read_sample_feeds_the_originals_input(phantom_dataset):
     sample = read_sample(task, phantom_dataset.images_dir, 160)
     volume = read_series(task.series_source(phantom_dataset.images_dir)).volume
     assert np.array_equal(sample.image, original_model_input(volume))
+
+
+@pytest.mark.parametrize("n_slices", [1, 2, 4, 5, 6, 9])
+def test_read_sample_equals_the_whole_volumes_centre(tmp_path, n_slices):
+    """read_sample makes only the slices the model reads 8-bit: every field is what the
+    whole normalised volume gives, whatever the depth (odd, even, under the resize window)."""
+    from helpers import write_series
+    from lstv.dicom import read_series
+    from lstv.inference import input_slices
+    from lstv.sample import read_sample
+    from lstv.studies import StudyTask
+
+    write_series(tmp_path / "1" / "2", n=n_slices, shuffle=True)
+    sample = read_sample(StudyTask(1, 2, "Sagittal T2/STIR"), tmp_path, 64)
+    series = read_series(tmp_path / "1" / "2")
+    centre = series.centre_index
+    assert np.array_equal(sample.image, original_model_input(series.volume, 64))
+    assert np.array_equal(sample.slice_pixels, series.volume[centre])
+    assert (sample.slice_index, sample.n_slices) == (centre, n_slices)
+    assert np.array_equal(sample.position, series.positions[centre])
+    assert np.array_equal(sample.orientation, series.orientations[centre])
+    assert np.array_equal(sample.pixel_spacing, series.pixel_spacings[centre])
+    part = input_slices(n_slices)
+    assert part.stop - part.start == min(n_slices, 5)
+    assert part.start <= centre < part.stop

@@ -25,8 +25,8 @@ from lstv.errors import SeriesReadError
 # stay reachable as lstv.dicom.X, as callers have always reached them.
 __all__ = [
     "DecodeLimits", "NotRegularFileError", "Series", "SeriesReadError", "folder_files",
-    "frame_geometry", "normalise_to_uint8", "open_regular", "order_slices", "pixel_to_patient",
-    "read_series", "series_files",
+    "frame_geometry", "normalise_to_uint8", "open_regular", "order_slices", "OrderedSlices",
+    "pixel_to_patient", "read_series", "read_slices", "series_files",
 ]  # fmt: skip
 
 LOWER_PERCENTILE = 0.1
@@ -82,15 +82,17 @@ def normalise_to_uint8(
     volume: np.ndarray | Sequence[np.ndarray],
     lower: float = LOWER_PERCENTILE,
     upper: float = UPPER_PERCENTILE,
+    keep: slice = slice(None),
 ) -> np.ndarray:
     """Clip at the ``lower``/``upper`` percentiles of the whole volume, then min-max to 0..255:
     the original demo's numbers bit for bit (see :mod:`lstv.intensity`). ``volume`` may be the
-    list of its slices, which then need not be stacked first."""
+    list of its slices, which then need not be stacked first; ``keep`` (a slice of the
+    slices) returns those alone, windowed as in the whole volume."""
     from lstv.intensity import NoContrastError
     from lstv.intensity import normalise_to_uint8 as normalise
 
     try:
-        return normalise(volume, lower, upper)
+        return normalise(volume, lower, upper, keep)
     except NoContrastError as exc:
         raise SeriesReadError(str(exc)) from exc
 
@@ -271,7 +273,51 @@ def read_series(
 ) -> Series:
     """Read a series into a :class:`Series`: every ``.dcm`` of a folder (RSNA layout), or the
     given files (any names, as an index lists them). A multi-frame file gives one slice per
-    frame; all slices are ordered and normalised together.
+    frame; all slices are ordered and normalised together (:func:`read_slices`, then
+    :meth:`OrderedSlices.series`).
+
+    Raises:
+        SeriesReadError: as :func:`read_slices`, or a volume without contrast.
+    """
+    return read_slices(source, limits).series()
+
+
+@dataclass(frozen=True)
+class OrderedSlices:
+    """A series' decoded slices in volume order, with their geometry, before the 8-bit
+    windowing: what :class:`Series` is made of, for a caller that reads a few slices only."""
+
+    planes: list[np.ndarray]
+    positions: np.ndarray
+    orientations: np.ndarray
+    pixel_spacings: np.ndarray
+    instance_numbers: np.ndarray
+    paths: tuple[Path, ...]
+
+    def volume(self, keep: slice = slice(None)) -> np.ndarray:
+        """The (D, H, W) uint8 volume (:func:`normalise_to_uint8`), ``[keep]`` alone: those
+        slices are windowed by the percentiles of every slice, as in the whole volume.
+
+        Raises:
+            SeriesReadError: the series has no contrast.
+        """
+        return normalise_to_uint8(self.planes, keep=keep)
+
+    def series(self) -> Series:
+        return Series(
+            volume=self.volume(),
+            positions=self.positions,
+            orientations=self.orientations,
+            pixel_spacings=self.pixel_spacings,
+            instance_numbers=self.instance_numbers,
+            paths=self.paths,
+        )
+
+
+def read_slices(
+    source: str | Path | Sequence[str | Path], limits: DecodeLimits | None = None
+) -> OrderedSlices:
+    """Read and order a series' slices as :func:`read_series` does, without normalising them.
 
     ``limits`` bounds the bytes decoding may allocate, per file and for the series, checked
     against the declared image size before decoding (default: :meth:`DecodeLimits.from_env`).
@@ -279,7 +325,7 @@ def read_series(
     Raises:
         SeriesReadError: missing folder or file, unreadable or non-DICOM file, no pixel data,
             missing or invalid geometry (see :func:`validate_geometry`), a declared image size
-            over ``limits``, mixed image sizes, or a volume without contrast.
+            over ``limits``, or mixed image sizes.
     """
     if isinstance(source, (str, Path)):
         files = series_files(Path(source))
@@ -297,9 +343,8 @@ def read_series(
         np.stack([s.orientation for s in slices]), np.stack([s.position for s in slices])
     )
     slices = [slices[i] for i in order]
-    volume = normalise_to_uint8([s.pixels for s in slices])
-    return Series(
-        volume=volume,
+    return OrderedSlices(
+        planes=[s.pixels for s in slices],
         positions=np.stack([s.position for s in slices]),
         orientations=np.stack([s.orientation for s in slices]),
         pixel_spacings=np.stack([s.spacing for s in slices]),

@@ -40,11 +40,18 @@ def model_input(volume: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE) -> np.
             f"model_input needs the (D, H, W) volume (the original resizes all slices in one "
             f"call), got shape {volume.shape}"
         )
-    centre = volume.shape[0] // 2
-    if volume.shape[0] > RESIZE_WINDOW:
-        half = RESIZE_WINDOW // 2
-        volume = volume[centre - half : centre + half + 1]  # the centre stays at D // 2
+    volume = volume[input_slices(volume.shape[0])]  # the centre stays at D // 2
     return resize_volume(volume, image_size)[volume.shape[0] // 2]
+
+
+def input_slices(n_slices: int) -> slice:
+    """The slices of a volume of ``n_slices`` that :func:`model_input` reads: the
+    :data:`RESIZE_WINDOW` around the centre ``D // 2`` (all of them when there are no more);
+    the centre of the part is the volume's centre."""
+    if n_slices <= RESIZE_WINDOW:
+        return slice(0, n_slices)
+    centre, half = n_slices // 2, RESIZE_WINDOW // 2
+    return slice(centre - half, centre + half + 1)
 
 
 def resize_volume(volume: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE) -> np.ndarray:

@@ -29,7 +29,10 @@ class NoContrastError(ValueError):
 
 
 def normalise_to_uint8(
-    planes: np.ndarray | Sequence[np.ndarray], lower: float, upper: float
+    planes: np.ndarray | Sequence[np.ndarray],
+    lower: float,
+    upper: float,
+    keep: slice = slice(None),
 ) -> np.ndarray:
     """The original's 8-bit volume: clip at the ``lower``/``upper`` percentiles of all voxels,
     then min-max to 0..255 in float64.
@@ -38,9 +41,11 @@ def normalise_to_uint8(
         planes: one array, or a sequence of same-shape arrays (the slices of a series) that
             stand for their ``np.stack``.
         lower, upper: percentiles in [0, 100].
+        keep: the part of the result wanted, along its first axis (the slices a caller
+            reads): only those are converted, with the window of all the voxels.
 
     Returns:
-        uint8, the shape of ``planes`` (or of their stack).
+        uint8, the shape of ``planes`` (or of their stack), ``[keep]``.
 
     Raises:
         NoContrastError: the upper percentile is not above the lower one.
@@ -50,10 +55,10 @@ def normalise_to_uint8(
         volume = _stack(planes)
         lo, hi = np.percentile(volume, (lower, upper))
         _check_contrast(lo, hi)
-        return _window(volume, lo, hi)
+        return _window(volume, lo, hi)[keep]
     lo, hi = source.percentiles((lower, upper))
     _check_contrast(lo, hi)
-    return source.window(lo, hi)
+    return source.window(lo, hi, keep)
 
 
 def percentiles(planes: np.ndarray | Sequence[np.ndarray], q: Sequence[float]) -> np.ndarray:
@@ -199,15 +204,17 @@ class _IntegerPlanes:
         )
         return result
 
-    def window(self, lo, hi) -> np.ndarray:
-        """The original's 8-bit values through a table of every value from the minimum to the
-        maximum; both occur in the data, so the table's min and max after clipping are the
-        volume's and the float64 arithmetic is the same, value by value."""
+    def window(self, lo, hi, keep: slice = slice(None)) -> np.ndarray:
+        """The original's 8-bit values (``[keep]``) through a table of every value from the
+        minimum to the maximum; both occur in the data, so the table's min and max after
+        clipping are the volume's and the float64 arithmetic is the same, value by value."""
         table = np.zeros(self.table_size, np.uint8)
         values = np.arange(self.vmin, self.vmax + 1).astype(self.dtype)
         table[self.vmin - self.offset :] = _window(values, lo, hi)
-        out = np.empty(self.shape, np.uint8)
-        targets = [out] if len(self.planes) == 1 and out.shape == self.planes[0].shape else out
-        for plane, target in zip(self.planes, targets, strict=True):
+        if len(self.planes) == 1 and self.shape == self.planes[0].shape:  # one array
+            return np.take(table, self.index(self.planes[0]))[keep]
+        planes = self.planes[keep]
+        out = np.empty((len(planes), *self.shape[1:]), np.uint8)
+        for plane, target in zip(planes, out, strict=True):
             np.take(table, self.index(plane), out=target)
         return out
