@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 #   decorates (it then applies the real one; nothing here compiles).
 # Afterwards torchvision's half-imported modules are dropped, so a later ``import torchvision``
 # runs in full. tests/test_model.py checks all three.
+# huggingface_hub (0.4-0.7 s more: its HTTP clients) is hidden while timm imports too: timm then
+# goes without its Hugging Face Hub downloads, which lstv never asks for (no pretrained
+# weights; KNOWN_ENCODERS build offline). A later ``import huggingface_hub`` works as before.
 
 
 @contextlib.contextmanager
@@ -94,9 +97,21 @@ def _torchvision_bare():
             del sys.modules[name]
 
 
+@contextlib.contextmanager
+def _hub_hidden():
+    if "huggingface_hub" in sys.modules:
+        yield  # imported already: nothing to save
+        return
+    sys.modules["huggingface_hub"] = None  # an ImportError for timm, which goes without
+    try:
+        yield
+    finally:
+        del sys.modules["huggingface_hub"]
+
+
 def _import_timm():
     if "timm" not in sys.modules:
-        with _torchvision_bare(), _compiler_disable_deferred():
+        with _torchvision_bare(), _compiler_disable_deferred(), _hub_hidden():
             import timm
     import timm
 
