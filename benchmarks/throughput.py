@@ -4,8 +4,9 @@ On the same phantom studies, each measurement repeated and the fastest repeat ke
 measurements of a repeat run back to back, so a busy machine slows numerator and denominator
 alike):
 
-  read_series / decode       series reading (order, normalise) vs bare pydicom decoding of the
-                             same files, one process                          target <= 1.3
+  read / decode              a reader's work for one study (lstv.sample.read_sample: decode,
+                             checks, order, normalise, model input) vs bare pydicom decoding of
+                             the same files, one process                      target <= 1.3
   steady state               the marginal cost of a study: ``lstv infer`` on N and on N/3 of
                              the studies, (infer(N) - infer(N/3)) over the same difference of
                              the floors (parallel decode with the same number of reader
@@ -14,10 +15,14 @@ alike):
   start-up                   infer(N/3) minus N/3 studies at the marginal cost: what a run
                              costs before its first study                     target <= 3.0 s
 
-plus the whole-process ratio of the N-study run. ``--breakdown`` adds the per-study cost of each
-stage of the pipeline, measured one stage at a time in this process (decode, sort and geometry,
-normalise, model input, forward, metrics and shape features, CSV and fsync, inter-process
-transfer) and the start-up's imports. Usage:
+plus the whole-process ratio of the N-study run, and the steady state in CPU seconds (the CPU
+time of ``lstv infer`` and its readers against the floors' CPU time, per marginal study): on a
+machine other work loads, wall-clock ratios measure the load as much as the pipeline, CPU time
+much less. ``lstv infer`` runs with ``--parasagittal 0`` where it has that flag: the centre-slice
+pipeline is measured. ``--breakdown`` adds the per-study cost of each stage of the pipeline,
+measured one stage at a time in this process (decode, sort and geometry, normalise, model
+input, forward, metrics and shape features, CSV and fsync, inter-process transfer) and the
+start-up's imports. Usage:
 
     python benchmarks/throughput.py --n_studies 144 --num_workers 2 \\
         [--checkpoint models/phantom_point_net.pth] [--repeats 3] [--breakdown]
@@ -78,28 +83,34 @@ def write_phantoms(root: Path, n_studies: int, workers: int, seed: int = 99) -> 
     )
 
 
-def decode(files: list[Path]) -> None:
-    """The floor of reading: dcmread and decode each file, nothing else."""
+def decode(files: list[Path]) -> float:
+    """The floor of reading: dcmread and decode each file, nothing else; the CPU seconds it
+    took this process."""
     import pydicom
 
+    start = time.process_time()
     for f in files:
         pydicom.dcmread(f).pixel_array  # noqa: B018 - decoding is the work measured
+    return time.process_time() - start
 
 
 def read_vs_decode(data: Phantoms, repeats: int) -> tuple[float, float]:
-    """Seconds for all studies (each study's fastest repeat): bare decode, and read_series.
-    The two alternate study by study, so both see the same file cache and machine load."""
-    from lstv.dicom import read_series
+    """Seconds for all studies (each study's fastest repeat): bare decode, and what a reader
+    process does for a study (read_sample). The two alternate study by study, so both see the
+    same file cache and machine load."""
+    from lstv.sample import read_sample
+    from lstv.studies import study_tasks
 
+    tasks = study_tasks(data.series_csv)
     best_decode = [np.inf] * len(data.sources)
     best_read = [np.inf] * len(data.sources)
     for _ in range(repeats):
-        for i, source in enumerate(data.sources):
+        for i in range(len(data.sources)):
             files = data.files(i)
             start = time.perf_counter()
             decode(files)
             middle = time.perf_counter()
-            read_series(source)
+            read_sample(tasks[i], data.images_dir, 160)
             end = time.perf_counter()
             best_decode[i] = min(best_decode[i], middle - start)
             best_read[i] = min(best_read[i], end - middle)
@@ -118,16 +129,17 @@ def decode_pool(workers: int):
         yield pool
 
 
-def parallel_decode(pool, data: Phantoms) -> float:
-    """Wall seconds for ``pool`` to decode every study (one task per study)."""
+def parallel_decode(pool, data: Phantoms) -> tuple[float, float]:
+    """Wall seconds for ``pool`` to decode every study (one task per study), and the CPU
+    seconds its processes spent."""
     jobs = [data.files(i) for i in range(len(data.sources))]
     start = time.perf_counter()
-    pool.map(decode, jobs, chunksize=1)
-    return time.perf_counter() - start
+    cpu = pool.map(decode, jobs, chunksize=1)
+    return time.perf_counter() - start, float(sum(cpu))
 
 
 def model_inputs(data: Phantoms, image_size: int = 160) -> np.ndarray:
-    """The studies' real (N, S, S) model inputs."""
+    """The studies' real (N, S, S) model inputs (the centre slices)."""
     from lstv.dicom import read_series
     from lstv.inference import model_input
 
@@ -136,10 +148,24 @@ def model_inputs(data: Phantoms, image_size: int = 160) -> np.ndarray:
 
 def forward(predictor, images: np.ndarray, batch_size: int) -> float:
     """Seconds to run the point net over ``images`` in batches (maps back on the host)."""
-    start = time.perf_counter()
+    return timed_forward(predictor, images, batch_size)[0]
+
+
+def timed_forward(predictor, images: np.ndarray, batch_size: int) -> tuple[float, float]:
+    """:func:`forward`'s wall seconds, and the CPU seconds of this process (torch's threads)."""
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(images), batch_size):
         predictor(images[i : i + batch_size])
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def parasagittal_off() -> tuple[str, ...]:
+    """``--parasagittal 0`` where ``lstv infer`` has the flag (issue 18 adds it, with slices
+    beside the centre one by default): the centre-slice pipeline is what is measured."""
+    from lstv.config import InferenceConfig
+
+    fields = getattr(InferenceConfig, "__dataclass_fields__", {})
+    return ("--parasagittal", "0") if "parasagittal" in fields else ()
 
 
 def infer_command(data: Phantoms, checkpoint: Path, out: Path, device: str, workers: int,
@@ -156,21 +182,29 @@ def infer_command(data: Phantoms, checkpoint: Path, out: Path, device: str, work
         "--num_workers", str(workers),
         "--batch_size", str(batch),
         "--quiet",
+        *parasagittal_off(),
         *(extra or ("--mode", "prod")),
     ]  # fmt: skip
 
 
-def run_infer(command: list[str], expected_rows: int, out: Path) -> float:
-    """Wall seconds of one ``lstv infer`` process; an error unless it wrote every row."""
-    start = time.perf_counter()
+def run_infer(command: list[str], expected_rows: int, out: Path) -> tuple[float, float]:
+    """Wall seconds of one ``lstv infer`` process, and the CPU seconds of it and its reader
+    processes; an error unless it wrote every row."""
+    import resource
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start, cpu = time.perf_counter(), children_cpu()
     proc = subprocess.run(command, capture_output=True, text=True, env=_env())
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, children_cpu() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"lstv infer failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     rows = RunDir(out).metrics_csv.read_text().count("\n") - 1
     if rows != expected_rows:
         raise RuntimeError(f"lstv infer wrote {rows} rows, expected {expected_rows}")
-    return elapsed
+    return elapsed, cpu
 
 
 def _env() -> dict[str, str]:
@@ -200,15 +234,25 @@ def subset(data: Phantoms, n: int, root: Path) -> Phantoms:
 
 @dataclass(frozen=True)
 class Repeat:
-    """One repeat's seconds on the small and the large set: decode floor, forward floor, infer."""
+    """One repeat's seconds on the small and the large set: decode floor, forward floor, infer;
+    wall-clock, then CPU."""
 
     decode: tuple[float, float]
     forward: tuple[float, float]
     infer: tuple[float, float]
+    decode_cpu: tuple[float, float] = (0.0, 0.0)
+    forward_cpu: tuple[float, float] = (0.0, 0.0)
+    infer_cpu: tuple[float, float] = (0.0, 0.0)
 
     def steady(self, n: tuple[int, int]) -> float:
         floor = [d + f for d, f in zip(self.decode, self.forward, strict=True)]
         return (self.infer[1] - self.infer[0]) / (floor[1] - floor[0])
+
+    def steady_cpu(self, n: tuple[int, int]) -> tuple[float, float]:
+        """CPU seconds per marginal study: lstv infer (with its readers), and the floors."""
+        floor = [d + f for d, f in zip(self.decode_cpu, self.forward_cpu, strict=True)]
+        step = n[1] - n[0]
+        return (self.infer_cpu[1] - self.infer_cpu[0]) / step, (floor[1] - floor[0]) / step
 
     def startup(self, n: tuple[int, int]) -> float:
         per_study = (self.infer[1] - self.infer[0]) / (n[1] - n[0])
@@ -220,7 +264,7 @@ def best(repeats: list[Repeat]) -> Repeat:
     return Repeat(
         *(
             tuple(min(getattr(r, name)[k] for r in repeats) for k in (0, 1))
-            for name in ("decode", "forward", "infer")
+            for name in ("decode", "forward", "infer", "decode_cpu", "forward_cpu", "infer_cpu")
         )
     )
 
@@ -230,10 +274,10 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
     and the reading stages single-threaded, the forward pass on torch's threads)."""
     import pydicom
 
-    from lstv.dicom import normalise_to_uint8, read_series
-    from lstv.inference import model_input
+    from lstv.csv_files import CsvAppender
+    from lstv.dicom import read_slices
+    from lstv.inference import input_slices, model_input
     from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row
-    from lstv.rundir import CsvAppender
     from lstv.sample import read_sample
     from lstv.studies import study_tasks
     from lstv.uncertainty import resolve_thresholds
@@ -241,20 +285,21 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
     n = len(data.sources)
     tasks = study_tasks(data.series_csv)[:n]
     t = dict.fromkeys(
-        ("decode", "read_series", "normalise", "model input", "forward", "metrics + shape",
+        ("decode", "read_slices", "normalise", "model input", "forward", "metrics + shape",
          "CSV + fsync", "transfer"), 0.0)  # fmt: skip
-    samples, volumes = [], []
+    samples = []
+    # The stages of lstv.sample.read_sample, as a reader process runs them.
     for i, source in enumerate(data.sources):
         files = data.files(i)
         start = time.perf_counter()
-        pixels = [pydicom.dcmread(f).pixel_array for f in files]
+        [pydicom.dcmread(f).pixel_array for f in files]
         t["decode"] += time.perf_counter() - start
         start = time.perf_counter()
-        normalise_to_uint8(pixels)
-        t["normalise"] += time.perf_counter() - start
+        ordered = read_slices(source)
+        t["read_slices"] += time.perf_counter() - start
         start = time.perf_counter()
-        volume = read_series(source).volume
-        t["read_series"] += time.perf_counter() - start
+        volume = ordered.volume(input_slices(len(ordered.planes)))
+        t["normalise"] += time.perf_counter() - start
         start = time.perf_counter()
         model_input(volume, 160)
         t["model input"] += time.perf_counter() - start
@@ -263,7 +308,6 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
         pickle.loads(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
         t["transfer"] += time.perf_counter() - start
         samples.append(sample)
-        volumes.append(volume.nbytes)
     images = np.stack([s.image for s in samples])
     forward(predictor, images[:batch_size], batch_size)  # warm-up
     probs = []
@@ -287,8 +331,8 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
             if (i + 1) % batch_size == 0 or i + 1 == n:
                 appender.sync()
     t["CSV + fsync"] = time.perf_counter() - start
-    # read_series = decode + sort and geometry + normalise: the middle one by difference.
-    t["sort + geometry"] = t.pop("read_series") - t["decode"] - t["normalise"]
+    # read_slices = decode + headers, checks and ordering: the second by difference.
+    t["sort + geometry"] = t.pop("read_slices") - t["decode"]
     ms = {k: v / n * 1e3 for k, v in t.items()}
     ms["pickled sample, kB"] = len(pickle.dumps(samples[0])) / 1e3
     return ms
@@ -364,13 +408,18 @@ def main(argv=None) -> None:
         repeats = []
         with decode_pool(args.num_workers) as pool:
             for r in range(args.repeats):
-                measured: dict[str, list[float]] = {"decode": [], "forward": [], "infer": []}
+                measured: dict[str, list[float]] = {k: [] for k in Repeat.__dataclass_fields__}
                 for k, data in enumerate((small, large)):
-                    measured["decode"].append(parallel_decode(pool, data))
-                    measured["forward"].append(forward(predictor, images[: n[k]], args.batch_size))
+                    measurements = {
+                        "decode": parallel_decode(pool, data),
+                        "forward": timed_forward(predictor, images[: n[k]], args.batch_size),
+                    }
                     out = tmp / f"out{r}_{k}"
                     command = infer_command(data, args.checkpoint, out, *settings)
-                    measured["infer"].append(run_infer(command, n[k], out))
+                    measurements["infer"] = run_infer(command, n[k], out)
+                    for name, (wall, cpu) in measurements.items():
+                        measured[name].append(wall)
+                        measured[f"{name}_cpu"].append(cpu)
                 repeats.append(Repeat(**{key: tuple(v) for key, v in measured.items()}))
         b = best(repeats)
         report(args, n, b, repeats, read_s, decode_s, write_s, torch.get_num_threads())
@@ -397,7 +446,7 @@ def report(args, n, b: Repeat, repeats, read_s, decode_s, write_s, threads) -> N
     )
     print(f"decode floor, 1 process      {decode_s / n_large * 1e3:7.1f} ms/study")
     print(
-        f"read_series, 1 process       {read_s / n_large * 1e3:7.1f} ms/study   "
+        f"read_sample, 1 process       {read_s / n_large * 1e3:7.1f} ms/study   "
         f"read / decode ratio {read_ratio:.2f} (target <= {READ_TARGET})"
     )
     for k in (0, 1):
@@ -420,6 +469,13 @@ def report(args, n, b: Repeat, repeats, read_s, decode_s, write_s, threads) -> N
     print(
         f"lstv infer start-up          {b.startup(n):7.2f} s   (target <= {STARTUP_TARGET} s); "
         "per repeat " + ", ".join(f"{r.startup(n):.2f}" for r in repeats),
+    )
+    infer_cpu, floor_cpu = b.steady_cpu(n)
+    print(
+        f"steady state in CPU time     {infer_cpu * 1e3:7.1f} CPU ms/study vs floors "
+        f"{floor_cpu * 1e3:.1f}: ratio {infer_cpu / floor_cpu:.2f}; per repeat "
+        + ", ".join(f"{i / f:.2f}" for i, f in (r.steady_cpu(n) for r in repeats))
+        + f"; uptime load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
         flush=True,
     )
 
