@@ -43,7 +43,8 @@ def test_throughput_benchmark_prints_ratios(tiny_checkpoint, tmp_path):
     out = proc.stdout
     assert "3 phantom studies" in out
     for line in ("read / decode ratio", "infer / (decode + forward) ratio", "start-up",
-                 "steady state", "per-study cost of each stage", "metrics + shape",
+                 "steady state", "steady state in CPU time", "uptime load average",
+                 "per-study cost of each stage", "metrics + shape", "sort + geometry",
                  "torch._dynamo imported: False"):
         assert line in out
     assert list(tmp_path.iterdir()) == []  # phantoms and runs cleaned up
