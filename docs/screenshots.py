@@ -10,27 +10,12 @@ review page is shown after three verdicts, on a copy of the run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 VIEWPORT = {"width": 1366, "height": 768}
-
-
-@contextlib.contextmanager
-def serving(app):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
 
 
 def main() -> None:
@@ -44,6 +29,7 @@ def main() -> None:
     from lstv.report import build_report
     from lstv.web import create_app
     from lstv.web.review import create_review_app
+    from lstv.web.server import serving
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         run = shutil.copytree(args.run_dir, Path(tmp) / "run")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,19 +53,22 @@ def horizontal_overflow(tab) -> int:
     )
 
 
-@contextlib.contextmanager
-def serving(app):
-    """``app`` served on 127.0.0.1 on a free port in a thread; yields its base URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        thread.join()
+def infer_args(data, out, checkpoint, *extra, num_workers: int | str = 0) -> list[str]:
+    """``lstv infer`` over a phantom dataset (anything with ``images_dir``, ``series_csv`` and
+    ``valid_ids_path``) into ``out``, every study on the CPU, quiet; ``extra`` flags last."""
+    return [
+        "infer",
+        "--input_dir", str(data.images_dir),
+        "--series_csv", str(data.series_csv),
+        "--output_dir", str(out),
+        "--checkpoint", str(checkpoint),
+        "--valid_ids", str(data.valid_ids_path),
+        "--mode", "prod",
+        "--device", "cpu",
+        "--num_workers", str(num_workers),
+        "--quiet",
+        *extra,
+    ]  # fmt: skip
 
 
 def write_metrics(path, l5_s1_entropy, study_ids=None, extra=None):

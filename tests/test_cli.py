@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import infer_args
 from lstv.cli import main
 from lstv.rundir import RunDir
 
@@ -32,20 +33,7 @@ def test_help_is_instant_and_does_not_import_torch():
 
 
 def test_missing_checkpoint_exits_2_with_instructions(tmp_path, phantom_dataset, capsys):
-    code = main(
-        [
-            "infer",
-            "--input_dir",
-            str(phantom_dataset.images_dir),
-            "--series_csv",
-            str(phantom_dataset.series_csv),
-            "--output_dir",
-            str(tmp_path / "o"),
-            "--checkpoint",
-            str(tmp_path / "absent.pth"),
-            "--quiet",
-        ]
-    )
+    code = main(infer_args(phantom_dataset, tmp_path / "o", tmp_path / "absent.pth"))
     err = capsys.readouterr().err
     assert code == 2
     assert "checkpoint not found" in err and "01b_download_model.sh" in err
@@ -267,27 +255,10 @@ def test_a_bug_exits_1_with_its_traceback_and_a_user_mistake_exits_2(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
 
+
 # -------------------- run folder
 # Issue 9, run folder: nothing written is lost, a refused run changes nothing, one run owns a
 # folder, settings are checked up front, and a stopped or crashed run leaves a true manifest.
-
-
-
-
-def infer_args(data, out, checkpoint, *extra) -> list[str]:
-    return [
-        "infer",
-        "--input_dir", str(data.images_dir),
-        "--series_csv", str(data.series_csv),
-        "--output_dir", str(out),
-        "--checkpoint", str(checkpoint),
-        "--valid_ids", str(data.valid_ids_path),
-        "--mode", "prod",
-        "--device", "cpu",
-        "--num_workers", "0",
-        "--quiet",
-        *extra,
-    ]  # fmt: skip
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import read_rows
+from helpers import infer_args, read_rows
 from lstv.atomic import file_sha256
 from lstv.pipeline import InferenceConfig, run_inference
 from lstv.results import SEED_COLUMNS
@@ -368,15 +369,7 @@ def test_sigterm_ends_a_study_in_flight_within_seconds(
     import time
 
     out = tmp_path / "o"
-    args = [
-        "infer",
-        "--input_dir", str(phantom_dataset.images_dir),
-        "--series_csv", str(phantom_dataset.series_csv),
-        "--output_dir", str(out),
-        "--checkpoint", str(tiny_checkpoint),
-        "--valid_ids", str(phantom_dataset.valid_ids_path),
-        "--mode", "prod", "--device", "cpu", "--quiet", "--num_workers", workers,
-    ]  # fmt: skip
+    args = infer_args(phantom_dataset, out, tiny_checkpoint, num_workers=workers)
     proc = subprocess.Popen(
         [sys.executable, "-c", STUCK_READER_MAIN, *args], stderr=subprocess.PIPE, text=True
     )
@@ -467,6 +460,34 @@ def test_a_run_that_wrote_no_row_resumes(tmp_path, phantom_dataset, tiny_checkpo
     assert summary.n_completed + summary.n_failed == summary.n_selected > 0
 
 
+def test_a_run_whose_every_study_failed_is_not_drift_checked(
+    tmp_path, phantom_dataset, tiny_checkpoint, capsys
+):
+    """With a reference and no study read (every series folder missing), the run is complete
+    with its failures: the drift check has no row to test. It exited 2 with "the metrics CSV
+    has a header but no rows" (found by test_infer_accounts_for_every_study)."""
+    from helpers import normal_features
+    from lstv.cli import main
+    from lstv.model import file_sha256
+    from lstv.score import fit_reference
+
+    ref = fit_reference(normal_features(np.random.default_rng(1), 25), file_sha256(tiny_checkpoint))
+    ref.save(tmp_path / "ref.json")
+    (tmp_path / "empty").mkdir()
+    data = SimpleNamespace(
+        images_dir=tmp_path / "empty",
+        series_csv=phantom_dataset.series_csv,
+        valid_ids_path=phantom_dataset.valid_ids_path,
+    )
+    out = tmp_path / "run"
+    code = main(infer_args(data, out, tiny_checkpoint, "--reference", str(tmp_path / "ref.json")))
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["n_completed"] == 0
+    assert manifest["n_failed"] > 0 and manifest["score_drift"] is None
+    assert len(read_rows(out / "failures.csv")) == manifest["n_failed"]
+
+
 def test_infer_refuses_a_bad_reference_before_any_work(
     tmp_path, phantom_dataset, tiny_checkpoint, capsys
 ):
@@ -481,19 +502,13 @@ def test_infer_refuses_a_bad_reference_before_any_work(
     data = json.loads(ref.save(tmp_path / "ref.json").read_text())
     (tmp_path / "bad.json").write_text(json.dumps(dict(data, threshold="5.0")))
     out = tmp_path / "run"
-    code = main([
-        "infer",
-        "--input_dir", str(phantom_dataset.images_dir),
-        "--series_csv", str(phantom_dataset.series_csv),
-        "--output_dir", str(out),
-        "--checkpoint", str(tiny_checkpoint),
-        "--valid_ids", str(phantom_dataset.valid_ids_path),
-        "--reference", str(tmp_path / "bad.json"),
-        "--mode", "prod", "--device", "cpu", "--num_workers", "0", "--quiet",
-    ])  # fmt: skip
+    code = main(
+        infer_args(phantom_dataset, out, tiny_checkpoint, "--reference", str(tmp_path / "bad.json"))
+    )
     assert code == 2
     assert "bad.json: field 'threshold'" in capsys.readouterr().err
     assert not out.exists()  # before any work: not even the output folder
+
 
 # -------------------- property infer
 # Issue 9, property: whatever is wrong with the DICOM headers, the series CSV, the paths of an
@@ -823,22 +838,10 @@ def test_infer_accounts_for_every_study(
         os.chdir(work)  # a stray relative write would land here and be seen
         try:
             with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
-                code = main(
-                    [
-                        "infer",
-                        "--input_dir", str(images),
-                        "--series_csv", str(series_csv),
-                        "--output_dir", str(out),
-                        "--checkpoint", str(CHECKPOINT),
-                        "--valid_ids", str(valid_ids),
-                        "--mode", "prod",
-                        "--device", "cpu",
-                        "--num_workers", "0",
-                        "--batch_size", "2",
-                        "--quiet",
-                        *extra,
-                    ]
-                )  # fmt: skip
+                data = SimpleNamespace(
+                    images_dir=images, series_csv=series_csv, valid_ids_path=valid_ids
+                )
+                code = main(infer_args(data, out, CHECKPOINT, "--batch_size", "2", *extra))
         finally:
             os.chdir(cwd)
             root.removeHandler(records)

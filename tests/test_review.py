@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import horizontal_overflow, serving
+from helpers import horizontal_overflow
 from lstv.tables import read_labels
+from lstv.web.server import serving
 
 REVIEWER = "dr review"
 

@@ -9,7 +9,8 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless
 
-from helpers import horizontal_overflow, serving
+from helpers import horizontal_overflow
+from lstv.web.server import serving
 
 
 def upload(files):
@@ -377,17 +378,11 @@ def test_security_headers_on_every_answer(client):
         assert "http" not in csp and "*" not in csp  # no remote sources
 
 
-def test_server_names_no_version(app):
-    from lstv.web import make_demo_server
-
-    server = make_demo_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=10) as res:
-            headers = res.headers
-    finally:
-        server.shutdown()
+def test_server_names_no_version_and_stops_with_its_block(app):
+    with serving(app) as url, urllib.request.urlopen(f"{url}/", timeout=10) as res:
+        headers = res.headers
+    with pytest.raises(OSError):  # the block's end shut the server down
+        urllib.request.urlopen(f"{url}/", timeout=5)
     assert headers["Server"] == "lstv"
     assert "Werkzeug" not in str(headers) and "Python" not in str(headers)
     assert headers["X-Frame-Options"] == "DENY"

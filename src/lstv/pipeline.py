@@ -425,8 +425,8 @@ def _run_to_the_end(run: _Run, samples, n_todo: int, config: InferenceConfig, st
         raise
     finally:
         run.close()
-        if status == "complete" and run.reference is not None:
-            run.check_drift()
+        if status == "complete" and run.reference is not None and run.n_completed:
+            run.check_drift()  # (every study failed: no row to test)
         run.write_manifest(status)
     if stop.requested is not None:
         raise RunInterrupted(stop.requested)

@@ -18,6 +18,7 @@ from lstv.web.server import (
     QuietRequestHandler,
     lstv_flask,
     make_demo_server,
+    serving,
 )
 from lstv.web.upload import MAX_FILES, ZIP_METHODS, UploadError, save_upload, zip_members
 
@@ -38,5 +39,6 @@ __all__ = [
     "lstv_flask",
     "make_demo_server",
     "save_upload",
+    "serving",
     "zip_members",
 ]

@@ -3,6 +3,9 @@ version, and the shared static files (``static/``: the study viewer, no library,
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from flask import Flask
@@ -54,3 +57,17 @@ class DemoFlask(Flask):
 def make_demo_server(app: Flask, host: str, port: int):
     """A threaded server for the demo that names no software version (``serve_forever`` it)."""
     return make_server(host, port, app, threaded=True, request_handler=QuietRequestHandler)
+
+
+@contextlib.contextmanager
+def serving(app: Flask, host: str = "127.0.0.1") -> Iterator[str]:
+    """``app`` served on a free port in a thread for the length of the block; yields its base
+    URL (the tests' pages and the README's screenshots)."""
+    server = make_demo_server(app, host, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join()
