@@ -14,9 +14,8 @@ from lstv.slurm_settings import Settings, SlurmError, find_project, is_on, posit
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    path = tmp_path / "project"
-    (path / "slurm_scripts").mkdir(parents=True)
-    return path
+    """The settings need no slurm_scripts/ (finding the project does)."""
+    return tmp_path / "project"
 
 
 def settings_for(project: Path, **env: str) -> Settings:
