@@ -521,33 +521,6 @@ def test_workers_write_the_same_bytes(tmp_path):
         assert (one.root / rel).read_bytes() == (two.root / rel).read_bytes(), rel
 
 
-def test_phantom_modules_import_no_private_names_and_form_no_circle():
-    """Each phantom module uses only the public names of the others, and the imports between
-    them run one way (a circle hidden behind TYPE_CHECKING counts too)."""
-    import ast
-
-    import lstv.phantom
-
-    package = Path(lstv.phantom.__file__).parent
-    edges: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
-        edges[path.stem] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lstv.phantom."):
-                edges[path.stem].add(node.module.split(".")[2])
-                private = [a.name for a in node.names if a.name.startswith("_")]
-                assert not private, f"{path.name} imports private {private} from {node.module}"
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(
-            n == goal or (n not in seen and reaches(n, goal, seen | {n}))
-            for n in edges.get(start, ())
-        )
-
-    circles = [m for m in edges if reaches(m, m, {m})]
-    assert circles == [], f"import circle through {circles}"
-
-
 def test_a_shifted_scanner_shows_the_same_anatomy_otherwise(tmp_path):
     """``scanner="shifted"``: same studies and labels, other pixels (coarser, another gamma,
     bias field, noise); an unknown scanner is refused."""
