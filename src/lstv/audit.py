@@ -145,7 +145,7 @@ def write_audit_queue(
         ``output_path``.
 
     Raises:
-        ValueError: The metrics CSV is empty or malformed, or ``n`` is negative.
+        UsageError: The metrics CSV is empty or malformed, or ``n`` is negative.
     """
     thresholds = thresholds or resolve_thresholds(RunDir(Path(csv_path).parent).run_thresholds())
     output_path = Path(output_path)
@@ -237,7 +237,7 @@ def read_queue(path: str | Path) -> tuple[list[str], list[dict[str, str]], str]:
     """The queue's header, its rows and its :func:`queue_token`.
 
     Raises:
-        ValueError: The file lacks ``study_id`` or a review column.
+        UsageError: The file lacks ``study_id`` or a review column.
     """
     with _SAVE_LOCK:
         token = queue_token(path)

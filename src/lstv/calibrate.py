@@ -100,7 +100,7 @@ def calibrate(
             :data:`~lstv.score.V2_FEATURES`) or ``max_abs_z`` (score v1: the ten map features).
 
     Raises:
-        ValueError: missing feature columns, no manifest, no normal study, too few studies.
+        UsageError: missing feature columns, no manifest, no normal study, too few studies.
     """
     csv_path = Path(csv_path)
     refuse_overwriting(output, [csv_path, labels_path], "--output")

@@ -20,7 +20,7 @@ def read_csv_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of a CSV (UTF-8, a BOM accepted), or ([], []) when it is absent.
 
     Raises:
-        ValueError: not UTF-8, or a row the csv module refuses (a field over
+        UsageError: not UTF-8, or a row the csv module refuses (a field over
             ``csv.field_size_limit()``, a NUL byte), naming the file and line.
     """
     path = Path(path)

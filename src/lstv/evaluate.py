@@ -373,7 +373,7 @@ def evaluate_frames(
         The content of ``evaluation.json`` (see :func:`evaluate`).
 
     Raises:
-        ValueError: The joined studies lack transitional or normal cases.
+        UsageError: The joined studies lack transitional or normal cases.
     """
     joined, missing_in_labels, missing_in_metrics = join_labels(metrics, labels)
     if missing_in_labels:

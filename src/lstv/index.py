@@ -478,7 +478,7 @@ def check_output(output: Path, input_dir: Path) -> None:
     that is not an earlier index.
 
     Raises:
-        ValueError: the output is inside the export and would replace one of its files.
+        UsageError: the output is inside the export and would replace one of its files.
     """
     output, root = Path(output).resolve(), Path(input_dir).resolve()
     if output.is_dir():
@@ -508,7 +508,7 @@ def build_index(
 
     Raises:
         FileNotFoundError: ``input_dir`` is missing.
-        ValueError: ``output`` would overwrite a file of the export, or no DICOM image found.
+        UsageError: ``output`` would overwrite a file of the export, or no DICOM image found.
     """
     check_output(Path(output), Path(input_dir))
     # A progress bar only for a person at a terminal, never in batch logs.
@@ -536,7 +536,7 @@ def upload_series_files(folder: str | Path):
         description and the rule that chose it).
 
     Raises:
-        ValueError: no DICOM image, several studies, or no usable sagittal T2 series (the
+        UsageError: no DICOM image, several studies, or no usable sagittal T2 series (the
             message lists what the upload had).
     """
     from lstv.rsna import SERIES_COLUMNS

@@ -133,7 +133,7 @@ def merge_shards(
         The merged manifest (also written to ``output_dir/run_manifest.json``).
 
     Raises:
-        ValueError: no shards, a missing or duplicated part, shards of different splits or
+        UsageError: no shards, a missing or duplicated part, shards of different splits or
             settings, an unfinished shard, a study in more than one row, or CSVs whose columns
             differ.
     """

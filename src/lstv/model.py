@@ -432,7 +432,7 @@ def checkpoint_reference(path: str | Path) -> Reference:
     """The score reference a checkpoint carries in its ``config`` (key ``lstv_reference``).
 
     Raises:
-        ValueError: the checkpoint carries none, or not a valid one.
+        UsageError: the checkpoint carries none, or not a valid one.
     """
     config = checkpoint_config(read_checkpoint(path))
     if CONFIG_KEY not in config:
@@ -451,7 +451,7 @@ def embed_reference(checkpoint: str | Path, reference: str | Path, output: str |
     whole before it appears, so a checkpoint can be moved into place afterwards.
 
     Raises:
-        ValueError: the reference is of another checkpoint, or ``output`` is an input.
+        UsageError: the reference is of another checkpoint, or ``output`` is an input.
     """
     checkpoint, output = Path(checkpoint), Path(output)
     refuse_overwriting(output, [checkpoint, reference], "output checkpoint")

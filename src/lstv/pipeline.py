@@ -59,7 +59,7 @@ def select_tasks(config: InferenceConfig) -> tuple[list[StudyTask], bool]:
     """The studies this run (shard) is responsible for, and whether the valid-ID filter applied.
 
     Raises:
-        ValueError: the selection is empty before sharding (an empty series CSV, or a
+        UsageError: the selection is empty before sharding (an empty series CSV, or a
             ``valid_id.npy`` that matches none of its studies): a run of nothing is a mistake.
     """
     tasks = study_tasks(config.series_csv)
@@ -158,7 +158,7 @@ def check_resumable(run_dir: RunDir, manifest: Manifest) -> None:
     """Refuse to add rows to a folder whose rows were made another way; change nothing.
 
     Raises:
-        ValueError: the folder holds results of other settings, of another version's columns,
+        UsageError: the folder holds results of other settings, of another version's columns,
             or results whose manifest is missing or unreadable.
     """
     if run_dir.metrics_csv.is_file() and run_dir.metrics_csv.stat().st_size > 0:
@@ -347,7 +347,7 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
 
     Raises:
         FileNotFoundError: ``input_dir``, the series CSV or the checkpoint is missing.
-        ValueError: a malformed series CSV, impossible settings, or an output folder that holds
+        UsageError: a malformed series CSV, impossible settings, or an output folder that holds
             results made another way; nothing is changed then.
         lstv.rundir.RunDirBusyError: another run holds the output folder.
         RunInterrupted: SIGTERM stopped the run; the manifest says ``interrupted``.

@@ -210,7 +210,7 @@ def check_fields(data: dict, source: str, vocabulary: Vocabulary) -> None:
     location and a symmetric positive definite covariance.
 
     Raises:
-        ValueError: ``"{source}: field 'name': what is wrong"``, for the first bad field.
+        UsageError: ``"{source}: field 'name': what is wrong"``, for the first bad field.
     """
     for name, check in REFERENCE_FIELDS.items():
         if name not in data:

@@ -104,7 +104,7 @@ def feature_matrix(rows: list[dict], features=FEATURES, source: str = "metrics C
     """(n, F) raw feature values of CSV rows (dicts of text or numbers); NaN where empty.
 
     Raises:
-        ValueError: a row lacks a needed column, or a value is not a number; names ``source``.
+        UsageError: a row lacks a needed column, or a value is not a number; names ``source``.
     """
     out = np.full((len(rows), len(features)), math.nan)
     for i, row in enumerate(rows):

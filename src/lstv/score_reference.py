@@ -169,7 +169,7 @@ def validate_reference(data: dict, source: str = "reference") -> None:
     in silence.
 
     Raises:
-        ValueError: ``"{source}: field 'name': what is wrong"``, for the first bad field.
+        UsageError: ``"{source}: field 'name': what is wrong"``, for the first bad field.
     """
     required = {
         f.name for f in fields(Reference) if f.default is MISSING and f.default_factory is MISSING
@@ -182,7 +182,7 @@ def read_reference(path: str | Path) -> Reference:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: it is not valid JSON or not a reference.
+        UsageError: it is not valid JSON or not a reference.
     """
     path = Path(path)
     if not path.is_file():
@@ -200,7 +200,7 @@ def check_checkpoint(ref: Reference, checkpoint_sha256: str | None, source: str)
     """Refuse a reference fitted on another checkpoint than the one that made the maps.
 
     Raises:
-        ValueError: naming both SHA-256s.
+        UsageError: naming both SHA-256s.
     """
     if not ref.checkpoint_sha256:
         raise UsageError(f"{source} names no checkpoint SHA-256: fit it again with lstv calibrate")

@@ -33,7 +33,7 @@ def load_reference(path: str | Path) -> Reference:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: it is not a reference, or the checkpoint carries none.
+        UsageError: it is not a reference, or the checkpoint carries none.
     """
     path = Path(path)
     if not path.is_file():
@@ -111,7 +111,7 @@ def run_manifest(csv_path: str | Path):
     """The :class:`lstv.rundir.Manifest` of the run that wrote ``csv_path`` (its folder's).
 
     Raises:
-        ValueError: no readable manifest, or one without a checkpoint SHA-256: a reference
+        UsageError: no readable manifest, or one without a checkpoint SHA-256: a reference
             must name the checkpoint its maps came from.
     """
     run = RunDir(Path(csv_path).parent)

@@ -48,7 +48,7 @@ class StudyTask:
         or every file of the index's folder, or the index's files.
 
         Raises:
-            ValueError: an index path that leads outside ``images_dir`` (``..``, an absolute
+            UsageError: an index path that leads outside ``images_dir`` (``..``, an absolute
                 path, a symlink out): ``infer`` and ``report`` read only inside the folder given.
         """
         from lstv.dicom import folder_files
@@ -87,7 +87,7 @@ def inside_paths(root: str | Path, parts: list[str]) -> list[Path]:
     ``..`` and symlinks are resolved: an index names files of the export it was made from.
 
     Raises:
-        ValueError: names the path and the folder.
+        UsageError: names the path and the folder.
     """
     root = Path(root)
     resolved_root = root.resolve()
@@ -118,7 +118,7 @@ def parse_id(text) -> int:
     signs, each of which would name another study; those are refused here.
 
     Raises:
-        ValueError: anything but ASCII digits (surrounding spaces allowed).
+        UsageError: anything but ASCII digits (surrounding spaces allowed).
     """
     digits = text.strip() if isinstance(text, str) else ""
     if not (digits.isascii() and digits.isdigit()):
@@ -133,7 +133,7 @@ def read_series_table(path: str | Path) -> list[tuple[int, int, str]]:
 
     Raises:
         FileNotFoundError: the CSV is missing.
-        ValueError: not UTF-8 text, a column is missing, an ID is not written in digits, or a
+        UsageError: not UTF-8 text, a column is missing, an ID is not written in digits, or a
             field is too long (names the file and line).
     """
     path = Path(path)
@@ -408,7 +408,7 @@ def read_series_records(path: str | Path) -> list[SeriesRecord]:
 
     Raises:
         FileNotFoundError: the CSV is missing.
-        ValueError: a column is missing or an ID is not an integer (names the line).
+        UsageError: a column is missing or an ID is not an integer (names the line).
     """
     rows = read_series_table(path)
     with open(path, newline="", encoding="utf-8-sig") as f:

@@ -62,7 +62,7 @@ def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is empty, has no rows, lacks contract columns or holds non-numbers
+        UsageError: The file is empty, has no rows, lacks contract columns or holds non-numbers
             in a numeric column.
     """
     path = Path(csv_path)
@@ -97,7 +97,7 @@ def normalise_type(value: object) -> str:
     """An ``lstv_type`` cell as normal, sacralization, lumbarization or "" (not given).
 
     Raises:
-        ValueError: Any other value (the caller names the row).
+        UsageError: Any other value (the caller names the row).
     """
     text = "" if value is None else " ".join(str(value).replace("_", " ").lower().split())
     if text in ("nan",):
@@ -118,7 +118,7 @@ def parse_lstv_label(value: object) -> float:
     Accepts 0/1, true/false, yes/no (any case); an empty cell means unreviewed.
 
     Raises:
-        ValueError: Any other value.
+        UsageError: Any other value.
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return math.nan
@@ -148,7 +148,7 @@ def read_labels(labels_path: str | Path) -> tuple[pd.DataFrame, int]:
         ``n_unreviewed`` counts rows not reviewed yet (not the unsure ones).
 
     Raises:
-        ValueError: Missing columns, a bad label or type (naming the row), a study labelled
+        UsageError: Missing columns, a bad label or type (naming the row), a study labelled
             twice with different values, or an ``lstv_type`` that contradicts ``lstv``.
     """
     path = Path(labels_path)

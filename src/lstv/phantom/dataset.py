@@ -306,7 +306,7 @@ def write_phantom_dataset(
         The paths written and the study ids.
 
     Raises:
-        ValueError: an argument out of range.
+        UsageError: an argument out of range.
     """
     if not 1 <= n_studies <= MAX_STUDIES_PER_SEED:
         raise UsageError(f"n_studies must be in 1..{MAX_STUDIES_PER_SEED}, got {n_studies}")

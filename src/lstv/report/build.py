@@ -98,7 +98,7 @@ def build_report(
         The path of the written report.
 
     Raises:
-        ValueError: The CSV is empty or malformed, or ``top_n`` is negative.
+        UsageError: The CSV is empty or malformed, or ``top_n`` is negative.
     """
     start = time.perf_counter()
     from lstv import plots as figures

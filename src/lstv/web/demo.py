@@ -59,7 +59,7 @@ def analyse_folder(
     :class:`lstv.score.Reference` of the same checkpoint) adds the calibrated LSTV score.
 
     Raises:
-        ValueError: No sagittal T2 series among the files (no verdict), or an unreadable one.
+        UsageError: No sagittal T2 series among the files (no verdict), or an unreadable one.
     """
     from lstv.api import analyse_volume
     from lstv.dicom import read_series

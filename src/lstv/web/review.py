@@ -160,7 +160,7 @@ def create_review_app(
         blind: Hide the score and reason of a study until it has a verdict.
 
     Raises:
-        ValueError: ``run_dir`` holds no metrics CSV, or its queue is not an audit queue.
+        UsageError: ``run_dir`` holds no metrics CSV, or its queue is not an audit queue.
     """
     from lstv.audit import StaleQueueError, review_values, save_review
 
