@@ -139,8 +139,10 @@ def measure_checkpoint(name, checkpoint, data, args, tmp: Path, decode_rate: flo
     n = len(data.sources)
     one, full = tmp / f"{name}-one", tmp / f"{name}-full"
     on_device = (args.device, args.workers, args.batch_size)
-    startup = run_infer(infer_command(data, checkpoint, one, *on_device, "--mode", "debug"), 1, one)
-    wall = run_infer(infer_command(data, checkpoint, full, *on_device), n, full)
+    startup, _ = run_infer(
+        infer_command(data, checkpoint, one, *on_device, "--mode", "debug"), 1, one
+    )
+    wall, _ = run_infer(infer_command(data, checkpoint, full, *on_device), n, full)
     steady, note = steady_state(n, wall, startup)
     m = min(args.agreement_studies, n)
     cpu = tmp / f"{name}-cpu"
@@ -188,7 +190,7 @@ def main(argv=None) -> None:
         write_s = time.perf_counter() - start
         n = len(data.sources)
         with decode_pool(args.workers) as pool:
-            floor = min(parallel_decode(pool, data) for _ in range(args.repeats))
+            floor = min(parallel_decode(pool, data)[0] for _ in range(args.repeats))
         decode_rate = n / floor
         same, total = fidelity(data)
         random50 = original_layout_checkpoint(tmp / "00002484.pth")
