@@ -124,3 +124,19 @@ def test_read_sample_equals_the_whole_volumes_centre(tmp_path, n_slices):
     part = input_slices(n_slices)
     assert part.stop - part.start == min(n_slices, 5)
     assert part.start <= centre < part.stop
+
+
+def test_read_sample_equals_the_whole_volumes_centre_on_phantoms(phantom_dataset):
+    from lstv.dicom import read_series
+    from lstv.sample import read_sample
+    from lstv.studies import read_series_table, sagittal_t2_tasks
+
+    for task in sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[:4]:
+        sample = read_sample(task, phantom_dataset.images_dir, 160)
+        series = read_series(task.series_source(phantom_dataset.images_dir))
+        centre = series.centre_index
+        assert np.array_equal(sample.image, model_input(series.volume))
+        assert np.array_equal(sample.slice_pixels, series.volume[centre])
+        assert (sample.slice_index, sample.n_slices) == (centre, len(series.volume))
+        assert np.array_equal(sample.position, series.positions[centre])
+        assert np.array_equal(sample.pixel_spacing, series.pixel_spacings[centre])

@@ -418,3 +418,23 @@ def test_medians_are_numpys_row_by_row():
         rows[1] = np.round(rows[1], 1)  # ties
         rows[2] = np.sort(rows[2])[::-1]  # reversed order
         assert np.array_equal(_medians(rows), np.median(rows, axis=1))
+
+
+def test_study_metrics_equal_the_definitions_on_phantom_maps(phantom_dataset, tiny_checkpoint):
+    """The same check on a network's maps of phantom studies (random weights, real inputs)."""
+    from lstv.inference import load_predictor
+    from lstv.sample import read_sample
+    from lstv.studies import read_series_table, sagittal_t2_tasks
+    from lstv.uncertainty import model_pixel_mm
+
+    tasks = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[:3]
+    samples = [read_sample(t, phantom_dataset.images_dir, 160) for t in tasks]
+    predictor, _ = load_predictor(tiny_checkpoint, "cpu")
+    for sample, probs in zip(samples, predictor(np.stack([s.image for s in samples])), strict=True):
+        pixel_mm = model_pixel_mm(sample.pixel_spacing, sample.slice_shape, probs.shape[-2:])
+        got = study_metrics(probs, pixel_mm)
+        for i, key in enumerate(got):
+            want = _level_metrics_before(probs[i + 1], pixel_mm)
+            for name, value in want.items():
+                both_nan = value != value and got[key][name] != got[key][name]
+                assert value == got[key][name] or both_nan, (key, name)
