@@ -39,7 +39,7 @@ def test_the_seed_contract_leads_in_round_1_order():
     ]
     assert (
         METRIC_COLUMNS[:17] == columns.SEED_COLUMNS
-        and len(set(METRIC_COLUMNS)) == len(METRIC_COLUMNS) == 93
+        and len(set(METRIC_COLUMNS)) == len(METRIC_COLUMNS) == 99
     )
 
 

@@ -36,6 +36,8 @@ def test_defaults_are_read_from_the_dataclass():
         (InferenceConfig, {"mode": "fast"}, "--mode"),
         (InferenceConfig, {"batch_size": 0}, "--batch_size"),
         (InferenceConfig, {"num_parts": 2, "part_id": 2}, "--part_id"),
+        (InferenceConfig, {"parasagittal": -1}, "--parasagittal"),
+        (InferenceConfig, {"parasagittal": 11}, "--parasagittal"),
         (TrainConfig, {"device": "tpu"}, "--device"),
         (DemoConfig, {"n_studies": 0}, "--n_studies"),
     ],

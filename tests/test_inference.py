@@ -99,6 +99,7 @@ def test_a_tta_run_makes_five_passes_per_study(tmp_path, phantom_dataset):
             device="cpu",
             num_workers=0,
             tta=True,
+            parasagittal=0,  # the TTA views alone (tests/test_pipeline.py counts both)
             quiet=True,
         ),
         predictor=predictor,
@@ -165,3 +166,102 @@ def test_load_predictor_runs_the_checkpoints_model_on_the_device(tiny_checkpoint
     with torch.inference_mode():
         logits = model(torch.from_numpy(images[:, None]))
     assert np.allclose(probs, torch.softmax(logits, dim=1).numpy(), atol=1e-6)
+
+
+class PoolNet(torch.nn.Module):
+    """Six-class logits from each pixel's 9 x 9 neighbourhood mean: maps that differ from slice
+    to slice (as a real net's do), computed the same whatever the batch (pooling is exact), so
+    a study's maps do not depend on what else shares its forward pass. Counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.images_seen = 0
+
+    def forward(self, x):
+        self.calls += 1
+        self.images_seen += x.shape[0]
+        local = torch.nn.functional.avg_pool2d(
+            x.float() / 255.0, 9, stride=1, padding=4, count_include_pad=False
+        )
+        return torch.cat([local * (3 * k) for k in range(6)], dim=1)
+
+
+def run_pool_net(tmp_path, dataset, name: str, **settings):
+    """``lstv infer`` of three phantom studies with :class:`PoolNet`: the net and the rows."""
+    from helpers import phantom_infer_config, read_rows
+    from lstv.model import CheckpointInfo
+    from lstv.pipeline import run_inference
+
+    net = PoolNet()
+    config = phantom_infer_config(
+        dataset, tmp_path / name, tmp_path / "unused.pth", mode="trial", n_trial=3, **settings
+    )
+    run_inference(
+        config, predictor=Predictor(net, torch.device("cpu")),
+        checkpoint_info=CheckpointInfo(path="pool", sha256="0" * 64),
+    )
+    return net, read_rows(tmp_path / name / "lstv_uncertainty_metrics.csv")
+
+
+def side_slice_features(dataset, row: dict, offsets) -> dict:
+    """The parasagittal columns recomputed from the series on disk: the slices ``D // 2 + o``
+    of the whole volume resized as the original demo resizes it, each through PoolNet alone."""
+    import cv2
+
+    from lstv.dicom import read_series
+    from lstv.uncertainty import model_pixel_mm, parasagittal_features, study_metrics
+
+    series = read_series(dataset.images_dir / row["study_id"] / row["series_id"])
+    volume = series.volume
+    resized = cv2.resize(volume.transpose(1, 2, 0), (160, 160), interpolation=cv2.INTER_LINEAR)
+    resized = resized.reshape(160, 160, -1).transpose(2, 0, 1)
+    predictor = Predictor(PoolNet(), torch.device("cpu"))
+    centre = len(volume) // 2
+    pixel_mm = model_pixel_mm(series.pixel_spacings[centre], volume.shape[1:], (160, 160))
+    levels = study_metrics(predictor(resized[[centre]])[0], pixel_mm)
+    side = np.stack([predictor(resized[[centre + o]])[0] for o in offsets])
+    return parasagittal_features(side, levels, pixel_mm)
+
+
+def test_parasagittal_slices_share_the_centre_slices_forward_pass(tmp_path, phantom_dataset):
+    """--parasagittal 2: the model reads D // 2 +-1 and +-2 in the batch's one forward pass,
+    and the columns are those slices' maps (recomputed one by one from the series on disk).
+
+    Mutants: offsets 1..4 on one side, or +-1 and +-3, give other values (checked below: the
+    test can tell them apart); a side map taken from the wrong study's rows fails the same way;
+    one forward call per slice fails the call count."""
+    from lstv.columns import PARASAGITTAL_COLUMNS
+
+    net, rows = run_pool_net(tmp_path, phantom_dataset, "k2", parasagittal=2)
+    assert len(rows) == 3
+    assert net.calls == 1 and net.images_seen == 3 * 5  # one batch: 3 centres + 12 sides
+    for row in rows:
+        assert row["parasagittal_slices"] == "4"
+        expected = side_slice_features(phantom_dataset, row, (-1, 1, -2, 2))
+        for name in PARASAGITTAL_COLUMNS[1:]:
+            assert float(row[name]) == pytest.approx(expected[name], rel=1e-6, abs=1e-9), name
+        for wrong in ((1, 2, 3, 4), (-1, 1, -3, 3)):
+            other = side_slice_features(phantom_dataset, row, wrong)
+            assert any(
+                other[n] != pytest.approx(expected[n], rel=1e-4) for n in PARASAGITTAL_COLUMNS[1:]
+            ), wrong
+
+
+def test_parasagittal_off_leaves_its_columns_empty_and_the_centre_unchanged(
+    tmp_path, phantom_dataset
+):
+    """--parasagittal 0: one image per study through the net, the parasagittal columns empty
+    (parasagittal_slices 0), and every other column byte-identical to a run with 2."""
+    from lstv.columns import PARASAGITTAL_COLUMNS
+
+    net, off = run_pool_net(tmp_path, phantom_dataset, "k0", parasagittal=0)
+    _, on = run_pool_net(tmp_path, phantom_dataset, "k2", parasagittal=2)
+    assert net.images_seen == 3
+    assert [r["parasagittal_slices"] for r in off] == ["0"] * 3
+    assert all(r[n] == "" for r in off for n in PARASAGITTAL_COLUMNS[1:])
+    assert all(r[n] != "" for r in on for n in PARASAGITTAL_COLUMNS[1:])
+    for a, b in zip(off, on, strict=True):
+        assert {k: v for k, v in a.items() if k not in PARASAGITTAL_COLUMNS} == {
+            k: v for k, v in b.items() if k not in PARASAGITTAL_COLUMNS
+        }

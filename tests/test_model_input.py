@@ -84,6 +84,34 @@ def test_resizing_the_centre_slice_alone_is_not_the_original(volumes):
     assert np.abs(alone.astype(int) - original).max() == 1
 
 
+@pytest.mark.parametrize("size", [(320, 320), (321, 321), (512, 512), (100, 120)])
+def test_parasagittal_inputs_are_the_originals_slices_and_leave_the_centre_alone(volumes, size):
+    """Every slice D // 2 + o that model_inputs cuts is the original's whole-volume resize of
+    that slice (so a wider window for K > 2 changes no centre pixel), for every depth."""
+    from lstv.inference import model_inputs, parasagittal_offsets
+
+    for depth in DEPTHS:
+        volume = volumes[size][:depth]
+        whole = cv2.resize(volume.transpose(1, 2, 0), (160, 160), interpolation=cv2.INTER_LINEAR)
+        whole = whole.reshape(160, 160, -1).transpose(2, 0, 1)
+        for k in (0, 1, 2, 3, 5):
+            offsets = (0, *parasagittal_offsets(depth, k))
+            got = model_inputs(volume, 160, offsets)
+            assert np.array_equal(got, whole[[depth // 2 + o for o in offsets]]), (depth, k)
+
+
+def test_parasagittal_offsets_alternate_sides_and_stay_inside_the_series():
+    from lstv.inference import model_inputs, parasagittal_offsets
+
+    assert parasagittal_offsets(17, 2) == (-1, 1, -2, 2)
+    assert parasagittal_offsets(17, 0) == ()
+    assert parasagittal_offsets(1, 2) == ()
+    assert parasagittal_offsets(2, 2) == (-1,)  # centre 1 of slices 0, 1
+    assert parasagittal_offsets(4, 3) == (-1, 1, -2)
+    with pytest.raises(ValueError, match=r"offsets \[3\] lie outside"):
+        model_inputs(np.zeros((4, 8, 8), np.uint8), 16, (0, 3))
+
+
 @pytest.mark.parametrize("shape", [(320, 320), (0, 10, 10)])
 def test_a_slice_or_an_empty_volume_is_refused(shape):
     with pytest.raises(ValueError, match=r"\(D, H, W\) volume"):

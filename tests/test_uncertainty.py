@@ -438,3 +438,29 @@ def test_study_metrics_equal_the_definitions_on_phantom_maps(phantom_dataset, ti
             for name, value in want.items():
                 both_nan = value != value and got[key][name] != got[key][name]
                 assert value == got[key][name] or both_nan, (key, name)
+
+
+def test_parasagittal_features_read_the_side_maps_against_the_centre():
+    """Lowest peak and mean second peak over the side slices, and how far L5/S1 moves."""
+    from lstv.uncertainty import parasagittal_features, study_metrics
+
+    def maps(l5_s1_at, l5_s1_peak, second=0.0):
+        p = np.full((6, 64, 64), 1e-4)
+        p[4, 10, 10] = 0.9  # L4/L5 steady
+        p[5][l5_s1_at] = l5_s1_peak
+        if second:
+            p[5, 60, 60] = second
+        return p
+
+    centre = study_metrics(maps((30, 20), 0.9), (1.0, 0.5))
+    side = np.stack([maps((30, 20), 0.8), maps((34, 26), 0.6, second=0.3)])
+    f = parasagittal_features(side, centre, (1.0, 0.5))
+    assert f["parasagittal_slices"] == 2
+    assert f["l5_s1_para_min_confidence"] == pytest.approx(0.6)
+    assert f["l5_s1_para_mean_peak2"] == pytest.approx((0.0 + 0.3 / 0.6) / 2, abs=1e-3)
+    assert f["l4_l5_para_min_confidence"] == pytest.approx(0.9)
+    # (x 20 -> 26) x 0.5 mm and (y 30 -> 34) x 1.0 mm
+    assert f["l5_s1_para_shift_mm"] == pytest.approx(5.0)
+    none = parasagittal_features(None, centre, (1.0, 0.5))
+    assert none["parasagittal_slices"] == 0
+    assert all(math.isnan(v) for k, v in none.items() if k != "parasagittal_slices")

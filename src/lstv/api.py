@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv.dicom import Series, read_series
-from lstv.levels import DEFAULT_IMAGE_SIZE
+from lstv.levels import DEFAULT_IMAGE_SIZE, DEFAULT_PARASAGITTAL
 
 __all__ = ["analyse_volume", "load_model", "read_series", "Series"]
 
@@ -34,6 +34,7 @@ def analyse_volume(
     image_size: int = DEFAULT_IMAGE_SIZE,
     pixel_spacing=None,
     reference=None,
+    parasagittal: int = DEFAULT_PARASAGITTAL,
 ):
     """The result of a (D, H, W) uint8 volume, read at its centre slice ``D // 2``: a
     :class:`lstv.results.StudyResult`, the same object ``lstv infer`` writes as a row.
@@ -42,13 +43,17 @@ def analyse_volume(
     or None; ``probs`` holds the (6, S, S) maps. With the centre slice's ``pixel_spacing`` (mm
     between rows, between columns) the map-shape features are measured too, and with a score
     ``reference`` (:class:`lstv.score_reference.Reference` of this checkpoint) ``.score`` holds the
-    calibrated score.
+    calibrated score. The ``parasagittal`` slices each side of the centre go through the model
+    in the same forward pass; ``.parasagittal`` holds how their maps agree (0: not read).
     """
-    from lstv.inference import model_input
+    from lstv.inference import model_inputs, parasagittal_offsets
     from lstv.results import StudyResult
 
     if volume.ndim != 3 or volume.dtype != np.uint8:
         raise TypeError(f"expected a (D, H, W) uint8 volume, got {volume.dtype} {volume.shape}")
     centre = volume[volume.shape[0] // 2]
-    probs = predictor(model_input(volume, image_size)[None])[0]
-    return StudyResult.from_maps(probs, centre.shape, pixel_spacing, reference)
+    offsets = parasagittal_offsets(volume.shape[0], parasagittal)
+    probs = predictor(model_inputs(volume, image_size, (0, *offsets)))
+    return StudyResult.from_maps(
+        probs[0], centre.shape, pixel_spacing, reference, side_probs=probs[1:] if offsets else None
+    )

@@ -199,13 +199,55 @@ GEOMETRY = (
         "ratio",
     ),
 )
+# The model on the slices beside the centre (lstv infer --parasagittal K: centre +-1 .. +-K,
+# lstv.uncertainty.parasagittal_features); empty with K = 0 or a series of one slice.
+PARASAGITTAL = (
+    Column(
+        "parasagittal_slices",
+        "int",
+        "slices beside the centre the model also read (--parasagittal K: up to 2K; 0: none)",
+    ),
+    Column(
+        "l4_l5_para_min_confidence",
+        "float",
+        "lowest peak probability of the L4/L5 map over the parasagittal slices",
+        score=LOWER,
+    ),
+    Column(
+        "l4_l5_para_mean_peak2",
+        "float",
+        "mean over the parasagittal slices of the L4/L5 map's second peak over its first",
+        score=HIGHER,
+    ),
+    Column(
+        "l5_s1_para_min_confidence",
+        "float",
+        "lowest peak probability of the L5/S1 map over the parasagittal slices",
+        score=LOWER,
+    ),
+    Column(
+        "l5_s1_para_mean_peak2",
+        "float",
+        "mean over the parasagittal slices of the L5/S1 map's second peak over its first",
+        score=HIGHER,
+    ),
+    Column(
+        "l5_s1_para_shift_mm",
+        "float",
+        "largest in-plane distance from the centre slice's L5/S1 point to a parasagittal "
+        "slice's",
+        "mm",
+        HIGHER,
+    ),
+)
 # In file order: round 1's columns first, later ones appended so readers of those keep working.
-METRICS = (*SEED, LEVEL_DETAILS, SERIES, SHAPE, SCORE, SELECTION, GEOMETRY)
+METRICS = (*SEED, LEVEL_DETAILS, SERIES, SHAPE, SCORE, SELECTION, GEOMETRY, PARASAGITTAL)
 
 METRIC_COLUMNS = _expand(METRICS)
 SEED_COLUMNS = _expand(SEED)
 SCORE_COLUMNS = tuple(c.name for c in SCORE)
 SHAPE_FEATURES = tuple(c.name.removeprefix("{level}_") for c in SHAPE)
+PARASAGITTAL_COLUMNS = tuple(c.name for c in PARASAGITTAL)
 
 
 def metric_column(name: str) -> Column | None:

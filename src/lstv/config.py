@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lstv.errors import UsageError
-from lstv.levels import DEFAULT_IMAGE_SIZE
+from lstv.levels import DEFAULT_IMAGE_SIZE, DEFAULT_PARASAGITTAL, MAX_PARASAGITTAL
 
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("trial", "debug", "prod")
@@ -88,6 +88,14 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _check_at_least(name: str, value: int, low: int) -> None:
     if not isinstance(value, int) or value < low:
         raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_parasagittal(value: int) -> None:
+    _check_at_least("--parasagittal", value, 0)
+    if value > MAX_PARASAGITTAL:
+        raise UsageError(
+            f"--parasagittal must be at most {MAX_PARASAGITTAL} slices each side, got {value}"
+        )
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,11 @@ class InferenceConfig:
     tta: bool = flag(
         False, "test-time shifted views: adds per-level mutual information ({level}_tta_mi)"
     )
+    parasagittal: int = flag(
+        DEFAULT_PARASAGITTAL,
+        "also run the model on the K slices each side of the centre, in the same forward "
+        "pass: adds the parasagittal_slices and *_para_* columns (default %(default)s; 0: off)",
+    )
     visualize: bool = flag(False, cli=False)  # debug mode's figures
     threshold_overrides: ThresholdOverrides = flag(default_factory=ThresholdOverrides)
     reference: Path | None = flag(
@@ -195,6 +208,7 @@ class InferenceConfig:
         _check_at_least("--batch_size", self.batch_size, 1)
         _check_at_least("--num_workers", self.num_workers, 0)
         _check_at_least("--image_size", self.image_size, 32)
+        _check_parasagittal(self.parasagittal)
         _check_at_least("--num_parts", self.num_parts, 1)
         if not 0 <= self.part_id < self.num_parts:
             raise UsageError(

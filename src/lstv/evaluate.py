@@ -69,8 +69,10 @@ def score_columns(metrics: pd.DataFrame) -> dict[str, np.ndarray]:
             if values.notna().any():
                 scores[col] = values.to_numpy(dtype=float)
         elif how == LOWER:
-            conf = pd.to_numeric(metrics[col], errors="coerce").to_numpy(dtype=float)
-            scores[col.replace("_confidence", "_one_minus_confidence")] = 1.0 - conf
+            conf = pd.to_numeric(metrics[col], errors="coerce")
+            if conf.notna().any():  # an empty column (--parasagittal 0) is no score
+                name = col.replace("_confidence", "_one_minus_confidence")
+                scores[name] = 1.0 - conf.to_numpy(dtype=float)
 
     def sort_key(name: str) -> tuple[int, int, str]:
         if name == "lstv_score":

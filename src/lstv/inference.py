@@ -35,22 +35,51 @@ def model_input(volume: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE) -> np.
     Raises:
         ValueError: ``volume`` is not a non-empty (D, H, W) array.
     """
+    return model_inputs(volume, image_size)[0]
+
+
+def parasagittal_offsets(n_slices: int, k: int) -> tuple[int, ...]:
+    """Offsets from the centre slice ``D // 2`` of the parasagittal slices the model also reads:
+    -1, +1, -2, +2, ... up to +-``k``, those that lie inside a series of ``n_slices``."""
+    centre = n_slices // 2
+    return tuple(o for d in range(1, k + 1) for o in (-d, d) if 0 <= centre + o < n_slices)
+
+
+def model_inputs(
+    volume: np.ndarray, image_size: int = DEFAULT_IMAGE_SIZE, offsets=(0,)
+) -> np.ndarray:
+    """(len(offsets), S, S) uint8 inputs: slice ``D // 2 + offset`` for each offset, each resized
+    as :func:`model_input` resizes the centre (one call on a window of at least
+    :data:`RESIZE_WINDOW` slices around the centre, so slice ``D // 2`` is the original's bit for
+    bit whatever the offsets).
+
+    Raises:
+        ValueError: ``volume`` is not a non-empty (D, H, W) array, or an offset lies outside it.
+    """
     if volume.ndim != 3 or 0 in volume.shape:
         raise ValueError(
             f"model_input needs the (D, H, W) volume (the original resizes all slices in one "
             f"call), got shape {volume.shape}"
         )
-    volume = volume[input_slices(volume.shape[0])]  # the centre stays at D // 2
-    return resize_volume(volume, image_size)[volume.shape[0] // 2]
+    centre = volume.shape[0] // 2
+    outside = [o for o in offsets if not 0 <= centre + o < volume.shape[0]]
+    if outside:
+        raise ValueError(f"slice offsets {outside} lie outside a volume of {volume.shape[0]}")
+    reach = max((abs(o) for o in offsets), default=0)
+    volume = volume[input_slices(volume.shape[0], reach)]  # the centre stays at D // 2
+    resized = resize_volume(volume, image_size)
+    return resized[[volume.shape[0] // 2 + o for o in offsets]]
 
 
-def input_slices(n_slices: int) -> slice:
+def input_slices(n_slices: int, parasagittal: int = 0) -> slice:
     """The slices of a volume of ``n_slices`` that :func:`model_input` reads: the
-    :data:`RESIZE_WINDOW` around the centre ``D // 2`` (all of them when there are no more);
-    the centre of the part is the volume's centre."""
-    if n_slices <= RESIZE_WINDOW:
+    :data:`RESIZE_WINDOW` around the centre ``D // 2``, or +-``parasagittal`` when that is wider
+    (:func:`model_inputs`), all of them when there are no more; the centre of the part is the
+    volume's centre."""
+    half = max(RESIZE_WINDOW // 2, parasagittal)
+    if n_slices <= 2 * half + 1:
         return slice(0, n_slices)
-    centre, half = n_slices // 2, RESIZE_WINDOW // 2
+    centre = n_slices // 2
     return slice(centre - half, centre + half + 1)
 
 

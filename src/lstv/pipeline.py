@@ -223,20 +223,25 @@ class _Run:
         self.n_failed += 1
 
     def finish_batch(self, samples: list[Sample]) -> None:
+        # One forward pass for the batch: every centre slice, then every parasagittal slice.
+        sides = [s.side_images for s in samples if s.side_offsets]
         try:
-            probs = self.predictor(np.stack([s.image for s in samples]))
+            probs = self.predictor(np.concatenate([np.stack([s.image for s in samples]), *sides]))
         except Exception as exc:
             for s in samples:
                 self.fail(Failure(s.task, "model", f"{type(exc).__name__}: {exc}"))
             return
-        for sample, p in zip(samples, probs, strict=True):
+        start = len(samples)
+        for sample, p in zip(samples, probs[: len(samples)], strict=True):
+            side = probs[start : start + len(sample.side_offsets)] if sample.side_offsets else None
+            start += len(sample.side_offsets)
             try:
-                self.finish_study(sample, p)
+                self.finish_study(sample, p, side)
             except Exception as exc:
                 self.fail(Failure(sample.task, "metrics", f"{type(exc).__name__}: {exc}"))
         self.metrics.sync()  # one fsync per batch, not per row (5 ms each here)
 
-    def finish_study(self, sample: Sample, probs: np.ndarray) -> None:
+    def finish_study(self, sample: Sample, probs: np.ndarray, side_probs=None) -> None:
         task = sample.task
         tta_mi = None
         if self.config.tta:
@@ -244,7 +249,13 @@ class _Run:
             views = self.predictor.predict_views(sample.image, unshifted=probs)
             tta_mi = mutual_information(views)
         result = StudyResult.from_maps(
-            probs, sample.slice_shape, sample.pixel_spacing, self.reference, tta_mi, "this run"
+            probs,
+            sample.slice_shape,
+            sample.pixel_spacing,
+            self.reference,
+            tta_mi,
+            "this run",
+            side_probs,
         )
         row = metrics_row(result, sample, self.thresholds)
         if self.config.save_heatmaps or self.config.visualize:
@@ -365,7 +376,9 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         todo = [t for t in tasks if str(t.study_id) not in done]
         # The readers start before the model loads: its import and load (seconds of CPU) overlap
         # the first studies' decoding. Reading writes nothing, so a refusal below is still clean.
-        reader = SampleReader(todo, config.input_dir, config.image_size)
+        reader = SampleReader(
+            todo, config.input_dir, config.image_size, config.parasagittal
+        )
         with contextlib.closing(iter_samples(reader, config.num_workers)) as samples:
             if predictor is None:
                 from lstv.inference import load_predictor

@@ -17,13 +17,24 @@ from pathlib import Path
 import numpy as np
 
 from lstv.atomic import atomic_file
-from lstv.columns import METRIC_COLUMNS, SCORE_COLUMNS, SEED_COLUMNS, SHAPE_FEATURES
+from lstv.columns import (
+    METRIC_COLUMNS,
+    PARASAGITTAL_COLUMNS,
+    SCORE_COLUMNS,
+    SEED_COLUMNS,
+    SHAPE_FEATURES,
+)
 from lstv.levels import LEVEL_KEYS
 from lstv.rundir import RunDir
 from lstv.sample import model_to_original
 from lstv.score import score_rows
 from lstv.score_features import geometry_features
-from lstv.uncertainty import RiskThresholds, model_pixel_mm, study_metrics
+from lstv.uncertainty import (
+    RiskThresholds,
+    model_pixel_mm,
+    parasagittal_features,
+    study_metrics,
+)
 
 __all__ = ["METRIC_COLUMNS", "SEED_COLUMNS", "StudyResult", "metrics_row", "save_heatmaps"]
 
@@ -42,6 +53,8 @@ class StudyResult(Mapping):
     slice_shape: tuple[int, int]  # (H, W) of the original slice the maps were made from
     score: dict = field(default_factory=lambda: dict.fromkeys(SCORE_COLUMNS, ""))
     tta_mi: np.ndarray | None = None  # (5,) mutual information of shifted views, with --tta
+    # the maps of the slices beside the centre (lstv.uncertainty.parasagittal_features)
+    parasagittal: dict = field(default_factory=lambda: parasagittal_features(None, {}))
 
     @classmethod
     def from_maps(
@@ -52,29 +65,35 @@ class StudyResult(Mapping):
         reference=None,
         tta_mi: np.ndarray | None = None,
         source: str = "study metrics",
+        side_probs: np.ndarray | None = None,
     ) -> StudyResult:
         """Measure the maps: the metrics of every level, with the shape features when the
-        slice's ``pixel_spacing`` is known, and the score when a ``reference``
-        (:class:`lstv.score.Reference`) is given."""
+        slice's ``pixel_spacing`` is known, the parasagittal features when the (N, 6, S, S)
+        maps of the slices beside the centre, ``side_probs``, are given, and the score when a
+        ``reference`` (:class:`lstv.score.Reference`) is given."""
         shape = (int(slice_shape[0]), int(slice_shape[1]))
         pixel_mm = None
         if pixel_spacing is not None:
             pixel_mm = model_pixel_mm(pixel_spacing, shape, probs.shape[-2:])
         levels = study_metrics(probs, pixel_mm)
-        result = cls(probs, levels, shape, tta_mi=tta_mi)
+        para = parasagittal_features(side_probs, levels, pixel_mm)
+        result = cls(probs, levels, shape, tta_mi=tta_mi, parasagittal=para)
         if reference is None:
             return result
-        return cls(
-            probs, levels, shape, score_rows([result.features()], reference, source)[0], tta_mi
-        )
+        score = score_rows([result.features()], reference, source)[0]
+        return cls(probs, levels, shape, score, tta_mi, para)
 
     def features(self) -> dict:
-        """The numbers measured, flat as the CSV names them (``l5_s1_peak2``)."""
+        """The numbers measured, flat as the CSV names them (``l5_s1_peak2``,
+        ``l5_s1_para_min_confidence``)."""
         return {
-            f"{key}_{name}": value
-            for key, m in self.levels.items()
-            for name, value in m.items()
-            if isinstance(value, int | float)
+            **{
+                f"{key}_{name}": value
+                for key, m in self.levels.items()
+                for name, value in m.items()
+                if isinstance(value, int | float)
+            },
+            **self.parasagittal,
         }
 
     def point(self, key: str) -> tuple[float, float] | None:
@@ -138,6 +157,9 @@ def metrics_row(result: StudyResult, sample, thresholds: RiskThresholds) -> dict
     row["selection_rule"] = getattr(sample.task, "selection_rule", "")
     for name, value in geometry_features(points).items():
         row[name] = round(value, 6) if np.isfinite(value) else ""
+    for name in PARASAGITTAL_COLUMNS:
+        value = result.parasagittal[name]
+        row[name] = value if np.isfinite(value) else ""
     return row
 
 

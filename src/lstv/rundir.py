@@ -64,12 +64,15 @@ RESULT_SETTINGS = (
     "seed",
     "n_trial",
     "tta",
+    "parasagittal",
     "validation_filter",
     "score_reference_sha256",
 )
 
 # Fields of InferenceConfig that a manifest records as they were given.
-CONFIG_SETTINGS = ("image_size", "mode", "seed", "n_trial", "num_parts", "part_id", "tta")
+CONFIG_SETTINGS = (
+    "image_size", "mode", "seed", "n_trial", "num_parts", "part_id", "tta", "parasagittal"
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Manifest:
     num_parts: int = InferenceConfig.num_parts
     part_id: int = InferenceConfig.part_id
     tta: bool = InferenceConfig.tta
+    parasagittal: int = InferenceConfig.parasagittal
     validation_filter: bool = False
     valid_ids: str | None = None
     input_dir: str = ""

@@ -40,7 +40,8 @@ def original_to_model(
 
 @dataclass(frozen=True)
 class Sample:
-    """What the reader hands the model for one study: the centre slice and its geometry."""
+    """What the reader hands the model for one study: the centre slice and its geometry, and the
+    parasagittal slices' inputs when asked for (``lstv infer --parasagittal``)."""
 
     task: StudyTask
     image: np.ndarray  # (S, S) uint8 model input
@@ -50,6 +51,8 @@ class Sample:
     position: np.ndarray
     orientation: np.ndarray
     pixel_spacing: np.ndarray
+    side_offsets: tuple[int, ...] = ()  # parasagittal slices, from the centre (-1, +1, ...)
+    side_images: np.ndarray | None = None  # (len(side_offsets), S, S) uint8 model inputs
 
     @property
     def slice_shape(self) -> tuple[int, int]:
@@ -79,21 +82,29 @@ class Failure:
     error: str
 
 
-def read_sample(task: StudyTask, images_dir: Path, image_size: int) -> Sample:
-    """Read one study's series and cut out the model's input. Raises on bad input."""
+def read_sample(
+    task: StudyTask, images_dir: Path, image_size: int, parasagittal: int = 0
+) -> Sample:
+    """Read one study's series and cut out the model's input, and the inputs of the
+    ``parasagittal`` slices on each side of the centre that the series has. Raises on bad
+    input."""
     from lstv.dicom import read_slices
-    from lstv.inference import input_slices, model_input
+    from lstv.inference import input_slices, model_inputs, parasagittal_offsets
 
     series = read_slices(task.series_source(images_dir))
     n_slices = len(series.planes)
     index = n_slices // 2  # the centre slice, as lstv.dicom.Series.centre_index
     # Only the slices the model reads become 8-bit (windowed by the whole series'
     # percentiles): the same numbers as read_series(...).volume[part], a third of the work.
-    part = input_slices(n_slices)
+    offsets = parasagittal_offsets(n_slices, parasagittal)
+    part = input_slices(n_slices, parasagittal)
     volume = series.volume(part)
+    images = model_inputs(volume, image_size, (0, *offsets))
     return Sample(
         task=task,
-        image=model_input(volume, image_size),
+        image=images[0],
+        side_offsets=offsets,
+        side_images=images[1:] if offsets else None,
         slice_pixels=volume[index - part.start],
         slice_index=index,
         n_slices=n_slices,
@@ -106,10 +117,13 @@ def read_sample(task: StudyTask, images_dir: Path, image_size: int) -> Sample:
 class SampleReader:
     """Map-style dataset for a DataLoader: a Sample, or a Failure instead of raising."""
 
-    def __init__(self, tasks: list[StudyTask], images_dir: Path, image_size: int):
+    def __init__(
+        self, tasks: list[StudyTask], images_dir: Path, image_size: int, parasagittal: int = 0
+    ):
         self.tasks = tasks
         self.images_dir = Path(images_dir)
         self.image_size = image_size
+        self.parasagittal = parasagittal
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -119,7 +133,7 @@ class SampleReader:
         if task.series_id is None:
             return Failure(task, "select", task.note or "study has no sagittal T2 series")
         try:
-            return read_sample(task, self.images_dir, self.image_size)
+            return read_sample(task, self.images_dir, self.image_size, self.parasagittal)
         except Exception as exc:  # one bad study must not stop the run
             return Failure(task, "read", f"{type(exc).__name__}: {exc}")
 

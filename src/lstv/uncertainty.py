@@ -423,3 +423,48 @@ def mutual_information(view_probs: np.ndarray) -> np.ndarray:
         return -(p * np.log(np.maximum(p, _EPS))).sum(axis=(-2, -1))
 
     return np.maximum(entropy(mean) - entropy(maps).mean(axis=0), 0.0)
+
+
+# Levels whose maps on the parasagittal slices are measured (``lstv infer --parasagittal``):
+# where a transitional segment changes the count.
+PARASAGITTAL_LEVELS = ("l4_l5", "l5_s1")
+
+
+def parasagittal_features(
+    side_probs: np.ndarray | None,
+    centre_levels: dict[str, dict],
+    pixel_mm: tuple[float, float] | None = None,
+) -> dict:
+    """How the maps of the slices beside the centre agree with it (the columns of
+    :data:`lstv.columns.PARASAGITTAL`).
+
+    Args:
+        side_probs: (N, 6, S, S) maps of the N parasagittal slices, or None (none were read).
+        centre_levels: the centre slice's :func:`study_metrics` (its points, in map pixels).
+        pixel_mm: mm per map pixel (:func:`model_pixel_mm`); without it the second peak and
+            the shift in mm are NaN.
+
+    Returns:
+        ``parasagittal_slices`` (N) and, per level of :data:`PARASAGITTAL_LEVELS`, the lowest
+        peak over the N slices (``{level}_para_min_confidence``) and the mean second peak
+        (``{level}_para_mean_peak2``); ``l5_s1_para_shift_mm``, the largest distance from the
+        centre's L5/S1 point to a side slice's. NaN where nothing was measured.
+    """
+    n = 0 if side_probs is None else len(side_probs)
+    out: dict = {"parasagittal_slices": n}
+    for key in PARASAGITTAL_LEVELS:
+        maps = [] if n == 0 else side_probs[:, LEVEL_KEYS.index(key) + 1]
+        out[f"{key}_para_min_confidence"] = min((float(m.max()) for m in maps), default=math.nan)
+        peak2 = [second_peak(m, pixel_mm)[0] for m in maps] if pixel_mm is not None else []
+        out[f"{key}_para_mean_peak2"] = float(np.mean(peak2)) if peak2 else math.nan
+    centre = centre_levels.get("l5_s1", {}).get("point")
+    shifts = []
+    if n and centre is not None and pixel_mm is not None:
+        row_mm, col_mm = pixel_mm
+        for m in side_probs[:, LEVEL_KEYS.index("l5_s1") + 1]:
+            point = level_point(m)
+            if point is not None:
+                shifts.append(math.hypot((point[0] - centre[0]) * col_mm,
+                                         (point[1] - centre[1]) * row_mm))
+    out["l5_s1_para_shift_mm"] = max(shifts, default=math.nan)
+    return out
