@@ -51,3 +51,19 @@ def test_geometry_features_from_the_five_points():
     assert short["l5_s1_across"] > 0  # the lower segment leans posteriorly
     missing = geometry_features({**_column_points(), "l5_s1": None})
     assert all(math.isnan(v) for v in missing.values())
+
+
+def test_parasagittal_features_read_their_columns_and_flip_the_lowest_peak():
+    """A reference may name the parasagittal columns (lstv infer --parasagittal): the lowest
+    peak is read as 1 - value, as the centre's confidence is; a run without the columns (0, or
+    an older run) is a clear error naming the column."""
+    from lstv.score_features import PARASAGITTAL_FEATURES
+
+    rows = [{"l5_s1_para_min_confidence": "0.75", "l5_s1_para_mean_peak2": "0.3",
+             "l5_s1_para_shift_mm": "", "l4_l5_para_min_confidence": "0.5",
+             "l4_l5_para_mean_peak2": "0.1"}]
+    x = feature_matrix(rows, PARASAGITTAL_FEATURES)
+    assert x[0, :4].tolist() == pytest.approx([0.5, 0.1, 0.25, 0.3]) and math.isnan(x[0, 4])
+    assert required_columns(PARASAGITTAL_FEATURES)[2] == "l5_s1_para_min_confidence"
+    with pytest.raises(ValueError, match="l5_s1_para_mean_peak2"):
+        feature_matrix([{"l5_s1_confidence": "0.9"}], ("l5_s1_para_mean_peak2",), "old.csv")

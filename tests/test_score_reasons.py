@@ -36,3 +36,29 @@ def test_reason_in_a_radiologists_words_with_the_normal_range():
         f"L5/S1 disc space 41% of the mean spacing above it; normal {100 * lo:.0f}-{100 * hi:.0f}%"
     )
     assert "z =" not in explain("l4_l5_bend_deg", 25.0, ref)
+
+
+def test_parasagittal_reasons_say_beside_the_centre_with_the_normal_range():
+    """A reference of the parasagittal features fits (log scale, one-sided as the centre's map
+    features) and its reasons say what the slices beside the centre show."""
+    from lstv.score_features import PARASAGITTAL_FEATURES
+
+    rng = np.random.default_rng(7)
+    raw = np.column_stack(
+        [rng.uniform(1e-4, 1e-2, 30), rng.uniform(0.001, 0.1, 30), rng.gamma(2.0, 1.0, 30)]
+    )
+    features = PARASAGITTAL_FEATURES[2:]
+    ref = fit_reference(raw, SHA_A, features=features, rule="mahalanobis")
+    assert set(ref.one_sided) == set(features)
+    assert set(ref.log_features) == set(features[:2])
+    lo, hi = ref.normal_range["l5_s1_para_min_one_minus_confidence"]
+    assert explain("l5_s1_para_min_one_minus_confidence", 0.4, ref) == (
+        "Beside the centre slice the localizer is unsure where L5/S1 is (lowest peak "
+        f"probability 0.600; normal {1 - hi:.3f}-{1 - lo:.3f})"
+    )
+    assert explain("l5_s1_para_mean_peak2", 0.8, ref).startswith(
+        "Beside the centre slice the L5/S1 map has a second candidate (0.80 of the peak"
+    )
+    assert explain("l5_s1_para_shift_mm", 23.0, ref).startswith(
+        "The L5/S1 point moves 23 mm between the centre slice and the slices beside it; normal"
+    )

@@ -60,13 +60,18 @@ log = logging.getLogger(__name__)
 # Features bounded below by 0 whose normal values crowd near 0 with a long right tail: on a log
 # scale their normal spread is symmetric enough for a median and MAD, and a rise from 0.001 to
 # 0.01 counts as much as one from 0.01 to 0.1 (measured, see README "Calibrated score").
-LOG_LEVEL_FEATURES = ("one_minus_confidence", "peak2", "mass_out")
+LOG_LEVEL_FEATURES = (
+    "one_minus_confidence", "peak2", "mass_out", "para_min_one_minus_confidence", "para_mean_peak2"
+)
 MAD_TO_SD = 1.4826
 IQR_TO_SD = 1.349
 MIN_REFERENCE_STUDIES = 3
 FEW_REFERENCE_STUDIES = 20
 # Level features where only a rise is unusual (a surer, single-peaked map is not a sign).
-ONE_SIDED_FEATURES = ("one_minus_confidence", "peak2", "mass_out")
+ONE_SIDED_FEATURES = (
+    "one_minus_confidence", "peak2", "mass_out", "para_min_one_minus_confidence",
+    "para_mean_peak2", "para_shift_mm",
+)
 # v2: the L5/S1 map features that carried the signal on the development seed (one-sided: a
 # lower peak, a second candidate, mass outside the main spot), combined as a robust Mahalanobis
 # distance so that their correlation counts once. The geometry columns are written for every

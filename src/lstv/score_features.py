@@ -27,8 +27,26 @@ GEOMETRY_FEATURES = (
     "l5_s1_along",
     "l5_s1_across",
 )
+# The model on the slices beside the centre (lstv infer --parasagittal; lstv.columns.PARASAGITTAL):
+# the lowest peak read as 1 - peak, as the centre's confidence is.
+PARASAGITTAL_FEATURES = (
+    "l4_l5_para_min_one_minus_confidence",
+    "l4_l5_para_mean_peak2",
+    "l5_s1_para_min_one_minus_confidence",
+    "l5_s1_para_mean_peak2",
+    "l5_s1_para_shift_mm",
+)
 # Features a reference may name.
-KNOWN_FEATURES = FEATURES + GEOMETRY_FEATURES
+KNOWN_FEATURES = FEATURES + GEOMETRY_FEATURES + PARASAGITTAL_FEATURES
+
+
+def source_column(name: str) -> tuple[str, bool]:
+    """The CSV column a feature is read from, and whether it is read as 1 - value
+    (``l5_s1_one_minus_confidence`` from ``l5_s1_confidence``, ``l5_s1_para_min_one_minus_
+    confidence`` from ``l5_s1_para_min_confidence``)."""
+    if name.endswith("_one_minus_confidence"):
+        return name.removesuffix("_one_minus_confidence") + "_confidence", True
+    return name, False
 
 
 def split_feature(name: str) -> tuple[str, str]:
@@ -48,7 +66,7 @@ def required_columns(features=FEATURES) -> list[str]:
         if name in GEOMETRY_FEATURES:
             cols += [f"{k}_{a}_mm" for k in LEVEL_KEYS for a in ("y", "z")]
         else:
-            cols.append(f"{level}_confidence" if feature == "one_minus_confidence" else name)
+            cols.append(source_column(name)[0])
     return list(dict.fromkeys(cols))
 
 
@@ -118,12 +136,12 @@ def feature_matrix(rows: list[dict], features=FEATURES, source: str = "metrics C
                 geometry = geometry or _row_geometry(row)
                 out[i, j] = geometry[name]
                 continue
-            col = f"{level}_confidence" if feature == "one_minus_confidence" else name
+            col, flipped = source_column(name)
             if col not in row:
                 raise UsageError(f"{source} has no column {col!r} (needed for {name})")
             try:
                 value = as_number(row[col])
             except ValueError as exc:
                 raise UsageError(f"{source}: {col} = {row[col]!r} is not a number") from exc
-            out[i, j] = 1.0 - value if feature == "one_minus_confidence" else value
+            out[i, j] = 1.0 - value if flipped else value
     return out

@@ -112,8 +112,23 @@ def explain(driver: str, value: float, ref: Reference, row: dict | None = None) 
         )
     if feature == "one_minus_confidence":
         return (
-            f"The localizer is unsure where {name} is (peak probability {1 - value:.2f}; "
-            f"normal {1 - hi:.2f}-{1 - lo:.2f})"
+            f"The localizer is unsure where {name} is (peak probability {1 - value:.3f}; "
+            f"normal {1 - hi:.3f}-{1 - lo:.3f})"
+        )
+    if feature == "para_min_one_minus_confidence":
+        return (
+            f"Beside the centre slice the localizer is unsure where {name} is (lowest peak "
+            f"probability {1 - value:.3f}; normal {1 - hi:.3f}-{1 - lo:.3f})"
+        )
+    if feature == "para_mean_peak2":
+        return (
+            f"Beside the centre slice the {name} map has a second candidate ({value:.2f} of "
+            f"the peak on average; normal {lo:.2f}-{hi:.2f})"
+        )
+    if feature == "para_shift_mm":
+        return (
+            f"The {name} point moves {value:.0f} mm between the centre slice and the slices "
+            f"beside it; normal {lo:.0f}-{hi:.0f} mm"
         )
     if feature == "peak2":
         return (
