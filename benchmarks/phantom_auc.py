@@ -48,6 +48,47 @@ lumbarization, >= 0.90 against degenerated normals; at the shipped flag sensitiv
 sacralization and >= 0.85 lumbarization with <= 10% of normals flagged; under the shift,
 re-calibrated, AUC >= 0.85 each. Expected from development: well below them (AUC about 0.75);
 the figures are reported as measured, whatever they are.
+
+Pre-registration of test 2 (written and committed before its seeds were run, once)
+-------------------------------------------------------------------------------------
+What changed since test 1: the shipped localizer is fine-tuned to the realistic phantoms
+(trained net ``5ce5216a...``, shipped file ``4f15a231...``; ``models/README.md``), and
+``lstv infer`` writes the parasagittal columns (``--parasagittal 2``, the default).
+
+Development, with that net, on the same seeds as test 1's (seed 5002: 160 phantoms, 100
+normal of which 59 degenerated, 30 sacralized, 30 lumbarized; references: the two halves of
+80 normals of seed 5001). Single columns (AUC sacralization / lumbarization): L5/S1 1 - peak
+0.86 / 0.53, peak2 0.61 / 0.91, mass_out 0.50 / 0.94; the parasagittal ones L5/S1 lowest peak
+(as 1 - peak) 0.87 / 0.58, L5/S1 mean second peak 0.52 / 0.94, L5/S1 shift 0.60 / 0.65, L4/L5
+0.50-0.60 / 0.58-0.63: they repeat the centre slice's signals, not new ones. Robust
+Mahalanobis (AUC all, reference A and B): v2's three L5/S1 map features 0.84 and 0.84
+(sacralization 0.76 / 0.77, lumbarization 0.92 / 0.91, against degenerated normals 0.84 /
+0.84); adding the L5/S1 mean parasagittal second peak 0.83 / 0.81; the lowest parasagittal
+peak and mean second peak 0.84 / 0.82; those and the shift 0.84 / 0.84; the shift alone 0.84 /
+0.82; the L4/L5 and L5/S1 parasagittal peaks and second peaks 0.85 / 0.82. None is better on
+both references, so **v2 is unchanged: robust Mahalanobis of L5/S1 1 - peak, peak2 and
+mass_out, one-sided; the parasagittal columns are written but do not enter the score**.
+
+Threshold estimator, from 12 random draws of 40 of the 80 reference normals, the flag rate on
+the 100 development normals (mean [5th-95th percentile over draws]): the 0.95 quantile of the
+40 cross-fitted scores (today's) 5.1% [0.6%, 9.8%]; the Harrell-Davis 0.95 quantile 3.2%
+[0.0%, 8.0%]; a log-normal fit 0.0%; a gamma fit 0.8% [0.0%, 3.8%] (the one-sided distances
+pile up at 0, which the parametric fits cannot follow). **Kept: the empirical 0.95 quantile**
+(on target on average with this net; test 1's 16% came with the net before the fine-tune).
+A reference of 40 still leaves the rate anywhere between about 1% and 10% from one draw to the
+next.
+
+Test 2, run once with this commit's code, new test seeds, the references the same 40 normals
+of seed 6001 as test 1 (never used in development), through the fine-tuned net:
+
+    python benchmarks/phantom_auc.py --n_studies 200 --lstv_fraction 0.3 --seed 6102 \
+        --reference_size 40 --reference_seed 6001 --output_dir /tmp/i18/test2
+    python benchmarks/phantom_auc.py --n_studies 120 --lstv_fraction 0.5 --seed 6104 \
+        --reference_size 40 --reference_seed 6001 --shift --output_dir /tmp/i18/shift2
+
+Targets as test 1's. Expected from development: AUC about 0.84 overall, sacralization about
+0.76 and partial sacralization about 0.63 (below target), lumbarization about 0.92 (below 0.95),
+a flag rate among normals near 5%.
 """
 
 from __future__ import annotations
