@@ -557,3 +557,31 @@ def test_a_killed_reader_fails_only_its_study(tmp_path, phantom_dataset, tiny_ch
     failed = [i for i in items if not hasattr(i, "image")]
     assert [f.task.study_id for f in failed] == [victim]
     assert "reader process died" in failed[0].error
+
+
+def _lstv_process(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as run
+    env["PYTHONPATH"] = str(REPO / "src")
+    return subprocess.run(
+        [sys.executable, "-m", "lstv", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def test_the_command_ends_without_teardown_and_loses_nothing(tmp_path, phantom_dataset,
+                                                             tiny_checkpoint):  # fmt: skip
+    """``lstv`` as a process (cli.run) skips the interpreter's teardown once torch is loaded:
+    the exit code, the streams and every output are still whole."""
+    out = tmp_path / "o"
+    args = infer_args(phantom_dataset, out, tiny_checkpoint, num_workers=2)
+    proc = _lstv_process(*args, "--mode", "trial", "--n_trial", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 of 3 studies done" in proc.stdout  # a pipe's buffer, flushed before the end
+    run = RunDir(out)
+    assert run.metrics_csv.read_text().count("\n") == 4
+    assert run.read_manifest().status == "complete"
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    proc = _lstv_process(*infer_args(phantom_dataset, tmp_path / "p", broken))
+    assert proc.returncode == 2 and "error:" in proc.stderr  # after torch was imported
+    proc = _lstv_process("--version")  # no torch: the ordinary exit
+    assert proc.returncode == 0 and proc.stdout.startswith("lstv ")

@@ -1,3 +1,3 @@
-from lstv.cli import main
+from lstv.cli import run
 
-raise SystemExit(main())
+run()
