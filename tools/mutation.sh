@@ -23,7 +23,7 @@ for module in "${modules[@]}"; do
     [ "$module" = audit ] && pattern="lstv.audit.x_keep_reviews__mutmut_*"
     log="mutants/run-${module}.log"
     mkdir -p mutants
-    nice -n 10 mutmut run --max-children "${MUTATION_JOBS:-2}" "$pattern" >"$log" 2>&1 \
+    nice -n 19 mutmut run --max-children "${MUTATION_JOBS:-2}" "$pattern" >"$log" 2>&1 \
         || { tail -n 20 "$log"; exit 1; }
     tr '\r' '\n' <"$log" | grep -E "mutations/second|^ *[0-9]+/[0-9]+" | tail -n 2
 done
