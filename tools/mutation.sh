@@ -10,7 +10,8 @@
 # Equivalent survivors, one line each with the reason: tools/mutation_survivors.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(tables inference uncertainty audit score intensity studies dicom rundir)
+ALL=(tables inference uncertainty audit score score_features score_reference score_reasons score_drift
+     intensity studies dicom rundir)
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=("${ALL[@]}")
 # mutmut puts mutants/src first on sys.path; a PYTHONPATH to src/ would only add confusion.
