@@ -464,3 +464,199 @@ def test_parasagittal_features_read_the_side_maps_against_the_centre():
     none = parasagittal_features(None, centre, (1.0, 0.5))
     assert none["parasagittal_slices"] == 0
     assert all(math.isnan(v) for k, v in none.items() if k != "parasagittal_slices")
+
+
+# -------------------- mutation survivors (issue 20): exact values on small hand-made maps
+
+
+def test_a_non_finite_entropy_has_no_flag_nor_band_and_says_so():
+    for value in (math.nan, math.inf):
+        with pytest.raises(NonFiniteMapError, match=r"^L5/S1 entropy is (nan|inf): no risk band"):
+            RiskThresholds().flag(value)
+        with pytest.raises(NonFiniteMapError, match=r"^L5/S1 entropy is (nan|inf): no risk band"):
+            RiskThresholds().risk(value)
+
+
+def test_band_errors_name_the_band_and_its_value():
+    with pytest.raises(ValueError, match=r"^flag_entropy must be a finite number, got nan$"):
+        RiskThresholds(flag_entropy=math.nan)
+    with pytest.raises(ValueError, match=r"^high_entropy must be a finite number, got inf$"):
+        RiskThresholds(high_entropy=math.inf)
+    with pytest.raises(
+        ValueError, match=r"^medium_entropy \(4.0\) must not exceed high_entropy \(3.0\)$"
+    ):
+        RiskThresholds(high_entropy=3.0, medium_entropy=4.0)
+
+
+def test_medium_may_equal_high_leaving_medium_for_that_one_value():
+    bands = RiskThresholds(high_entropy=4.5, medium_entropy=4.5)
+    assert [bands.risk(e) for e in (4.4, 4.5, 4.6)] == ["Low", "Medium", "High"]
+
+
+def test_a_level_map_with_little_mass_still_gives_metrics():
+    """Only a map with no mass at all is refused: level maps of a softmax sum to far less
+    than 1 when the background holds most of the probability."""
+    probs = np.full((6, 4, 4), 0.01)
+    probs[0] = 0.95
+    assert study_metrics(probs)["l5_s1"]["entropy"] == pytest.approx(math.log(16))
+
+
+def test_zero_sum_message_is_exact():
+    with pytest.raises(
+        NonFiniteMapError, match=r"^cannot take the entropy of a map that sums to zero$"
+    ):
+        shannon_entropy(np.zeros(3))
+    with pytest.raises(
+        NonFiniteMapError, match=r"^cannot take the entropy of a map with NaN or infinite values$"
+    ):
+        shannon_entropy(np.array([1.0, np.inf]))
+
+
+def test_spatial_entropy_uses_the_grid_it_is_given():
+    m = np.zeros((40, 40))
+    m[1, 1] = m[1, 9] = m[9, 1] = m[9, 9] = 1.0  # four 4 x 4 blocks, one 20 x 20 quadrant
+    assert spatial_entropy(m, grid=2) == 0.0
+    assert spatial_entropy(m, grid=10) == pytest.approx(math.log(4))
+
+
+def _float32_map(seed: int = 5, size: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    m = rng.random((size, size)) ** 8  # a few bright pixels over a dim floor
+    return m.astype(np.float32)
+
+
+def test_float32_maps_give_the_numbers_of_float64_maps():
+    """The localizer's softmax is float32; every metric is computed in float64 whatever the
+    input's dtype, so a run on float32 maps and one on the same values in float64 agree to the
+    last digit (float32 arithmetic differs from the seventh digit on)."""
+    from lstv.uncertainty import mass_outside_peak, second_peak
+
+    m32 = _float32_map()
+    m64 = m32.astype(np.float64)
+    assert shannon_entropy(m32) == shannon_entropy(m64)
+    assert mass_outside_peak(m32) == mass_outside_peak(m64)
+    assert second_peak(m32, (0.5, 0.5))[0] == second_peak(m64, (0.5, 0.5))[0]
+    views32 = np.stack(
+        [np.stack([_float32_map(seed + level) for level in range(6)]) for seed in (1, 20)]
+    )
+    assert np.array_equal(
+        mutual_information(views32), mutual_information(views32.astype(np.float64))
+    )
+
+
+def test_mutual_information_is_per_level_and_zero_for_agreeing_spread_views():
+    """Views that agree give 0 even when each is spread out (H(mean) = mean(H) = ln 400), and
+    each level is measured on its own: here only L5/S1 disagrees."""
+    a = np.full((6, 20, 20), 0.1)
+    b = a.copy()
+    a[5], b[5] = 0.0, 0.0
+    a[5, 2, 2], b[5, 17, 17] = 0.9, 0.9
+    out = mutual_information(np.stack([a, b]))
+    assert out.shape == (5,)
+    assert np.allclose(out[:4], 0.0)
+    assert out[4] == pytest.approx(math.log(2))
+
+
+def test_second_peak_in_mm_along_the_columns_and_to_the_left():
+    from lstv.uncertainty import second_peak
+
+    m = np.zeros((40, 60))
+    m[20, 40] = 0.9
+    m[20, 25] = 0.6  # 15 columns to the left: 30 mm at 2 mm per column
+    ratio, dx, dy = second_peak(m, (1.0, 2.0))
+    assert (ratio, dx, dy) == (pytest.approx(0.6 / 0.9), -30.0, 0.0)
+    assert second_peak(m, (1.0, 1.0))[0] == 0.0  # 15 mm: inside the exclusion
+
+
+def test_second_peak_exactly_at_the_minimum_distance_does_not_count():
+    from lstv.uncertainty import second_peak
+
+    m = np.zeros((40, 40))
+    m[5, 5] = 1.0
+    m[25, 5] = 0.8  # exactly 20 mm below: not farther than 20 mm
+    m[5, 30] = 0.3  # 25 mm to the right
+    assert second_peak(m, (1.0, 1.0)) == (pytest.approx(0.3), 25.0, 0.0)
+
+
+def test_second_peak_of_an_empty_or_small_map_is_zero_with_no_offset():
+    from lstv.uncertainty import second_peak
+
+    for m, reason in ((np.zeros((40, 40)), "all zero"), (np.eye(5), "no pixel 20 mm away")):
+        ratio, dx, dy = second_peak(m, (1.0, 1.0))
+        assert ratio == 0.0 and math.isnan(dx) and math.isnan(dy), reason
+
+
+@pytest.mark.parametrize("pixel_mm", [(1.0, 0.0), (1.0, -1.0), (-1.0, 1.0)])
+def test_second_peak_refuses_a_pixel_size_that_is_not_positive(pixel_mm):
+    from lstv.uncertainty import second_peak
+
+    with pytest.raises(ValueError, match="pixel size must be positive"):
+        second_peak(np.eye(5), pixel_mm)
+
+
+def test_mass_out_of_a_map_with_less_than_unit_mass():
+    from lstv.uncertainty import mass_outside_peak
+
+    m = np.zeros((8, 8))
+    m[1, 1], m[7, 7] = 0.3, 0.2  # 6 pixels apart: beyond the 3-pixel growth of the blob
+    assert mass_outside_peak(m) == pytest.approx(0.2 / 0.5)
+
+
+def test_mass_out_blob_is_eight_connected():
+    """A diagonal ridge above half the peak is one blob with 8-connectivity (4-connectivity
+    would keep only the peak pixel and leave most of the ridge outside)."""
+    from lstv.uncertainty import mass_outside_peak
+
+    m = np.zeros((20, 20))
+    m[np.arange(16), np.arange(16)] = 0.9
+    m[0, 0] = 1.0
+    assert mass_outside_peak(m) == 0.0
+
+
+def test_mass_out_blob_holds_values_above_half_the_peak_only():
+    from lstv.uncertainty import mass_outside_peak
+
+    m = np.zeros((20, 20))
+    m[0, 0] = 1.0
+    m[0, 1:16] = 0.5  # exactly half the peak: not in the blob; columns 4-15 lie beyond growth
+    assert mass_outside_peak(m) == pytest.approx(12 * 0.5 / (1.0 + 15 * 0.5))
+
+
+@pytest.mark.parametrize("dilations", [0, 1, 2, 3, 4])
+def test_mass_out_grows_the_blob_by_one_pixel_per_dilation(dilations):
+    """Probes of 0.1 (below half the peak) at 1-6 pixels left and right of a peak in a 15 x 15
+    map: after n dilations those within n pixels are inside the blob; a probe in the map's
+    corner is never inside (the border adds nothing to the blob)."""
+    from lstv.uncertainty import mass_outside_peak
+
+    m = np.zeros((15, 15))
+    m[7, 7] = 1.0
+    for k in range(1, 7):
+        m[7, 7 - k] = m[7, 7 + k] = 0.1
+    m[0, 14] = 0.1
+    outside = 0.1 * (2 * (6 - dilations) + 1)
+    assert mass_outside_peak(m, dilations=dilations) == pytest.approx(outside / 2.3)
+
+
+def test_mass_out_default_growth_is_three_dilations():
+    from lstv.uncertainty import mass_outside_peak
+
+    m = np.zeros((15, 15))
+    m[7, 7] = 1.0
+    m[7, 10] = m[7, 11] = 0.1
+    assert mass_outside_peak(m) == pytest.approx(0.1 / 1.2)
+
+
+def test_a_conflicting_override_on_a_base_without_a_source_names_it_the_base():
+    from lstv.uncertainty import resolve_thresholds
+
+    with pytest.raises(ValueError) as raised:
+        resolve_thresholds(RiskThresholds(6.0, 7.0, 6.5), high_entropy=6.0)
+    assert str(raised.value) == (
+        "medium_entropy (6.5) must not exceed high_entropy (6.0). Bands: flag_entropy 6 (base), "
+        "high_entropy 6 (command line), medium_entropy 6.5 (base). A threshold given on the "
+        "command line replaces only its own band; the others stay those of the base: give the "
+        "conflicting ones too (--flag_threshold, --high_threshold, --medium_threshold)"
+    )
+    with pytest.raises(ValueError, match="the others stay those of the run's manifest: give"):
+        resolve_thresholds(RiskThresholds(6.0, 7.0, 6.5), "the run's manifest", high_entropy=6.0)
