@@ -113,3 +113,67 @@ INTEGER_DTYPES = st.sampled_from(["u1", "i1", "u2", "i2", "<u2", ">i2", "i4", "u
 )
 def test_property_same_numbers_as_numpy(volume, q):
     assert_same_as_numpy(volume, q)
+
+
+# -------------------- mutation survivors (issue 20)
+
+
+def test_integer_planes_take_the_histogram_path(monkeypatch):
+    """Integer data, one array or a list of slices (even of one voxel each), is windowed from a
+    histogram: numpy's percentile and stack are never called (the module's whole point: no
+    sorted copy, no stacked copy)."""
+    rng = np.random.default_rng(4)
+    volume = rng.integers(0, 3000, (4, 16, 16), dtype=np.uint16)
+    expected = (np.percentile(volume, Q), original_normalise(volume))
+    tiny = [np.array([[7]], np.int16), np.array([[-3]], np.int16)]
+    tiny_expected = np.percentile(np.stack(tiny), Q)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("numpy's path taken for integer planes")
+
+    monkeypatch.setattr(np, "percentile", refused)
+    monkeypatch.setattr(np, "stack", refused)
+    for planes in (volume, list(volume)):
+        assert np.array_equal(percentiles(planes, Q), expected[0])
+        assert np.array_equal(normalise_to_uint8(planes, *Q), expected[1])
+    assert np.array_equal(percentiles(tiny, Q), tiny_expected)
+
+
+def test_int32_over_a_range_wider_than_16_bits():
+    """A table of more than 65536 values (int32 data spread over 100,000) is counted by
+    bincount; cv2.calcHist takes no such index."""
+    rng = np.random.default_rng(5)
+    volume = rng.integers(-50_000, 50_000, (3, 40, 40), dtype=np.int32)
+    volume[0, 0, 0], volume[0, 0, 1] = -50_000, 50_000
+    assert_same_as_numpy(volume, (0.1, 7.0, 50.0, 99.9))
+
+
+@pytest.mark.parametrize(
+    "planes",
+    [
+        # many slices, none over the float32 limit alone, 21 million voxels in all
+        lambda: [np.zeros((2048, 2048), np.uint16) for _ in range(5)],
+        # two slices over it each: three flushes of the float32 histogram
+        lambda: [np.zeros((4097, 4097), np.uint16) for _ in range(2)],
+    ],
+    ids=["five-4-megavoxel-slices", "two-16-megavoxel-slices"],
+)
+def test_histogram_counts_every_voxel_exactly_past_the_float32_limit(planes):
+    from lstv.intensity import _IntegerPlanes
+
+    planes = planes()
+    planes[0][0, :101] = 4000  # the count of zeros is odd: float32 cannot hold it past 2**24
+    planes[-1][-1, -8:] = 1
+    counts = _IntegerPlanes.of(planes).counts()
+    expected = np.bincount(np.concatenate([p.ravel() for p in planes]))
+    assert counts.dtype == np.int64
+    assert np.array_equal(counts, expected)
+
+
+@pytest.mark.parametrize("q", [-0.5, 100.5, 150.0, 250.0])
+def test_a_percentile_outside_0_100_is_refused_as_numpy_refuses_it(q):
+    volume = np.arange(100, dtype=np.uint16).reshape(1, 10, 10)
+    with pytest.raises(ValueError, match=r"^Percentiles must be in the range \[0, 100\]$"):
+        percentiles(volume, (q,))
+    with pytest.raises(ValueError, match=r"^Percentiles must be in the range \[0, 100\]$"):
+        np.percentile(volume, (q,))

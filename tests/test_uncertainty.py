@@ -529,13 +529,17 @@ def test_float32_maps_give_the_numbers_of_float64_maps():
     """The localizer's softmax is float32; every metric is computed in float64 whatever the
     input's dtype, so a run on float32 maps and one on the same values in float64 agree to the
     last digit (float32 arithmetic differs from the seventh digit on)."""
-    from lstv.uncertainty import mass_outside_peak, second_peak
+    from lstv.uncertainty import mass_outside_peak, second_peak, shape_features, top_k_entropy
 
     m32 = _float32_map()
     m64 = m32.astype(np.float64)
     assert shannon_entropy(m32) == shannon_entropy(m64)
     assert mass_outside_peak(m32) == mass_outside_peak(m64)
     assert second_peak(m32, (0.5, 0.5))[0] == second_peak(m64, (0.5, 0.5))[0]
+    assert shape_features(m32, (0.5, 0.5)) == shape_features(m64, (0.5, 0.5))
+    assert top_k_entropy(m32) == top_k_entropy(m64)
+    assert spatial_entropy(m32) == spatial_entropy(m64)
+    assert level_metrics(m32, (0.5, 0.5)) == level_metrics(m64, (0.5, 0.5))
     views32 = np.stack(
         [np.stack([_float32_map(seed + level) for level in range(6)]) for seed in (1, 20)]
     )
@@ -660,3 +664,10 @@ def test_a_conflicting_override_on_a_base_without_a_source_names_it_the_base():
     )
     with pytest.raises(ValueError, match="the others stay those of the run's manifest: give"):
         resolve_thresholds(RiskThresholds(6.0, 7.0, 6.5), "the run's manifest", high_entropy=6.0)
+
+
+def test_shape_features_are_the_five_shape_columns_only():
+    from lstv.uncertainty import shape_features
+
+    out = shape_features(_float32_map(), (1.0, 1.0))
+    assert list(out) == ["peak2", "peak2_dx_mm", "peak2_dy_mm", "mass_out", "top100_entropy"]
