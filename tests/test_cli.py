@@ -567,6 +567,7 @@ def _lstv_process(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # 14.8 s in the fast suite on the shared 2-core machine (load 7)
 def test_the_command_ends_without_teardown_and_loses_nothing(tmp_path, phantom_dataset,
                                                              tiny_checkpoint):  # fmt: skip
     """``lstv`` as a process (cli.run) skips the interpreter's teardown once torch is loaded:
