@@ -355,3 +355,14 @@ def test_debug_runs_infer_with_save_heatmaps_once(project, monkeypatch, save):
     assert infer[infer.index("--mode") + 1] == "debug"
     assert infer[infer.index("--debug_study_id") + 1] == "4003253"
     assert report[0] == "report"
+
+
+def test_a_bad_checkpoint_size_limit_stops_step_01b_before_any_download(project, monkeypatch):
+    from lstv import download, slurm
+
+    fetched = []
+    monkeypatch.setattr(download, "download_model", lambda *a, **k: fetched.append(a))
+    env = {"LSTV_MIN_CHECKPOINT_MB": "100MB"}
+    with pytest.raises(SlurmError, match="LSTV_MIN_CHECKPOINT_MB must be a whole number"):
+        slurm.download_model(settings_for(project), env)
+    assert fetched == []

@@ -9,7 +9,14 @@ import pytest
 
 from lstv.config import InferenceConfig
 from lstv.rundir import METRICS_CSV, REPORT_HTML
-from lstv.slurm_settings import Settings, SlurmError, find_project, is_on, positive_int
+from lstv.slurm_settings import (
+    Settings,
+    SlurmError,
+    find_project,
+    is_on,
+    positive_int,
+    whole_number,
+)
 
 
 @pytest.fixture
@@ -92,6 +99,16 @@ def test_a_count_must_be_a_positive_whole_number():
             SlurmError, match=f"LSTV_NUM_PARTS must be a positive integer, not {bad!r}"
         ):
             positive_int("LSTV_NUM_PARTS", bad)
+
+
+def test_a_size_limit_may_be_zero_but_must_be_a_whole_number():
+    assert whole_number("LSTV_MIN_CHECKPOINT_MB", "0") == 0
+    assert whole_number("LSTV_MIN_CHECKPOINT_MB", "100") == 100
+    for bad in ("-1", "1e2", "", "100MB"):
+        with pytest.raises(
+            SlurmError, match=f"LSTV_MIN_CHECKPOINT_MB must be a whole number .*{bad!r}"
+        ):
+            whole_number("LSTV_MIN_CHECKPOINT_MB", bad)
 
 
 def test_missing_inputs_name_the_script_that_makes_them(project, caplog):

@@ -33,6 +33,7 @@ from lstv.slurm_settings import (  # noqa: F401 - part of this module's API
     find_project,
     is_on,
     positive_int,
+    whole_number,
 )
 
 log = logging.getLogger(__name__)
@@ -410,6 +411,9 @@ def download_model(settings: Settings, env: Mapping[str, str]) -> None:
     """Step 01b: the checkpoint and hold-out IDs (:mod:`lstv.download`), checked where lstv
     runs (``lstv slurm check_model`` in the container or on the host)."""
     dataset = env.get("LSTV_MODEL_DATASET") or download.MODEL_DATASET
+    # Checked before anything is fetched: a typo must not cost a download.
+    limit = env.get("LSTV_MIN_CHECKPOINT_MB") or str(download.MIN_CHECKPOINT_MB)
+    min_mb = whole_number("LSTV_MIN_CHECKPOINT_MB", limit)
     valid_ids = settings.valid_ids or settings.project_dir / "models" / "valid_id.npy"
     log.info("== 01b download %s -> %s, %s ==", dataset, settings.checkpoint, valid_ids)
     runtime: Runtime | None = None  # chosen on first use: files that are missing need none
@@ -431,7 +435,7 @@ def download_model(settings: Settings, env: Mapping[str, str]) -> None:
         _kaggle(settings, env),
         dataset=dataset,
         force=is_on(env.get("LSTV_FORCE_DOWNLOAD")),
-        min_mb=int(env.get("LSTV_MIN_CHECKPOINT_MB") or download.MIN_CHECKPOINT_MB),
+        min_mb=min_mb,
     )
     log.info("done: %s, %s", settings.checkpoint, valid_ids)
 

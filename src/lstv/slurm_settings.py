@@ -32,6 +32,13 @@ def positive_int(name: str, value: str) -> int:
     return int(value)
 
 
+def whole_number(name: str, value: str) -> int:
+    """A count that may be 0 (``LSTV_MIN_CHECKPOINT_MB=0`` turns the size check off)."""
+    if not value.isdigit():
+        raise SlurmError(f"{name} must be a whole number (0 or more), not {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The scripts' settings, read once from the environment; paths absolute.
