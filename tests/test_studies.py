@@ -385,3 +385,78 @@ def test_whole_float64_and_integer_valid_ids_load(tmp_path):
     assert load_valid_ids(path) == {4736760728, 12}
     np.save(path, np.array([4736760728], dtype=np.int64))
     assert load_valid_ids(path) == {4736760728}
+
+
+# -------------------- mutation survivors (issue 20): selection, sampling and shards
+
+
+def test_trial_defaults_are_ten_studies_drawn_with_seed_42():
+    tasks = [StudyTask(i, i) for i in range(100)]
+    assert select_mode(tasks, "trial") == select_mode(tasks, "trial", n_trial=10, seed=42)
+    assert len(select_mode(tasks, "trial")) == 10
+    assert select_mode(tasks, "trial") != select_mode(tasks, "trial", n_trial=10, seed=43)
+
+
+def test_trial_draws_without_replacement_and_one_study_is_allowed():
+    tasks = [StudyTask(i, i) for i in range(100)]
+    picked = select_mode(tasks, "trial", n_trial=90, seed=0)
+    assert len(set(picked)) == 90 and picked == sorted(picked, key=lambda t: t.study_id)
+    assert len(select_mode(tasks, "trial", n_trial=1)) == 1
+    with pytest.raises(ValueError, match=r"^n_trial must be at least 1, got 0$"):
+        select_mode(tasks, "trial", n_trial=0)
+
+
+def test_prod_runs_every_study_and_a_bad_mode_names_the_modes():
+    tasks = [StudyTask(i, i) for i in range(25)]
+    assert select_mode(tasks, "prod") == tasks
+    with pytest.raises(ValueError, match=r"^mode must be one of trial, debug, prod, got 'fast'$"):
+        select_mode(tasks, "fast")
+
+
+def test_one_part_is_every_task_and_a_bad_part_is_named():
+    tasks = [StudyTask(i, i) for i in range(7)]
+    assert shard(tasks) == tasks
+    assert shard(tasks, 1, 0) == tasks
+    with pytest.raises(ValueError, match=r"^need 0 <= part_id < num_parts, got part 3 of 3$"):
+        shard(tasks, 3, 3)
+
+
+def test_seed_rule_prefers_the_exact_description_over_a_lower_series_id():
+    rows = [(1, 10, "sagittal t2 fse"), (1, 20, " SAGITTAL T2/STIR "), (1, 5, "Sagittal T1")]
+    assert sagittal_t2_tasks(rows) == [StudyTask(1, 20, " SAGITTAL T2/STIR ")]
+
+
+@pytest.mark.parametrize(
+    ("description", "reason"),
+    [("SAG T2 STIRFSE", "STIR"), ("T2 SAG TIRM2D", "STIR"), ("SAG T2 T12-S1", None)],
+)
+def test_description_rejection_of_words_holding_stir_or_tirm(description, reason):
+    from lstv.studies import description_rejection, is_sagittal_t2_pattern
+
+    assert description_rejection(description) == reason
+    assert is_sagittal_t2_pattern(description) is (reason is None)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"orientation": "axial"},
+        {"orientation": "coronal"},
+        {"orientation": "mixed"},
+        {"image_type": "ORIGINAL\\PRIMARY\\LOCALIZER"},
+    ],
+)
+def test_a_description_match_with_headers_that_rule_it_out_is_not_taken(headers):
+    from lstv.studies import choose_series
+
+    ruled_out = index_record(1, "SAG T2", n_frames="40", **headers)
+    kept = index_record(2, "SAG T2", n_frames="15")
+    assert choose_series([ruled_out, kept]) == (kept, "description_pattern")
+
+
+def test_an_original_image_is_preferred_to_a_secondary_one():
+    from lstv.studies import choose_series
+
+    secondary = index_record(1, "SAG T2", n_frames="30", image_type="ORIGINAL\\SECONDARY")
+    original = index_record(2, "SAG T2", n_frames="15")
+    assert choose_series([secondary, original]) == (original, "description_pattern")
