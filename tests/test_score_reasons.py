@@ -56,9 +56,30 @@ def test_parasagittal_reasons_say_beside_the_centre_with_the_normal_range():
         "Beside the centre slice the localizer is unsure where L5/S1 is (lowest peak "
         f"probability 0.600; normal {1 - hi:.3f}-{1 - lo:.3f})"
     )
+    # Inside the normal range the words are neutral: an unflagged study quotes its closest
+    # feature, and "unsure" at a normal peak read as a finding.
+    assert explain("l5_s1_para_min_one_minus_confidence", lo, ref) == (
+        f"Beside the centre slice the lowest L5/S1 peak probability is {1 - lo:.3f}; "
+        f"normal {1 - hi:.3f}-{1 - lo:.3f}"
+    )
     assert explain("l5_s1_para_mean_peak2", 0.8, ref).startswith(
         "Beside the centre slice the L5/S1 map has a second candidate (0.80 of the peak"
     )
     assert explain("l5_s1_para_shift_mm", 23.0, ref).startswith(
         "The L5/S1 point moves 23 mm between the centre slice and the slices beside it; normal"
+    )
+
+
+def test_the_localizer_is_called_unsure_only_outside_the_normal_range():
+    rng = np.random.default_rng(3)
+    raw = np.column_stack([rng.uniform(1e-4, 1e-2, 40), rng.uniform(0.01, 0.5, 40)])
+    features = ("l5_s1_one_minus_confidence", "l5_s1_peak2")
+    ref = fit_reference(raw, SHA_A, features=features, rule="mahalanobis")
+    lo, hi = ref.normal_range["l5_s1_one_minus_confidence"]
+    normal = f"normal {1 - hi:.3f}-{1 - lo:.3f}"
+    assert explain("l5_s1_one_minus_confidence", hi, ref) == (
+        f"L5/S1 peak probability {1 - hi:.3f}; {normal}"
+    )
+    assert explain("l5_s1_one_minus_confidence", 0.3, ref) == (
+        f"The localizer is unsure where L5/S1 is (peak probability 0.700; {normal})"
     )

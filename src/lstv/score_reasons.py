@@ -110,12 +110,21 @@ def explain(driver: str, value: float, ref: Reference, row: dict | None = None) 
             f"L5/S1 sits {100 * abs(value):.0f}% of a level {side} to the L3/L4-L4/L5 line; "
             f"normal {100 * lo:+.0f}% to {100 * hi:+.0f}% (positive: posterior)"
         )
+    # "Unsure" is a finding: said only outside the normal range, since an unflagged study's
+    # reason names its closest feature too.
     if feature == "one_minus_confidence":
+        if value <= hi:
+            return f"{name} peak probability {1 - value:.3f}; normal {1 - hi:.3f}-{1 - lo:.3f}"
         return (
             f"The localizer is unsure where {name} is (peak probability {1 - value:.3f}; "
             f"normal {1 - hi:.3f}-{1 - lo:.3f})"
         )
     if feature == "para_min_one_minus_confidence":
+        if value <= hi:
+            return (
+                f"Beside the centre slice the lowest {name} peak probability is "
+                f"{1 - value:.3f}; normal {1 - hi:.3f}-{1 - lo:.3f}"
+            )
         return (
             f"Beside the centre slice the localizer is unsure where {name} is (lowest peak "
             f"probability {1 - value:.3f}; normal {1 - hi:.3f}-{1 - lo:.3f})"
