@@ -265,3 +265,23 @@ def test_parasagittal_off_leaves_its_columns_empty_and_the_centre_unchanged(
         assert {k: v for k, v in a.items() if k not in PARASAGITTAL_COLUMNS} == {
             k: v for k, v in b.items() if k not in PARASAGITTAL_COLUMNS
         }
+
+
+# -------------------- mutation survivors (issue 20): model_inputs' checks and size
+
+
+def test_model_inputs_refuses_an_offset_one_past_the_last_slice():
+    from lstv.inference import model_inputs
+
+    volume = np.zeros((5, 8, 8), np.uint8)
+    assert model_inputs(volume, 16, offsets=(0, 2)).shape == (2, 16, 16)  # slice 4, the last
+    with pytest.raises(ValueError, match=r"^slice offsets \[3\] lie outside a volume of 5$"):
+        model_inputs(volume, 16, offsets=(0, 3))
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (2, 8, 8, 1)])
+def test_model_inputs_refuses_a_volume_that_is_not_3d(shape):
+    from lstv.inference import model_inputs
+
+    with pytest.raises(ValueError, match=r"^model_input needs the \(D, H, W\) volume"):
+        model_inputs(np.ones(shape, np.uint8), 16)
