@@ -177,3 +177,20 @@ def test_an_unflagged_study_s_reason_says_it_is_within_normal_limits():
     assert not typical["lstv_score_flag"] and flagged["lstv_score_flag"]
     assert typical["lstv_score_reason"].startswith("Within normal limits; closest to a flag: ")
     assert not flagged["lstv_score_reason"].startswith("Within normal limits")
+
+
+def test_a_level_name_keeps_its_capital_after_within_normal_limits():
+    """An unflagged reason is lower-cased after the prefix ("the column bends ..."), but a
+    level name ("L5/S1 peak probability ...") is not prose and keeps its capital."""
+    raw = normal_features(np.random.default_rng(8), 40)
+    features = ("l5_s1_one_minus_confidence", "l5_s1_peak2")
+    columns = [FEATURES.index(f) for f in features]
+    ref = fit_reference(raw[:, columns], SHA_A, features=features, rule="mahalanobis")
+    study = np.median(raw, axis=0, keepdims=True)
+    # A surer-than-usual peak2 and a 1 - peak near the top of its range: 1 - peak drives.
+    study[0, columns[0]] = np.quantile(raw[:, columns[0]], 0.85)
+    study[0, columns[1]] = np.quantile(raw[:, columns[1]], 0.2)
+    (typical,) = score_rows(rows_from(study), ref)
+    reason = typical["lstv_score_reason"]
+    assert reason.startswith("Within normal limits; closest to a flag: "), reason
+    assert "l5/S1" not in reason and "L5/S1" in reason

@@ -292,7 +292,9 @@ def score_rows(rows: list[dict], ref: Reference, source: str = "metrics") -> lis
         if ref.normal_range:
             reason = explain(driver, raw[i, idx[i]], ref, row)
             if not flagged:  # the driver of an unflagged study is no finding: say so first
-                reason = f"Within normal limits; closest to a flag: {reason[0].lower()}{reason[1:]}"
+                # "The column bends" -> "the column bends", but "L5/S1 ..." keeps its capital.
+                lead = reason[0].lower() if reason[1:2].islower() else reason[0]
+                reason = f"Within normal limits; closest to a flag: {lead}{reason[1:]}"
         else:
             reason = describe(driver, raw[i, idx[i]], z[i, idx[i]], ref, row)
         out.append(
