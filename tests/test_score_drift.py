@@ -1,6 +1,7 @@
 """The drift check (lstv.score_drift): a run's feature medians against its reference's."""
 
 import numpy as np
+import pytest
 
 from helpers import SHA_A, normal_features
 from lstv.score import fit_reference
@@ -20,3 +21,84 @@ def test_drift_check_fires_on_a_shifted_set_and_stays_silent_on_a_like_one():
     assert found["drift"] is True and list(found["features"]) == ["l5_s1_entropy"]
     assert "lstv calibrate" in found["note"]
     assert drift_check(ref, shifted[:5])["drift"] is None
+
+
+A, B, C, D = "l5_s1_peak2", "l4_l5_entropy", "l5_s1_entropy", "l4_l5_mass_out"
+
+
+def _reference(centre=0.0, scale=2.0):
+    """A hand-set reference over four features (no log), so every shift is known exactly."""
+    from lstv.score_reference import Reference
+
+    names = (A, B, C, D)
+    return Reference(
+        checkpoint_sha256=SHA_A,
+        features=names,
+        log_features=(),
+        centre=dict.fromkeys(names, centre),
+        scale=dict.fromkeys(names, scale),
+        scale_rule=dict.fromkeys(names, "mad"),
+        n=40,
+        threshold=4.0,
+        threshold_rule="fixed",
+    )
+
+
+def _rows(n, values):
+    """``n`` studies, each feature's column constant at its value (its median, exactly)."""
+    return np.tile(np.asarray(values, dtype=float), (n, 1))
+
+
+def test_drift_check_reports_the_three_largest_shifts_rounded_in_its_note_word_for_word():
+    # Shifts (median - centre) / scale: A +2.0, B -2.5, C +3.137, D +4.0 over 16 studies.
+    # The note's order is by |shift| (not the features' order, nor by name), at most three.
+    result = drift_check(_reference(1.0, 2.0), _rows(16, [5.0, -4.0, 7.274, 9.0]))
+    assert result["drift"] is True and result["n"] == 16
+    shifts = [result["features"][f]["median_shift_sd"] for f in (A, B, C, D)]
+    assert shifts == [2.0, -2.5, 3.14, 4.0]
+    assert all(0 <= v["p_adjusted"] < 1e-9 for v in result["features"].values())
+    assert result["note"] == (
+        "these 16 studies sit far from the reference's normal studies (l4_l5_mass_out median "
+        "+4.0 SD, l5_s1_entropy median +3.1 SD, l4_l5_entropy median -2.5 SD): the reference "
+        "may come from another scanner, protocol or population, and its flag rate will not "
+        "hold; run lstv calibrate on confirmed normal studies of this set"
+    )
+
+
+def test_a_shift_of_exactly_half_an_sd_drifts_and_a_smaller_one_does_not():
+    # 100 studies: A's shift is exactly DRIFT_MIN_SHIFT (0.5), z = 0.5 * 10 / 1.2533, and its
+    # Bonferroni p over 4 features is 4 * 2 * P(Z > z) = 2.64886825e-4 (scipy.stats.norm.sf);
+    # B's shift of 0.49 is as significant but too small to be worth a word.
+    result = drift_check(_reference(), _rows(100, [1.0, 0.98, 0.0, 0.0]))
+    assert result["drift"] is True and result["n"] == 100
+    assert list(result["features"]) == [A]
+    assert result["features"][A]["median_shift_sd"] == 0.5
+    assert result["features"][A]["p_adjusted"] == pytest.approx(2.6488682522359794e-4, rel=1e-9)
+    assert "(l5_s1_peak2 median +0.5 SD)" in result["note"]
+
+
+def test_a_large_shift_that_is_not_significant_does_not_drift():
+    # 10 studies, A shifted 0.6 SD: z = 0.6 * sqrt(10) / 1.2533 = 1.51, p * 4 features > 0.5.
+    result = drift_check(_reference(), _rows(10, [1.2, 0.0, 0.0, 0.0]))
+    assert result == {
+        "drift": False,
+        "n": 10,
+        "features": {},
+        "note": "feature medians of 10 studies are like the reference's",
+    }
+
+
+def test_ten_studies_are_tested_even_after_a_feature_with_fewer_known_values():
+    # A has 9 known values (one NaN): skipped; B, after it, has all 10 and is 3 SDs off.
+    raw = _rows(10, [0.0, 6.0, 0.0, 0.0])
+    raw[0, 0] = np.nan
+    result = drift_check(_reference(), raw)
+    assert result["drift"] is True and result["n"] == 10
+    assert list(result["features"]) == [B]
+    assert result["features"][B]["median_shift_sd"] == 3.0
+
+
+def test_fewer_than_ten_studies_or_none_known_are_not_tested():
+    too_few = {"drift": None, "features": {}, "note": "too few studies to test"}
+    assert drift_check(_reference(), _rows(9, [6.0, 6.0, 6.0, 6.0])) == {**too_few, "n": 9}
+    assert drift_check(_reference(), _rows(3, [np.nan] * 4)) == {**too_few, "n": 0}
