@@ -2,6 +2,7 @@
 every field checked at load (issue 17.3, 17.4)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -147,3 +148,146 @@ def test_score_v2_fields_are_validated_by_the_same_function(tmp_path, field, val
     with pytest.raises(ValueError, match=f"bad.json: field .*{message}"):
         read_reference(tmp_path / "bad.json")
     assert read_reference(tmp_path / "v2.json") == ref
+
+
+def _hand_reference(**changes):
+    """A hand-set two-feature reference: l5_s1_entropy as it is, l5_s1_peak2 on the log scale."""
+    from lstv.score_reference import Reference
+
+    names = ("l5_s1_entropy", "l5_s1_peak2")
+    fields = dict(
+        checkpoint_sha256=SHA_A,
+        features=names,
+        log_features=("l5_s1_peak2",),
+        centre={"l5_s1_entropy": 9.5, "l5_s1_peak2": math.log(0.04)},
+        scale={"l5_s1_entropy": 0.5, "l5_s1_peak2": 0.5},
+        scale_rule=dict.fromkeys(names, "mad"),
+        n=40,
+        threshold=3.0,
+        threshold_rule="fixed",
+    )
+    return Reference(**{**fields, **changes})
+
+
+def test_max_abs_takes_the_largest_finite_magnitude_and_its_column():
+    from lstv.score_reference import max_abs
+
+    z = np.array([[1.0, -3.0, np.nan], [np.nan, np.inf, np.nan], [2.0, 2.0, -0.5]])
+    best, idx = max_abs(z)
+    np.testing.assert_array_equal(best, [3.0, np.nan, 2.0])
+    assert idx.tolist() == [1, -1, 0]
+
+
+def test_mahalanobis_over_the_known_features_with_one_sided_ones_clipped_at_the_location():
+    from lstv.score_reference import mahalanobis
+
+    # Covariance [[4, 1], [1, 1]]: its inverse is [[1, -1], [-1, 4]] / 3, so d = (2, 3) has
+    # contributions (-2/3, 10) and distance sqrt(28/3); the second feature is one-sided.
+    x = np.array([[3.0, 4.0], [3.0, -5.0], [np.nan, 3.0], [np.nan, np.nan]])
+    location, covariance = np.array([1.0, 1.0]), np.array([[4.0, 1.0], [1.0, 1.0]])
+    scores, drivers = mahalanobis(x, location, covariance, np.array([False, True]))
+    # Row 2: the second feature is below its location (one-sided: counts as at it), so
+    # d = (2, 0) and d P d = 4/3. Row 3: only the second feature is known, its variance 1.
+    np.testing.assert_allclose(scores[:3], [math.sqrt(28 / 3), math.sqrt(4 / 3), 2.0], rtol=1e-12)
+    assert math.isnan(scores[3])
+    assert drivers.tolist() == [1, 0, 1, -1]
+    assert x[1, 1] == -5.0  # the caller's array is left as it was
+
+
+def test_transform_z_scores_score_and_normal_value_of_a_hand_set_reference():
+    ref = _hand_reference()
+    # Entropy 11.0 is exactly 3.0 SDs, the threshold (not above it); peak2 -1.0 is read as 0
+    # (log of 1e-4); 0.04 * e^3 - 1e-4 is 6 SDs on the log scale.
+    raw = np.array([[11.0, 0.04], [9.5, -1.0], [np.nan, np.nan], [9.5, 0.04 * math.exp(3) - 1e-4]])
+    x = ref.transform(raw)
+    assert raw[1, 1] == -1.0  # transformed on a copy
+    np.testing.assert_allclose(
+        x[[0, 1, 3], 1], [math.log(0.04 + 1e-4), math.log(1e-4), 3 + math.log(0.04)]
+    )
+    z = ref.z_scores(raw)
+    assert z[0].tolist() == [3.0, pytest.approx((math.log(0.0401) - math.log(0.04)) / 0.5)]
+    assert z[1, 1] == pytest.approx((math.log(1e-4) - math.log(0.04)) / 0.5)
+    assert z[3, 1] == pytest.approx(6.0)
+    score, drivers, flag = ref.score(raw)
+    assert score[0] == 3.0 and score[3] == pytest.approx(6.0) and math.isnan(score[2])
+    assert drivers == ["l5_s1_entropy", "l5_s1_peak2", "", "l5_s1_peak2"]
+    assert flag.tolist() == [False, True, False, True]
+    assert ref.normal_value("l5_s1_entropy") == 9.5
+    assert ref.normal_value("l5_s1_peak2") == pytest.approx(0.04 - 1e-4, rel=1e-12)
+
+
+def test_what_is_not_a_readable_reference_is_refused_word_for_word(tmp_path):
+    from lstv.errors import UsageError
+    from lstv.score_reference import Reference
+
+    with pytest.raises(UsageError) as caught:
+        Reference.from_dict(["not", "a", "dict"], "reference r.json")
+    assert str(caught.value) == (
+        "reference r.json is not an LSTV score reference (written by lstv calibrate)"
+    )
+    data = _hand_reference().to_dict()
+    with pytest.raises(UsageError) as caught:
+        Reference.from_dict({**data, "version": 3}, "reference r.json")
+    assert str(caught.value) == (
+        "reference r.json is reference version 3; this lstv reads versions 1, 2: fit it again "
+        "with lstv calibrate"
+    )
+    path = tmp_path / "r.json"
+    with pytest.raises(FileNotFoundError) as caught:
+        read_reference(path)
+    assert str(caught.value) == f"reference not found: {path}"
+    path.write_text("{")
+    with pytest.raises(UsageError) as caught:
+        read_reference(path)
+    assert str(caught.value) == (
+        f"reference {path} is not valid JSON: Expecting property name enclosed in double "
+        "quotes: line 1 column 2 (char 1)"
+    )
+
+
+def test_a_references_unknown_keys_are_kept_and_written_back():
+    from lstv.score_reference import Reference
+
+    data = {**_hand_reference().to_dict(), "labels": "confirmed normal", "site": 3}
+    ref = Reference.from_dict(data, "reference r.json")
+    assert ref.extra == {"labels": "confirmed normal", "site": 3}
+    assert ref.features == ("l5_s1_entropy", "l5_s1_peak2")
+    assert ref.log_features == ("l5_s1_peak2",) and ref.one_sided == ()
+    assert ref.to_dict() == data
+    assert data["format"] == "lstv-score-reference" and data["version"] == 2
+
+
+def test_a_reference_of_another_or_no_checkpoint_is_refused_word_for_word():
+    from lstv.errors import UsageError
+    from lstv.score_reference import check_checkpoint
+
+    check_checkpoint(_hand_reference(), SHA_A, "reference r.json")  # its own: accepted
+    with pytest.raises(UsageError) as caught:
+        check_checkpoint(_hand_reference(checkpoint_sha256=None), SHA_A, "reference r.json")
+    assert str(caught.value) == (
+        "reference r.json names no checkpoint SHA-256: fit it again with lstv calibrate"
+    )
+    with pytest.raises(UsageError) as caught:
+        check_checkpoint(_hand_reference(), "b" * 64, "reference r.json")
+    assert str(caught.value) == (
+        f"reference r.json was fitted on checkpoint SHA-256 {SHA_A}, but these maps come from "
+        f"checkpoint SHA-256 {'b' * 64}: a reference holds only for its own checkpoint; fit "
+        "one with lstv calibrate on this checkpoint's normal studies"
+    )
+
+
+def test_a_mahalanobis_reference_scores_by_its_location_covariance_and_one_sided_features():
+    ref = _hand_reference(
+        log_features=(),
+        rule="mahalanobis",
+        one_sided=("l5_s1_peak2",),
+        location={"l5_s1_entropy": 9.5, "l5_s1_peak2": 0.04},
+        covariance=[[0.25, 0.0], [0.0, 0.01]],
+    )
+    # Entropy 0.5 below its location is 1 SD (two-sided); peak2 below its location counts as
+    # at it (one-sided); peak2 0.06 above is 0.6 SD.
+    raw = np.array([[9.0, 0.04], [9.5, 0.0], [9.5, 0.1]])
+    score, drivers, flag = ref.score(raw)
+    np.testing.assert_allclose(score, [1.0, 0.0, 0.6], atol=1e-12)
+    assert drivers == ["l5_s1_entropy", "l5_s1_entropy", "l5_s1_peak2"]
+    assert not flag.any()
