@@ -225,6 +225,11 @@ def test_what_is_not_a_readable_reference_is_refused_word_for_word(tmp_path):
     assert str(caught.value) == (
         "reference r.json is not an LSTV score reference (written by lstv calibrate)"
     )
+    with pytest.raises(UsageError) as caught:
+        Reference.from_dict({"format": "lstv-score-referenc"})  # named "reference" by default
+    assert str(caught.value) == (
+        "reference is not an LSTV score reference (written by lstv calibrate)"
+    )
     data = _hand_reference().to_dict()
     with pytest.raises(UsageError) as caught:
         Reference.from_dict({**data, "version": 3}, "reference r.json")
