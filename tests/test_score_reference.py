@@ -253,9 +253,9 @@ def test_what_is_not_a_readable_reference_is_refused_word_for_word(tmp_path):
 def test_a_references_unknown_keys_are_kept_and_written_back():
     from lstv.score_reference import Reference
 
-    data = {**_hand_reference().to_dict(), "labels": "confirmed normal", "site": 3}
+    data = {**_hand_reference().to_dict(), "labels": "confirmed normal", "extra": {"site": 3}}
     ref = Reference.from_dict(data, "reference r.json")
-    assert ref.extra == {"labels": "confirmed normal", "site": 3}
+    assert ref.extra == {"labels": "confirmed normal", "extra": {"site": 3}}
     assert ref.features == ("l5_s1_entropy", "l5_s1_peak2")
     assert ref.log_features == ("l5_s1_peak2",) and ref.one_sided == ()
     assert ref.to_dict() == data
