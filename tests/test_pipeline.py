@@ -508,6 +508,13 @@ def test_infer_refuses_a_bad_reference_before_any_work(
     assert code == 2
     assert "bad.json: field 'threshold'" in capsys.readouterr().err
     assert not out.exists()  # before any work: not even the output folder
+    # Fitted on another checkpoint (found by the property test: the folder was made first).
+    (tmp_path / "other.json").write_text(json.dumps(dict(data, checkpoint_sha256="5.0")))
+    other = str(tmp_path / "other.json")
+    code = main(infer_args(phantom_dataset, out, tiny_checkpoint, "--reference", other))
+    assert code == 2
+    assert "other.json was fitted on checkpoint SHA-256 5.0" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # -------------------- property infer
@@ -657,7 +664,7 @@ GOOD_EDITS = [
     ("log_offset", 7.5), ("log_offset", 1e-320),
     ("centre.l5_s1_peak2", 7.5), ("centre.l5_s1_peak2", -5), ("centre.l5_s1_peak2", 0),
     ("centre.l5_s1_peak2", 1e-320), ("scale.l5_s1_peak2", 7.5),
-    ("target_specificity", None), ("log_features", []),
+    ("target_specificity", None), ("log_features", []), ("log_features", ["l5_s1_peak2"]),
 ]  # fmt: skip
 
 

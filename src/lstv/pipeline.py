@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lstv import __version__
-from lstv.atomic import json_safe, non_finite_keys
+from lstv.atomic import file_sha256, json_safe, non_finite_keys
 from lstv.config import InferenceConfig
 from lstv.csv_files import check_header
 from lstv.errors import UsageError
@@ -28,6 +28,7 @@ from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row, save_heatmaps
 from lstv.rundir import Manifest, RunDir, utc_now
 from lstv.sample import Failure, Sample, SampleReader, iter_samples
+from lstv.score_reference import check_checkpoint
 from lstv.scoring import load_reference, resolve_reference
 from lstv.studies import (
     StudyTask,
@@ -367,7 +368,11 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         raise FileNotFoundError(f"--input_dir not found: {config.input_dir}")
     tasks, validated = select_tasks(config)
     if config.reference is not None:  # a bad reference stops the run before any work
-        load_reference(config.reference)
+        reference = load_reference(config.reference)
+        if predictor is None and Path(config.checkpoint).is_file():
+            # ...as does one fitted on another checkpoint: before the output folder exists.
+            source = f"reference {Path(config.reference)}"
+            check_checkpoint(reference, file_sha256(config.checkpoint), source)
     if predictor is None:
         _check_checkpoint_exists(config.checkpoint)
     run_dir = RunDir(config.output_dir)
