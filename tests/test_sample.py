@@ -1,5 +1,7 @@
 """What a reader hands the model (lstv.sample): the one model-pixel <-> original mapping."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,53 @@ def test_infer_on_the_cpu_lowers_its_readers_priority(monkeypatch, tmp_path, pha
     )
     summary = run_inference(config)
     assert summary.n_completed == 3 and asked == [2]
+
+
+def test_readers_read_on_while_the_model_loads():
+    """Nothing consumes the stream while the model imports and loads (seconds): the readers
+    must read on through it. At 8 studies per reader they stopped after 16 and left a core
+    idle for the rest of the load (issue 22's start-up timeline)."""
+    import time
+
+    from lstv.sample import iter_samples
+
+    stream = iter_samples(_PidReader(80), 2)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(f.done() for _, f in stream.pending) < 48:
+            time.sleep(0.05)
+        assert sum(f.done() for _, f in stream.pending) >= 48  # 24 per reader, unconsumed
+        assert len(stream.pending) <= 64  # and memory stays bounded, whatever the run's size
+        items = list(stream)
+        assert len(items) == 80 and {nice for _, nice in items[:48]} == {
+            os.getpriority(os.PRIO_PROCESS, 0)
+        }
+    finally:
+        stream.close()
+
+
+class _DyingPidReader(_PidReader):
+    """Item ``victim`` kills its reader a second after it starts (as the OOM killer would);
+    the others are read at once."""
+
+    victim = 2
+
+    def __getitem__(self, i: int):
+        import time
+
+        if i == self.victim:
+            time.sleep(1.0)
+            os._exit(1)
+        return os.getpid(), i
+
+
+def test_a_dead_reader_costs_only_the_studies_it_had_not_read():
+    """The studies read ahead before a reader died keep their samples; only the dead reader's
+    study (and any not read yet) is read again alone, each in a fresh process."""
+    from lstv.sample import Failure, iter_samples
+
+    items = list(iter_samples(_DyingPidReader(12), 2))
+    assert [type(x) for x in items].count(Failure) == 1 and isinstance(items[2], Failure)
+    assert [i for _, i in items[:2] + items[3:]] == [0, 1, *range(3, 12)]
+    # The living reader read 3..11 while the other slept: one process, none read again.
+    assert len({pid for pid, _ in items[3:]}) == 1

@@ -245,6 +245,13 @@ def _read_alone(reader: SampleReader, i: int) -> Sample | Failure:
         pool.stop()
 
 
+def _read_whole(future) -> bool:
+    """A reader's future that holds its sample (or its study's Failure)."""
+    return future is not None and future.done() and not future.cancelled() and (
+        future.exception() is None
+    )
+
+
 def iter_samples(reader: SampleReader, num_workers: int) -> SampleStream:
     """Samples in task order, read by ``num_workers`` processes (0 = in this process).
 
@@ -264,8 +271,12 @@ class SampleStream:
     """
 
     # Studies read ahead of the model, per reader: enough to cover a model's import and load
-    # at the start, small enough that memory does not depend on how many studies there are.
-    READ_AHEAD = 8
+    # at the start (a reader reads ~12 phantom studies a second on a core of its own; the
+    # model's import and load take 2-3 s on a 2-core machine), small enough that memory does
+    # not depend on how many studies there are (32 samples of a 512 x 512 series: ~10 MB per
+    # reader). At 8 the readers of a 2-core run stopped after 16 studies, a second before the
+    # model was loaded, and left a core idle (issue 22's start-up timeline).
+    READ_AHEAD = 32
 
     def __init__(self, reader: SampleReader, num_workers: int):
         from collections import deque
@@ -315,11 +326,14 @@ class SampleStream:
 
     def _read_in_flight_alone(self, i: int) -> Iterator[Sample | Failure]:
         self.pool.stop()
-        retry = [i] + [j for j, _ in self.pending]
+        # Studies read before the reader died keep their samples (up to READ_AHEAD per
+        # reader); the others are read again, one at a time.
+        in_flight = [(i, None), *self.pending]
         self.pending.clear()
+        retry = [j for j, future in in_flight if not _read_whole(future)]
         log.warning("a reader process died; reading %d studies one by one", len(retry))
-        for j in retry:
-            yield _read_alone(self.reader, j)
+        for j, future in in_flight:
+            yield future.result() if _read_whole(future) else _read_alone(self.reader, j)
         self.pool = _ReaderPool(self.reader, self.workers, self.niceness)
         self._fill()
 
