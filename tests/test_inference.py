@@ -168,6 +168,19 @@ def test_load_predictor_runs_the_checkpoints_model_on_the_device(tiny_checkpoint
     assert np.allclose(probs, torch.softmax(logits, dim=1).numpy(), atol=1e-6)
 
 
+
+def test_load_predictor_takes_a_digest_the_caller_already_has(tiny_checkpoint, monkeypatch):
+    """``lstv infer --reference`` hashes the checkpoint first: the load records that digest
+    and does not read the file a second time to hash it."""
+    from lstv import model
+    from lstv.atomic import file_sha256
+    from lstv.inference import load_predictor
+
+    digest = file_sha256(tiny_checkpoint)
+    monkeypatch.setattr(model, "file_sha256", lambda path: pytest.fail(f"{path} hashed again"))
+    _, info = load_predictor(tiny_checkpoint, "cpu", sha256=digest)
+    assert info.sha256 == digest
+
 class PoolNet(torch.nn.Module):
     """Six-class logits from each pixel's 9 x 9 neighbourhood mean: maps that differ from slice
     to slice (as a real net's do), computed the same whatever the batch (pooling is exact), so

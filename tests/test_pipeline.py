@@ -517,6 +517,35 @@ def test_infer_refuses_a_bad_reference_before_any_work(
     assert not out.exists()
 
 
+def test_infer_with_a_reference_hashes_the_checkpoint_once(
+    tmp_path, phantom_dataset, tiny_checkpoint, monkeypatch
+):
+    """The reference's early check hashes the checkpoint and the load takes that digest: the
+    real checkpoint is ~100 MB, so a second hash was start-up on real data (issue 22)."""
+    from helpers import normal_features
+    from lstv import atomic, model, pipeline
+    from lstv.score import fit_reference
+
+    digest = atomic.file_sha256(tiny_checkpoint)
+    fit_reference(normal_features(np.random.default_rng(1), 25), digest).save(tmp_path / "r.json")
+    hashed = []
+
+    def counting_sha256(path):
+        hashed.append(Path(path).resolve())
+        return atomic.file_sha256(path)
+
+    monkeypatch.setattr(pipeline, "file_sha256", counting_sha256)
+    monkeypatch.setattr(model, "file_sha256", counting_sha256)
+    cfg = config(
+        phantom_dataset.root, tmp_path / "out", tiny_checkpoint, reference=tmp_path / "r.json"
+    )
+    summary = run_inference(cfg)
+    assert summary.n_completed > 0
+    assert hashed.count(Path(tiny_checkpoint).resolve()) == 1
+    manifest = json.loads((tmp_path / "out" / "run_manifest.json").read_text())
+    assert manifest["checkpoint"]["sha256"] == digest
+
+
 # -------------------- property infer
 # Issue 9, property: whatever is wrong with the DICOM headers, the series CSV, the paths of an
 # ``lstv index`` CSV or a ``--reference`` (issue 17), ``lstv infer`` exits 0 or 2 with a one-line

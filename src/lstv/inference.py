@@ -151,8 +151,10 @@ class Predictor:
         return np.stack(views)
 
 
-def load_predictor(checkpoint, device: str = "auto"):
-    """The checkpoint's model wrapped in a :class:`Predictor`, and its provenance.
+def load_predictor(checkpoint, device: str = "auto", sha256: str | None = None):
+    """The checkpoint's model wrapped in a :class:`Predictor`, and its provenance
+    (``sha256``: the file's digest when the caller already has it, see
+    :func:`lstv.model.load_checkpoint`).
 
     Raises:
         lstv.errors.CheckpointNotFoundError: the file is missing (the message says how to get
@@ -165,5 +167,5 @@ def load_predictor(checkpoint, device: str = "auto"):
 
     torch.manual_seed(0)
     dev = resolve_device(device)
-    model, info = load_checkpoint(checkpoint, device=dev)
+    model, info = load_checkpoint(checkpoint, device=dev, sha256=sha256)
     return Predictor(model, dev), info

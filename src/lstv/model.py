@@ -357,7 +357,10 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
 
 
 def load_checkpoint(
-    path: str | Path, encoder: str | None = None, device: str | torch.device = "cpu"
+    path: str | Path,
+    encoder: str | None = None,
+    device: str | torch.device = "cpu",
+    sha256: str | None = None,
 ) -> tuple[PointNet, CheckpointInfo]:
     """Build the point net a checkpoint describes and load its weights, in eval mode.
 
@@ -365,6 +368,9 @@ def load_checkpoint(
         path: checkpoint file (the real ``00002484.pth`` or one saved by :func:`save_checkpoint`).
         encoder: encoder name; defaults to the checkpoint's ``config`` entry, else ``resnet50d``.
         device: where the model goes.
+        sha256: the file's SHA-256 when the caller has just computed it (``lstv infer
+            --reference`` checks it first): the real checkpoint is ~100 MB, so it is not hashed
+            twice. Computed here when omitted.
     """
     obj = read_checkpoint(path)
     config = checkpoint_config(obj)
@@ -380,7 +386,7 @@ def load_checkpoint(
     model.eval().to(device)
     info = CheckpointInfo(
         path=str(path),
-        sha256=file_sha256(Path(path)),
+        sha256=sha256 or file_sha256(Path(path)),
         config=config,
         iteration=_plain_int(obj.get("iteration")),
         epoch=_plain_int(obj.get("epoch")),

@@ -367,12 +367,13 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
     if not Path(config.input_dir).is_dir():
         raise FileNotFoundError(f"--input_dir not found: {config.input_dir}")
     tasks, validated = select_tasks(config)
+    digest = None  # the checkpoint's SHA-256 once computed here: the load does not hash again
     if config.reference is not None:  # a bad reference stops the run before any work
         reference = load_reference(config.reference)
         if predictor is None and Path(config.checkpoint).is_file():
             # ...as does one fitted on another checkpoint: before the output folder exists.
-            source = f"reference {Path(config.reference)}"
-            check_checkpoint(reference, file_sha256(config.checkpoint), source)
+            digest = file_sha256(config.checkpoint)
+            check_checkpoint(reference, digest, f"reference {Path(config.reference)}")
     if predictor is None:
         _check_checkpoint_exists(config.checkpoint)
     run_dir = RunDir(config.output_dir)
@@ -388,7 +389,9 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
             if predictor is None:
                 from lstv.inference import load_predictor
 
-                predictor, checkpoint_info = load_predictor(config.checkpoint, config.device)
+                predictor, checkpoint_info = load_predictor(
+                    config.checkpoint, config.device, sha256=digest
+                )
             if predictor.device.type == "cpu":
                 samples.yield_to_model()  # the forward pass's threads get the cores first
             check_image_size(checkpoint_info, config.image_size)
