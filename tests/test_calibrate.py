@@ -87,3 +87,38 @@ def test_calibrate_on_an_unfinished_run_says_so(tmp_path, caplog):
         ref = calibrate(csv_path, tmp_path / "ref.json", **V1)
     assert "unfinished run" in caplog.text and "interrupted, 6 of 10 studies done" in caplog.text
     assert "unfinished run" in ref.reference_studies
+
+
+def test_calibrate_records_the_acquisition_of_the_labelled_normals_only(tmp_path, caplog):
+    from lstv.acquisition import DESCRIPTORS
+
+    rng = np.random.default_rng(9)
+    rows = rows_from(normal_features(rng, 45))
+    for i, row in enumerate(rows):  # the 5 transitional ones were read by another scanner
+        row.update(dict.fromkeys(DESCRIPTORS, ""))
+        row["acq_noise"] = repr(0.05 + 0.001 * (i % 7) if i < 40 else 0.5)
+    csv_path = write_run(tmp_path / "run", rows)
+    labels = labels_file(
+        tmp_path / "labels.csv",
+        [(r["study_id"], 0, "normal") for r in rows[:40]]
+        + [(r["study_id"], 1, "lumbarization") for r in rows[40:]],
+    )
+    ref = calibrate(csv_path, tmp_path / "ref.json", labels_path=labels, **V1)
+    noise = np.array([0.05 + 0.001 * (i % 7) for i in range(40)])
+    assert ref.acquisition == {
+        "n": 40,
+        "descriptors": {
+            "acq_noise": {
+                "centre": float(np.median(noise)),
+                "spread": 1.4826 * float(np.median(np.abs(noise - np.median(noise)))),
+                "n": 40,
+            }
+        },
+    }
+    assert json.loads((tmp_path / "ref.json").read_text())["acquisition"] == ref.acquisition
+    # a run written before the acquisition columns: a reference without them, and a warning
+    old = write_run(tmp_path / "old", rows_from(normal_features(rng, 20)))
+    with caplog.at_level(logging.WARNING):
+        assert calibrate(old, tmp_path / "old.json", **V1).acquisition == {}
+    assert "has no acquisition columns" in caplog.text
+    assert "acquisition" not in json.loads((tmp_path / "old.json").read_text())

@@ -39,8 +39,18 @@ def test_the_seed_contract_leads_in_round_1_order():
     ]
     assert (
         METRIC_COLUMNS[:17] == columns.SEED_COLUMNS
-        and len(set(METRIC_COLUMNS)) == len(METRIC_COLUMNS) == 99
+        and len(set(METRIC_COLUMNS)) == len(METRIC_COLUMNS) == 105
     )
+
+
+def test_the_acquisition_columns_are_appended_in_the_descriptors_order():
+    # Added after the parasagittal columns (readers of the older files keep working), one per
+    # lstv.acquisition descriptor, each with a unit.
+    from lstv.acquisition import DESCRIPTORS
+
+    assert METRIC_COLUMNS[-6:] == list(DESCRIPTORS) == list(columns.ACQUISITION_COLUMNS)
+    assert METRIC_COLUMNS[-7] == "l5_s1_para_shift_mm"
+    assert all(metric_column(n).dtype == "float" and metric_column(n).unit for n in DESCRIPTORS)
 
 
 def test_every_column_is_declared_once_and_found_by_its_file_name():

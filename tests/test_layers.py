@@ -21,6 +21,7 @@ CORE = {
     "inference", "sample", "uncertainty", "rundir", "results", "tables", "score", "columns",
     "plots", "visualize", "study_view", "score_check", "score_features", "score_reference",
     "score_reasons", "score_drift", "dicom_geometry", "dicom_limits", "atomic", "csv_files",
+    "acquisition",
 }  # fmt: skip
 APPLICATIONS = {
     "pipeline", "report", "evaluate", "audit", "merge", "train", "web", "demo", "cli", "api",
@@ -70,7 +71,9 @@ def test_evaluate_does_not_load_the_report():
     assert "report" not in imported_lstv_modules(PACKAGE / "evaluate.py")
 
 
-SCORE_MATHS = ["score", "score_features", "score_reference", "score_reasons", "score_drift"]
+SCORE_MATHS = [
+    "score", "score_features", "score_reference", "score_reasons", "score_drift", "acquisition"
+]
 
 
 @pytest.mark.parametrize("name", SCORE_MATHS)

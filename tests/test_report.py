@@ -505,6 +505,25 @@ def test_candidates_rank_by_the_calibrated_score_with_its_reason(tmp_path):
     html = build_report(csv_path, tmp_path / "r2.html", top_n=5).read_text()
     assert "robust\n    Mahalanobis distance" in html and "l5_s1_peak2" in html
     assert 'id="score-drift"' in html and "run lstv calibrate on confirmed normal" in html
+    assert "Score reference drift, feature drift:" in html  # a manifest before the verdict
+
+    # the drift check's verdict heads the line: a feature shift without acquisition drift is
+    # no alarm (muted), acquisition drift is (flag); no drift shows nothing
+    for verdict, css in (
+        ("feature shift without acquisition drift", "muted"),
+        ("acquisition drift", "flag"),
+        ("none", None),
+    ):
+        manifest["score_drift"] = {**manifest["score_drift"], "verdict": verdict, "note": "N"}
+        (csv_path.parent / "run_manifest.json").write_text(json.dumps(manifest))
+        html = build_report(csv_path, tmp_path / "r3.html", top_n=5).read_text()
+        if css is None:
+            assert 'id="score-drift"' not in html
+        else:
+            assert (
+                f'<p id="score-drift" class="{css}"><strong>Score reference drift, {verdict}:'
+                "</strong> N.</p>"
+            ) in html
 
 
 def test_without_a_score_the_report_says_how_to_get_one(report_html):

@@ -49,3 +49,17 @@ def test_row_maps_points_to_original_pixels_and_patient_mm():
     assert set(row) == set(METRIC_COLUMNS)
 
 
+
+
+def test_row_writes_the_samples_acquisition_and_leaves_unknown_ones_empty():
+    from dataclasses import replace
+
+    from lstv.acquisition import DESCRIPTORS
+
+    probs = np.full((6, 160, 160), 0.01)
+    values = dict(zip(DESCRIPTORS, [0.0512345678, 2.7, 0.2, -0.1, 0.7, float("nan")], strict=True))
+    sample = replace(make_sample(), acquisition=values)
+    row = metrics_row(StudyResult.from_maps(probs, sample.slice_shape), sample, RiskThresholds())
+    assert [row[n] for n in DESCRIPTORS] == [0.051235, 2.7, 0.2, -0.1, 0.7, ""]
+    bare = metrics_row(StudyResult.from_maps(probs, (400, 320)), make_sample(), RiskThresholds())
+    assert all(bare[n] == "" for n in DESCRIPTORS)

@@ -145,3 +145,27 @@ def test_a_dead_reader_costs_only_the_studies_it_had_not_read():
     assert [i for _, i in items[:2] + items[3:]] == [0, 1, *range(3, 12)]
     # The living reader read 3..11 while the other slept: one process, none read again.
     assert len({pid for pid, _ in items[3:]}) == 1
+
+
+def test_a_sample_carries_the_acquisition_of_its_16_bit_centre_slice(phantom_dataset):
+    """The drift check's descriptors come from the decoded centre slice (D // 2) before the
+    8-bit windowing, and the header: not from a neighbour, nor from the model's 8-bit input."""
+    from lstv.acquisition import descriptors
+    from lstv.dicom import read_slices
+    from lstv.sample import read_sample
+    from lstv.studies import read_series_table, sagittal_t2_tasks
+
+    task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
+    sample = read_sample(task, phantom_dataset.images_dir, 160)
+    series = read_slices(task.series_source(phantom_dataset.images_dir))
+    i = len(series.planes) // 2
+    expected = descriptors(series.planes[i], series.pixel_spacings[i], series.positions, i)
+    assert sample.acquisition == expected
+    assert np.isfinite(list(expected.values())).all()
+    assert expected["acq_slice_spacing_mm"] == pytest.approx(
+        float(np.linalg.norm(series.positions[i + 1] - series.positions[i]))
+    )
+    neighbour = descriptors(series.planes[i + 1], series.pixel_spacings[i], series.positions, i)
+    windowed = descriptors(sample.slice_pixels, series.pixel_spacings[i], series.positions, i)
+    for other in (neighbour, windowed):
+        assert other["acq_noise"] != expected["acq_noise"]

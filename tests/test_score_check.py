@@ -36,6 +36,10 @@ def refused(data) -> str:
 
 def test_a_good_reference_passes():
     check_fields(reference(), "ref.json", VOCABULARY)
+    # with the acquisition a current lstv calibrate records, and with none (an older one's)
+    fitted = {"acq_noise": {"centre": 0.05, "spread": 0.01, "n": 40}}
+    check_fields(reference(acquisition={"n": 40, "descriptors": fitted}), "ref.json", VOCABULARY)
+    check_fields(reference(acquisition={}), "ref.json", VOCABULARY)
 
 
 def test_a_required_field_missing_is_named():
@@ -91,6 +95,33 @@ def test_a_required_field_missing_is_named():
             "field 'normal_range': a_x: low 1 is above high -1",
         ),
         ({"extra": []}, "field 'extra': [] is not an object"),
+        ({"acquisition": []}, "field 'acquisition': [] is not an object"),
+        (
+            {"acquisition": {"descriptors": {}}},
+            "field 'acquisition': n: None is not a whole number of studies >= 1",
+        ),
+        (
+            {"acquisition": {"n": 40, "descriptors": {}}},
+            "field 'acquisition': descriptors: {} is not a non-empty object",
+        ),
+        (
+            {"acquisition": {"n": 40, "descriptors": {"acq_iq": {}}}},
+            "field 'acquisition': unknown descriptor 'acq_iq' (known: acq_noise, acq_sharpness, "
+            "acq_contrast, acq_bias_ratio, acq_pixel_spacing_mm, acq_slice_spacing_mm)",
+        ),
+        (
+            {"acquisition": {"n": 40, "descriptors": {"acq_noise": {"centre": 0.05, "n": 40}}}},
+            "field 'acquisition': acq_noise: None is not a number",
+        ),
+        (
+            {
+                "acquisition": {
+                    "n": 40,
+                    "descriptors": {"acq_noise": {"centre": 0.05, "spread": 0.0, "n": 40}},
+                }
+            },
+            "field 'acquisition': acq_noise: 0.0 is not a positive scale (spread)",
+        ),
     ],
 )
 def test_each_bad_field_is_refused_naming_file_field_and_fault(changes, message):

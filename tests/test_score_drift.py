@@ -102,3 +102,130 @@ def test_fewer_than_ten_studies_or_none_known_are_not_tested():
     too_few = {"drift": None, "features": {}, "note": "too few studies to test"}
     assert drift_check(_reference(), _rows(9, [6.0, 6.0, 6.0, 6.0])) == {**too_few, "n": 9}
     assert drift_check(_reference(), _rows(3, [np.nan] * 4)) == {**too_few, "n": 0}
+
+
+# --------------------------------------------------------------------------- acquisition
+
+NOISE, SHARP = "acq_noise", "acq_sharpness"
+
+
+def _acquisition(n_ref=40):
+    """A reference's acquisition: noise centred at 0.05 (spread 0.01), sharpness at 2.7 (0.1)."""
+    return {
+        "n": n_ref,
+        "descriptors": {
+            NOISE: {"centre": 0.05, "spread": 0.01, "n": n_ref},
+            SHARP: {"centre": 2.7, "spread": 0.1, "n": n_ref},
+        },
+    }
+
+
+def _descriptors(n, noise, sharp):
+    from lstv.acquisition import DESCRIPTORS
+
+    raw = np.full((n, len(DESCRIPTORS)), np.nan)
+    raw[:, DESCRIPTORS.index(NOISE)] = noise
+    raw[:, DESCRIPTORS.index(SHARP)] = sharp
+    return raw
+
+
+def test_acquisition_check_tests_each_descriptor_against_both_medians_uncertainty():
+    from lstv.score_drift import acquisition_check
+
+    # 60 studies, sharpness -1.0 spread: z = -1 / (1.2533 sqrt(1/60 + 1/40)) = -3.909; its
+    # Bonferroni p over 2 descriptors is 2 * 2 * P(Z < -3.909) = 1.8546e-4 (scipy.stats.norm).
+    result = acquisition_check(_acquisition(), _descriptors(60, 0.05, 2.6))
+    assert result["drift"] is True and result["n"] == 60 and list(result["descriptors"]) == [SHARP]
+    assert result["descriptors"][SHARP]["median_shift_sd"] == -1.0
+    assert result["descriptors"][SHARP]["p_adjusted"] == pytest.approx(1.8546e-4, rel=1e-3)
+    assert result["note"] == (
+        "these 60 studies were acquired differently from the reference's normal studies "
+        "(acq_sharpness median -1.0 SD)"
+    )
+    # Upwards too, and the same shift against a reference of 10 is not significant
+    # (z = 1 / (1.2533 sqrt(1/60 + 1/10)) = 2.34).
+    assert list(acquisition_check(_acquisition(), _descriptors(60, 0.06, 2.7))["descriptors"]) == [
+        NOISE
+    ]
+    assert acquisition_check(_acquisition(10), _descriptors(60, 0.05, 2.6))["drift"] is False
+
+
+def test_acquisition_check_needs_half_a_spread_and_ten_studies():
+    from lstv.score_drift import acquisition_check
+
+    # 0.49 spread over 1,000 studies is significant but too small to be worth a word.
+    small = acquisition_check(_acquisition(1000), _descriptors(1000, 0.05, 2.651))
+    assert small == {
+        "drift": False,
+        "n": 1000,
+        "descriptors": {},
+        "note": "the acquisition of 1000 studies is like the reference's",
+    }
+    few = acquisition_check(_acquisition(), _descriptors(9, 0.2, 1.0))
+    assert few["drift"] is None and few["note"] == "too few studies to test the acquisition"
+
+
+def test_acquisition_check_cannot_run_without_the_references_or_the_runs_descriptors():
+    from lstv.score_drift import NO_ACQUISITION, acquisition_check
+
+    assert acquisition_check({}, _descriptors(50, 1.0, 1.0)) == {
+        "drift": None, "n": 0, "descriptors": {}, "note": NO_ACQUISITION
+    }
+    old_run = acquisition_check(_acquisition(), None)
+    assert old_run["drift"] is None
+    assert "this run's CSV has no acquisition columns" in old_run["note"]
+
+
+def _rows_with(raw_features, noise, sharp):
+    from helpers import rows_from
+
+    rows = rows_from(raw_features)
+    for row in rows:
+        row.update({NOISE: repr(noise), SHARP: repr(sharp)})
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("feature_shift", "sharp", "verdict"),
+    [
+        (0.0, 2.7, "none"),
+        (3.0, 2.7, "feature shift without acquisition drift"),  # e.g. many transitional studies
+        (3.0, 2.3, "acquisition drift"),
+        (0.0, 2.3, "acquisition drift"),  # the acquisition moved, the features' medians did not
+    ],
+)
+def test_check_run_says_which_it_is(feature_shift, sharp, verdict):
+    from dataclasses import replace
+
+    from lstv.score_drift import check_run
+
+    rng = np.random.default_rng(8)
+    ref = replace(fit_reference(normal_features(rng, 40), SHA_A), acquisition=_acquisition())
+    raw = normal_features(rng, 100)
+    raw[:, FEATURES.index("l5_s1_entropy")] += feature_shift * ref.scale["l5_s1_entropy"]
+    result = check_run(ref, _rows_with(raw, 0.05, sharp))
+    assert result["verdict"] == verdict
+    assert result["drift"] is (feature_shift > 0)  # the feature part's key, as before
+    assert result["acquisition_drift"] is (sharp != 2.7)
+    recommends = "run lstv calibrate on confirmed normal studies of this set" in result["note"]
+    assert recommends is (verdict == "acquisition drift")
+    if verdict == "feature shift without acquisition drift":
+        assert result["note"] == (
+            "the score features of these 100 studies moved (l5_s1_entropy median +2.9 SD) but "
+            "the acquisition of 100 studies is like the reference's: the set may hold many "
+            "transitional studies; that is not a reason to re-calibrate"
+        )
+
+
+def test_check_run_with_an_old_reference_tests_the_features_and_says_once_why_not_the_rest():
+    from lstv.score_drift import NO_ACQUISITION, check_run
+
+    rng = np.random.default_rng(8)
+    ref = fit_reference(normal_features(rng, 40), SHA_A)  # no acquisition field
+    raw = normal_features(rng, 100)
+    raw[:, FEATURES.index("l5_s1_entropy")] += 3 * ref.scale["l5_s1_entropy"]
+    result = check_run(ref, _rows_with(raw, 0.05, 2.7))
+    assert result["verdict"] == "feature drift" and result["acquisition_drift"] is None
+    assert result["feature_note"] == drift_check(ref, raw)["note"]
+    assert result["note"] == f"{result['feature_note']} ({NO_ACQUISITION})"
+    assert result["note"].count("cannot run") == 1

@@ -296,3 +296,25 @@ def test_a_mahalanobis_reference_scores_by_its_location_covariance_and_one_sided
     np.testing.assert_allclose(score, [1.0, 0.0, 0.6], atol=1e-12)
     assert drivers == ["l5_s1_entropy", "l5_s1_entropy", "l5_s1_peak2"]
     assert not flag.any()
+
+
+def test_a_reference_without_acquisition_loads_writes_and_scores_exactly_as_before(tmp_path):
+    """A reference fitted before the acquisition descriptors lacks the field: it loads, writes
+    back byte for byte the same keys (no empty 'acquisition' added), scores as it did, and its
+    drift check says once that the acquisition part cannot run."""
+    from dataclasses import replace
+
+    from lstv.score_drift import NO_ACQUISITION, check_run
+
+    raw = normal_features(np.random.default_rng(4), 40)
+    old = fit_reference(raw, SHA_A)
+    data = json.loads(old.save(tmp_path / "old.json").read_text())
+    assert "acquisition" not in data
+    ref = read_reference(tmp_path / "old.json")
+    assert ref.acquisition == {} and ref.to_dict() == data
+    np.testing.assert_array_equal(ref.score(raw)[0], old.score(raw)[0])
+    assert check_run(ref, rows_from(raw))["acquisition"]["note"] == NO_ACQUISITION
+    # a current one records it and reads it back
+    fitted = {"n": 40, "descriptors": {"acq_noise": {"centre": 0.05, "spread": 0.01, "n": 40}}}
+    new = replace(old, acquisition=fitted)
+    assert read_reference(new.save(tmp_path / "new.json")).acquisition == fitted

@@ -16,6 +16,7 @@ from helpers import (
 )
 from lstv.columns import SCORE_COLUMNS
 from lstv.score import fit_reference
+from lstv.score_drift import NO_ACQUISITION
 from lstv.score_reference import check_checkpoint
 from lstv.scoring import load_reference, rescore_run, resolve_reference
 
@@ -114,9 +115,13 @@ def test_infer_with_a_reference_scores_as_lstv_score_does(
     manifest = json.loads((tmp_path / "scored" / "run_manifest.json").read_text())
     assert manifest["score_reference"]["path"] == str(ref)
     # the drift check ran (this phantom set is too small to test it: lstv.score_drift's tests do)
-    assert manifest["score_drift"] == {
-        "drift": None, "n": len(scored), "features": {}, "note": "too few studies to test"
+    drift = manifest["score_drift"]
+    assert {k: drift[k] for k in ("drift", "n", "features", "feature_note")} == {
+        "drift": None, "n": len(scored), "features": {}, "feature_note": "too few studies to test"
     }
+    # a reference of 8 studies records no acquisition: that part says once it cannot run
+    assert drift["verdict"] == "none" and drift["acquisition_drift"] is None
+    assert drift["note"] == f"too few studies to test; {NO_ACQUISITION}"
 
     assert main(["score", "--csv", str(plain_csv), "--reference", str(ref), "--quiet"]) == 0
     rescored = read(plain_csv)

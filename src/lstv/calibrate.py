@@ -8,6 +8,7 @@ checkpoint in the reference.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,23 @@ def once_per_study(rows: list[dict], csv_path: Path) -> list[dict]:
     return unique
 
 
+def fit_acquisition(rows: list[dict], csv_path: Path) -> dict:
+    """How the reference studies were acquired (:func:`lstv.acquisition.fit_descriptors`), for
+    the drift check; ``{}`` (with a note) when the run's CSV has no acquisition columns."""
+    from lstv.acquisition import descriptor_matrix, fit_descriptors
+
+    matrix = descriptor_matrix(rows, str(csv_path))
+    if matrix is None:
+        log.warning(
+            "%s has no acquisition columns (an lstv before them wrote it): the reference "
+            "records no acquisition, and its drift check cannot tell a scanner change from a "
+            "set rich in transitional studies; run lstv infer again to have them",
+            csv_path,
+        )
+        return {}
+    return fit_descriptors(matrix)
+
+
 def calibrate(
     csv_path: str | Path,
     output: str | Path,
@@ -146,6 +164,7 @@ def calibrate(
             "labels": str(labels_path) if labels_path else None,
         },
     )
+    ref = replace(ref, acquisition=fit_acquisition(chosen, csv_path))
     ref.save(output)
     log.info(
         "reference of %d studies written to %s: flag threshold %.3f (%s)",

@@ -285,8 +285,8 @@ def cmd_score(args) -> int:
         f"{r['n_scored']} of {r['n_rows']} studies scored, {r['n_flagged']} flagged "
         f"(lstv_score > {r['threshold']:.3f}); {c.csv} updated"
     )
-    if r["drift"].get("drift"):
-        print(f"drift: {r['drift']['note']}")
+    if r["drift"]["verdict"] != "none":
+        print(f"drift ({r['drift']['verdict']}): {r['drift']['note']}")
     return 0
 
 

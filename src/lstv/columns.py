@@ -240,14 +240,56 @@ PARASAGITTAL = (
         HIGHER,
     ),
 )
+# How the study was acquired, from its 16-bit centre slice and header, not its anatomy
+# (lstv.acquisition): the drift check tells a scanner change from a set rich in LSTV by them.
+ACQUISITION = (
+    Column(
+        "acq_noise",
+        "float",
+        "noise of the centre slice (MAD of its Laplacian, as a white noise SD) over the body's "
+        "median signal",
+        "ratio",
+    ),
+    Column(
+        "acq_sharpness",
+        "float",
+        "mean absolute Laplacian over mean absolute gradient of the centre slice: effective "
+        "resolution",
+        "ratio",
+    ),
+    Column(
+        "acq_contrast",
+        "float",
+        "log of the body's 99th over its 90th intensity percentile on the centre slice",
+        "log ratio",
+    ),
+    Column(
+        "acq_bias_ratio",
+        "float",
+        "log of the body's median signal in the slice's right third over its left third "
+        "(coil bias field)",
+        "log ratio",
+    ),
+    Column("acq_pixel_spacing_mm", "float", "in-plane pixel spacing (header)", "mm"),
+    Column(
+        "acq_slice_spacing_mm",
+        "float",
+        "distance from the centre slice to its neighbour (header positions); empty for one "
+        "slice",
+        "mm",
+    ),
+)
 # In file order: round 1's columns first, later ones appended so readers of those keep working.
-METRICS = (*SEED, LEVEL_DETAILS, SERIES, SHAPE, SCORE, SELECTION, GEOMETRY, PARASAGITTAL)
+METRICS = (
+    *SEED, LEVEL_DETAILS, SERIES, SHAPE, SCORE, SELECTION, GEOMETRY, PARASAGITTAL, ACQUISITION
+)
 
 METRIC_COLUMNS = _expand(METRICS)
 SEED_COLUMNS = _expand(SEED)
 SCORE_COLUMNS = tuple(c.name for c in SCORE)
 SHAPE_FEATURES = tuple(c.name.removeprefix("{level}_") for c in SHAPE)
 PARASAGITTAL_COLUMNS = tuple(c.name for c in PARASAGITTAL)
+ACQUISITION_COLUMNS = tuple(c.name for c in ACQUISITION)
 
 
 def metric_column(name: str) -> Column | None:

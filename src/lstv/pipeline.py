@@ -280,14 +280,14 @@ class _Run:
         self.run_dir.write_manifest(self.manifest)
 
     def check_drift(self) -> None:
-        """The run's feature medians against its score reference's (lstv.score.drift_check):
-        in the manifest, and a warning in the log when they sit far apart."""
-        from lstv.score_drift import drift_check
-        from lstv.score_features import feature_matrix
+        """The run's acquisition and feature medians against its score reference's
+        (lstv.score_drift.check_run): in the manifest, and a warning in the log when they sit
+        far apart, saying whether the acquisition or only the features moved."""
+        from lstv.score_drift import check_run
         from lstv.scoring import read_run_csv, warn_drift
 
         _, rows = read_run_csv(self.run_dir.metrics_csv, self.reference.features)
-        drift = drift_check(self.reference, feature_matrix(rows, self.reference.features))
+        drift = check_run(self.reference, rows)
         warn_drift(drift)
         self.manifest = self.manifest.replace(score_drift=drift)
 

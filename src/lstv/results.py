@@ -18,6 +18,7 @@ import numpy as np
 
 from lstv.atomic import atomic_file
 from lstv.columns import (
+    ACQUISITION_COLUMNS,
     METRIC_COLUMNS,
     PARASAGITTAL_COLUMNS,
     SCORE_COLUMNS,
@@ -160,6 +161,10 @@ def metrics_row(result: StudyResult, sample, thresholds: RiskThresholds) -> dict
     for name in PARASAGITTAL_COLUMNS:
         value = result.parasagittal[name]
         row[name] = value if np.isfinite(value) else ""
+    acquisition = getattr(sample, "acquisition", None) or {}
+    for name in ACQUISITION_COLUMNS:
+        value = acquisition.get(name, np.nan)
+        row[name] = round(value, 6) if np.isfinite(value) else ""
     return row
 
 

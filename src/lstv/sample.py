@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class Sample:
     pixel_spacing: np.ndarray
     side_offsets: tuple[int, ...] = ()  # parasagittal slices, from the centre (-1, +1, ...)
     side_images: np.ndarray | None = None  # (len(side_offsets), S, S) uint8 model inputs
+    acquisition: dict = field(default_factory=dict)  # lstv.acquisition.descriptors, or {}
 
     @property
     def slice_shape(self) -> tuple[int, int]:
@@ -88,6 +89,7 @@ def read_sample(
     """Read one study's series and cut out the model's input, and the inputs of the
     ``parasagittal`` slices on each side of the centre that the series has. Raises on bad
     input."""
+    from lstv.acquisition import descriptors
     from lstv.dicom import read_slices
     from lstv.inference import input_slices, model_inputs, parasagittal_offsets
 
@@ -111,6 +113,10 @@ def read_sample(
         position=series.positions[index],
         orientation=series.orientations[index],
         pixel_spacing=series.pixel_spacings[index],
+        # From the 16-bit centre slice, before the windowing: the drift check's descriptors.
+        acquisition=descriptors(
+            series.planes[index], series.pixel_spacings[index], series.positions, index
+        ),
     )
 
 

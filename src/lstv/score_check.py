@@ -175,6 +175,34 @@ def _check_normal_range(value, data, vocabulary=None) -> None:
             raise UsageError(f"{name}: low {low:g} is above high {high:g}")
 
 
+def _check_acquisition(value, data, vocabulary=None) -> None:
+    """``{"n": studies, "descriptors": {name: {"centre", "spread", "n"}}}`` of known
+    descriptors (lstv.acquisition.fit_descriptors), or ``{}``."""
+    from lstv.acquisition import DESCRIPTORS
+
+    _check_object(value, data)
+    if not value:
+        return
+    try:
+        _check_n(value.get("n"), data)
+    except ValueError as exc:
+        raise UsageError(f"n: {exc}") from None
+    descriptors = value.get("descriptors")
+    if not isinstance(descriptors, dict) or not descriptors:
+        raise UsageError(f"descriptors: {_shown(descriptors)} is not a non-empty object")
+    for name, fitted in descriptors.items():
+        if name not in DESCRIPTORS:
+            raise UsageError(f"unknown descriptor {name!r} (known: {', '.join(DESCRIPTORS)})")
+        if not isinstance(fitted, dict):
+            raise UsageError(f"{name}: {_shown(fitted)} is not an object")
+        try:
+            _finite(fitted.get("centre"))
+            _positive_scale(_finite(fitted.get("spread")))
+            _check_n(fitted.get("n"), data)
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+
+
 # Every field of a reference and its check, features first (the others are checked against
 # them). A check takes (value, the whole reference, the vocabulary) and raises ValueError
 # saying what is wrong.
@@ -199,6 +227,7 @@ REFERENCE_FIELDS = {
     "location": _check_location,
     "covariance": _check_covariance,
     "normal_range": _check_normal_range,
+    "acquisition": _check_acquisition,
     "extra": _check_object,
 }
 

@@ -54,3 +54,139 @@ def drift_check(ref: Reference, raw: np.ndarray) -> dict:
             "this set"
         )
     return {"drift": bool(drifted), "n": n_max, "features": drifted, "note": note}
+
+
+# --------------------------------------------------------------------------- acquisition
+
+ACQUISITION_ALPHA = 1e-3  # family-wise, over the reference's descriptors (Bonferroni)
+ACQUISITION_MIN_SHIFT = 0.5  # reference spreads
+NO_ACQUISITION = (
+    "the acquisition check cannot run: the reference records no acquisition descriptors "
+    "(fitted by an lstv before them, or on fewer than 10 studies with them); lstv calibrate "
+    "on 10 or more normal studies of a current run records them"
+)
+
+
+def acquisition_check(acquisition: dict, raw: np.ndarray) -> dict:
+    """Were a run's studies acquired as the reference's normal studies were? A robust test of
+    each acquisition descriptor's median (:mod:`lstv.acquisition`) against the reference's.
+
+    Per descriptor, ``shift`` is the run's median minus the reference's, in reference spreads
+    (1.4826 x MAD). Both medians are uncertain: under "acquired alike" the shift is about
+    normal with a standard error of 1.2533 x sqrt(1/n + 1/n_ref). A descriptor drifts when
+    its two-sided p, times the number of descriptors the reference has (Bonferroni), is below
+    :data:`ACQUISITION_ALPHA` and its shift is at least :data:`ACQUISITION_MIN_SHIFT`; 10 studies
+    or more. The descriptors do not depend on the anatomy, so a set rich in transitional
+    studies sits where the reference's normals sat.
+
+    Args:
+        acquisition: the reference's ``acquisition`` field (:func:`lstv.acquisition.
+            fit_descriptors`); empty for a reference fitted before it.
+        raw: (n, len(DESCRIPTORS)) the run's descriptors, NaN where unknown; None when the
+            run's CSV has no acquisition columns.
+
+    Returns:
+        ``{"drift": bool or None (not tested), "n", "descriptors": {name: {"median_shift_sd",
+        "p_adjusted"}} of the drifted ones, "note"}``.
+    """
+    from lstv.acquisition import DESCRIPTORS
+
+    fitted = (acquisition or {}).get("descriptors") or {}
+    if not fitted:
+        return {"drift": None, "n": 0, "descriptors": {}, "note": NO_ACQUISITION}
+    if raw is None:
+        note = (
+            "the acquisition check cannot run: this run's CSV has no acquisition columns "
+            "(written by an lstv before them; run lstv infer again to have them)"
+        )
+        return {"drift": None, "n": 0, "descriptors": {}, "note": note}
+    raw = np.asarray(raw, dtype=float)
+    drifted, n_max = {}, 0
+    for j, name in enumerate(DESCRIPTORS):
+        if name not in fitted:
+            continue
+        v = raw[:, j][np.isfinite(raw[:, j])]
+        n_max = max(n_max, len(v))
+        if len(v) < DRIFT_MIN_STUDIES:
+            continue
+        ref = fitted[name]
+        shift = (float(np.median(v)) - ref["centre"]) / ref["spread"]
+        z = shift / (1.2533 * math.sqrt(1 / len(v) + 1 / ref["n"]))
+        p_adjusted = min(1.0, math.erfc(abs(z) / math.sqrt(2)) * len(fitted))
+        if p_adjusted < ACQUISITION_ALPHA and abs(shift) >= ACQUISITION_MIN_SHIFT:
+            drifted[name] = {"median_shift_sd": round(shift, 2), "p_adjusted": p_adjusted}
+    if n_max < DRIFT_MIN_STUDIES:
+        note = "too few studies to test the acquisition"
+        return {"drift": None, "n": n_max, "descriptors": {}, "note": note}
+    if not drifted:
+        note = f"the acquisition of {n_max} studies is like the reference's"
+    else:
+        worst = sorted(drifted, key=lambda f: -abs(drifted[f]["median_shift_sd"]))[:3]
+        note = (
+            f"these {n_max} studies were acquired differently from the reference's normal "
+            "studies ("
+            + ", ".join(f"{f} median {drifted[f]['median_shift_sd']:+.1f} SD" for f in worst)
+            + ")"
+        )
+    return {"drift": bool(drifted), "n": n_max, "descriptors": drifted, "note": note}
+
+
+# --------------------------------------------------------------------------- both parts
+
+ACQUISITION_DRIFT = "acquisition drift"
+FEATURE_SHIFT_ONLY = "feature shift without acquisition drift"
+FEATURE_DRIFT = "feature drift"  # the acquisition was not checked
+NO_DRIFT = "none"
+CALIBRATE = "run lstv calibrate on confirmed normal studies of this set"
+
+
+def check_run(ref: Reference, rows: list[dict], source: str = "metrics CSV") -> dict:
+    """The drift check of a run's metrics rows against its reference, both parts: the
+    acquisition (:func:`acquisition_check`), then the score features (:func:`drift_check`).
+
+    ``verdict`` says which it is: :data:`ACQUISITION_DRIFT` (the set was acquired differently:
+    re-calibrate), :data:`FEATURE_SHIFT_ONLY` (the features moved but the acquisition did not:
+    the set may hold many transitional studies; no reason to re-calibrate), :data:`FEATURE_DRIFT`
+    (the features moved and the acquisition could not be checked), or :data:`NO_DRIFT`.
+
+    Returns:
+        :func:`drift_check`'s keys (``drift``, ``n``, ``features``; ``note`` now the whole
+        verdict in words, the features' own as ``feature_note``), and ``acquisition``
+        (:func:`acquisition_check`), ``acquisition_drift`` and ``verdict``.
+    """
+    from lstv.acquisition import descriptor_matrix
+    from lstv.score_features import feature_matrix
+
+    features = drift_check(ref, feature_matrix(rows, ref.features, source))
+    acquisition = acquisition_check(ref.acquisition, descriptor_matrix(rows, source))
+    shifts = features["features"]
+    worst = sorted(shifts, key=lambda f: -abs(shifts[f]["median_shift_sd"]))[:3]
+    moved = ", ".join(f"{f} median {shifts[f]['median_shift_sd']:+.1f} SD" for f in worst)
+    if acquisition["drift"]:
+        verdict = ACQUISITION_DRIFT
+        note = (
+            f"{acquisition['note']}: the reference comes from another scanner or protocol, and "
+            f"its flag rate will not hold; {CALIBRATE}"
+            + (f" (the score features moved too: {moved})" if moved else "")
+        )
+    elif features["drift"] and acquisition["drift"] is False:
+        verdict = FEATURE_SHIFT_ONLY
+        note = (
+            f"the score features of these {features['n']} studies moved ({moved}) but "
+            f"{acquisition['note']}: the set may hold many transitional studies; that is not a "
+            "reason to re-calibrate"
+        )
+    elif features["drift"]:
+        verdict = FEATURE_DRIFT
+        note = f"{features['note']} ({acquisition['note']})"
+    else:
+        verdict = NO_DRIFT
+        note = f"{features['note']}; {acquisition['note']}"
+    return {
+        **features,
+        "note": note,
+        "feature_note": features["note"],
+        "acquisition": acquisition,
+        "acquisition_drift": acquisition["drift"],
+        "verdict": verdict,
+    }

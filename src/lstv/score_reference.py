@@ -84,6 +84,9 @@ class Reference:
     location: dict[str, float] = field(default_factory=dict)
     covariance: list[list[float]] = field(default_factory=list)
     normal_range: dict[str, list[float]] = field(default_factory=dict)
+    # How the normal studies were acquired (lstv.acquisition.fit_descriptors), for the drift
+    # check; empty in a reference fitted before it (written only when present).
+    acquisition: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     # -- scoring
@@ -130,6 +133,8 @@ class Reference:
         data["features"] = list(self.features)
         data["log_features"] = list(self.log_features)
         data["one_sided"] = list(self.one_sided)
+        if not self.acquisition:
+            del data["acquisition"]  # an older reference reads and writes as it did
         return {"format": REFERENCE_FORMAT, "version": REFERENCE_VERSION, **extra, **data}
 
     @classmethod

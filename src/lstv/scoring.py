@@ -19,8 +19,8 @@ from lstv.csv_files import read_csv_rows
 from lstv.errors import UsageError
 from lstv.rundir import RunDir
 from lstv.score import score_rows
-from lstv.score_drift import drift_check
-from lstv.score_features import feature_matrix, required_columns
+from lstv.score_drift import NO_DRIFT, check_run
+from lstv.score_features import required_columns
 from lstv.score_reference import CONFIG_KEY, Reference, check_checkpoint, read_reference
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def rescore_run(csv_path: str | Path, reference_path: str | Path) -> dict:
         entry = manifest_entry(
             ref, str(reference_path), file_sha256(Path(reference_path)), "lstv score"
         )
-        drift = drift_check(ref, feature_matrix(rows, ref.features, str(csv_path)))
+        drift = check_run(ref, rows, str(csv_path))
         warn_drift(drift)
         text = replace(manifest, **entry, score_drift=drift).to_text(run.manifest_json)
         # One commit point for the pair: a kill leaves both old or both new.
@@ -195,8 +195,10 @@ def rescore_run(csv_path: str | Path, reference_path: str | Path) -> dict:
 
 
 def warn_drift(drift: dict) -> None:
-    """Say in the log when a run's features sit far from its reference's."""
-    if drift.get("drift"):
-        log.warning("score reference drift: %s", drift["note"])
+    """Say in the log, once per run, when a run sits far from its reference, and which it is:
+    acquisition drift, or a feature shift without it (lstv.score_drift.check_run)."""
+    verdict = drift.get("verdict", "feature drift" if drift.get("drift") else NO_DRIFT)
+    if verdict != NO_DRIFT:
+        log.warning("score reference drift (%s): %s", verdict, drift["note"])
     else:
         log.info("score reference drift check: %s", drift["note"])

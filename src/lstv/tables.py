@@ -90,7 +90,9 @@ def read_metrics_csv(csv_path: str | Path) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col], errors="raise").astype(float)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"metrics CSV {path}: column {col!r} is not numeric ({exc})") from exc
-    return df
+    # Each conversion above left a block of its own: past 100 blocks (105 columns) pandas warns
+    # that the frame is fragmented on the next column added; a copy joins them again.
+    return df.copy()
 
 
 def normalise_type(value: object) -> str:

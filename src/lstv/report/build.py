@@ -382,7 +382,7 @@ def _score_summary(df: pd.DataFrame, manifest: dict | None) -> dict:
         "pct_flagged": 100.0 * flags.sum() / n_scored if n_scored else math.nan,
         "reference": reference if isinstance(reference, dict) else None,
         "note": note,
-        "drift": (manifest or {}).get("score_drift"),  # lstv.score_drift.drift_check, or None
+        "drift": (manifest or {}).get("score_drift"),  # lstv.score_drift.check_run, or None
     }
 
 
