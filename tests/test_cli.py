@@ -586,3 +586,49 @@ def test_the_command_ends_without_teardown_and_loses_nothing(tmp_path, phantom_d
     assert proc.returncode == 2 and "error:" in proc.stderr  # after torch was imported
     proc = _lstv_process("--version")  # no torch: the ordinary exit
     assert proc.returncode == 0 and proc.stdout.startswith("lstv ")
+
+
+# lstv as a process whose log goes through a buffering handler (records reach the file only
+# when logging shuts down), with an exit handler registered while the command runs.
+BUFFERED_LOG_MAIN = """
+import atexit, logging, logging.handlers, sys
+from pathlib import Path
+log_file, marker = Path(sys.argv[1]), Path(sys.argv[2])
+target = logging.FileHandler(log_file)
+target.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+logging.getLogger().addHandler(logging.handlers.MemoryHandler(10_000, logging.CRITICAL, target))
+logging.getLogger().setLevel(logging.INFO)
+import lstv.cli as cli
+command = cli.main
+def main_registering_a_handler():
+    atexit.register(marker.write_text, "ran")  # as a temporary folder or a pool would
+    return command()
+cli.main = main_registering_a_handler
+sys.argv = ["lstv", *sys.argv[3:]]
+cli.run()
+"""
+
+
+@pytest.mark.slow  # a process that imports torch: ~10 s on the shared 2-core machine
+def test_the_fast_exit_leaves_the_log_file_whole(tmp_path, phantom_dataset, tiny_checkpoint):
+    """cli.run ends without the interpreter's teardown, through public means only (an exit
+    handler registered first, so it runs last): exit handlers registered during the command
+    still run, and a log handler that writes only when logging shuts down has written every
+    record; stdout to a file (block-buffered) is whole too."""
+    log_file, marker, out = tmp_path / "lstv.log", tmp_path / "marker", tmp_path / "o"
+    args = infer_args(phantom_dataset, out, tiny_checkpoint, num_workers=2)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    with open(tmp_path / "stdout", "w") as stdout:
+        proc = subprocess.run(
+            [sys.executable, "-c", BUFFERED_LOG_MAIN, str(log_file), str(marker), *args,
+             "--mode", "trial", "--n_trial", "3"],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=600,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "3 of 3 studies done" in (tmp_path / "stdout").read_text()
+    assert marker.read_text() == "ran"
+    lines = log_file.read_text().splitlines()
+    assert any(line.startswith("INFO lstv.model: loaded ") for line in lines), lines
+    assert any(line.startswith("INFO lstv.pipeline: 3 studies selected") for line in lines)
+    assert RunDir(out).read_manifest().status == "complete"

@@ -366,22 +366,34 @@ def run() -> None:
     """``lstv`` as a command (the console script and ``python -m lstv``): :func:`main`, then the
     process ends. Once torch is loaded it ends without the interpreter's teardown, which frees
     every module and unloads torch's libraries: 0.8-1.2 s of a loaded 2-core machine after the
-    last output was written, for nothing (issue 22's start-up). What lstv writes is whole and
-    synced before :func:`main` returns; the exit handlers still run, then logging and the
-    standard streams are flushed here."""
-    code = main()
-    if "torch" not in sys.modules:
-        sys.exit(code)
+    last output was written, for nothing (issue 22's start-up).
+
+    The fast exit is an ordinary exit handler (:func:`atexit.register`) registered before the
+    command runs, so it runs last: after the threads are joined and after every handler
+    registered during the command (temporary folders, process pools); it then shuts logging
+    down (flushing and closing every handler), flushes the standard streams and ends the
+    process with :func:`os._exit`. What lstv writes is whole and synced before :func:`main`
+    returns."""
     import atexit
+
+    code: list[int] = []  # main's exit code, once it has returned
+    atexit.register(_exit_without_teardown, code)
+    code.append(main())
+    sys.exit(code[0])
+
+
+def _exit_without_teardown(code: list[int]) -> None:
+    """The last exit handler: where torch was loaded, end now instead of tearing down."""
+    if not code or "torch" not in sys.modules:
+        return  # main did not return (--help, an uncaught error), or no torch: the usual exit
     import contextlib
     import os
 
-    atexit._run_exitfuncs()  # what the teardown would run first (temporary folders, pools)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe
             stream.flush()
-    os._exit(code)
+    os._exit(code[0])
 
 
 def is_usage_error(exc: BaseException) -> bool:
