@@ -195,3 +195,155 @@ def test_a_fifo_named_as_a_series_file_is_refused_not_waited_on(tmp_path):
 
 def test_the_unedited_copy_reads(series_dir):
     assert read_series(series_dir).volume.shape[0] == len(files_of(series_dir))
+
+
+# --- issue 20: mutation survivors of lstv.dicom ----------------------------------------------
+
+
+def test_folder_files_skips_hidden_files_dicomdir_and_folders(tmp_path):
+    """An index's folder: every file by any name, but not hidden files, the DICOMDIR or a
+    subfolder; a missing or empty folder is a clear error."""
+    from lstv.dicom import folder_files
+
+    folder = tmp_path / "s"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("IM0001", "2.dcm", ".DS_Store", "DICOMDIR"):
+        (folder / name).write_bytes(b"x")
+    assert [p.name for p in folder_files(folder)] == ["2.dcm", "IM0001"]
+    with pytest.raises(SeriesReadError, match=r"^series folder not found: .*missing$"):
+        folder_files(tmp_path / "missing")
+    (folder / "2.dcm").unlink()
+    (folder / "IM0001").unlink()
+    with pytest.raises(SeriesReadError, match=r"^no files in .*s$"):
+        folder_files(folder)  # hidden files and the DICOMDIR do not count
+
+
+def test_series_files_takes_dcm_files_only(tmp_path):
+    from lstv.dicom import series_files
+
+    folder = tmp_path / "s"
+    (folder / "sub.dcm").mkdir(parents=True)  # a folder named like a file
+    for name in ("1.dcm", "2.DCM", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    assert [p.name for p in series_files(folder)] == ["1.dcm", "2.DCM"]
+
+
+def test_no_files_given_is_a_clear_error():
+    with pytest.raises(SeriesReadError, match=r"^no files given for the series$"):
+        read_series([])
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_without_blocking(tmp_path, monkeypatch):
+    """open_regular checks the path, then the open descriptor: a FIFO put in place between the
+    two is opened non-blocking (no writer needed), refused, and its descriptor closed."""
+    import os
+    import threading
+
+    from lstv.dicom import NotRegularFileError, open_regular
+
+    fifo = tmp_path / "f.dcm"
+    os.mkfifo(fifo)
+    regular = tmp_path / "regular.dcm"
+    regular.write_bytes(b"x")
+    real_stat, regular_stat = os.stat, os.stat(regular)
+
+    # The path check sees the regular file that was there a moment before.
+    def stat(p, *args, **kwargs):
+        return regular_stat if str(p) == str(fifo) else real_stat(p, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    outcome = {}
+
+    def attempt():
+        try:
+            open_regular(fifo).close()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread below
+            outcome["error"] = exc
+
+    n_open = len(os.listdir("/proc/self/fd"))
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():  # blocked in open() until a writer comes: be that writer, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+        pytest.fail("open_regular blocked on a FIFO")
+    assert isinstance(outcome.get("error"), NotRegularFileError), outcome
+    assert str(outcome["error"]) == "f.dcm: not a regular file (a FIFO)"
+    assert len(os.listdir("/proc/self/fd")) == n_open  # the descriptor was closed
+
+
+def test_orientations_equal_to_three_decimals_are_one_stack():
+    """Scanners round direction cosines differently from slice to slice: orientations equal to
+    three decimals are one stack, sorted along its normal (-x), not two interleaved ones."""
+    o1, o2 = [0, 1, 0.0001, 0, 0, -1], [0, 1, 0.0004, 0, 0, -1]
+    orientations = np.array([o1, o2, o1, o2], dtype=float)
+    positions = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], dtype=float)
+    assert list(order_slices(orientations, positions)) == [3, 2, 1, 0]
+
+
+def test_groups_whose_first_slices_share_x_keep_file_order():
+    """Two stacks starting at the same x: the one met first in the files comes first."""
+    o_sag, o_other = [0, 1, 0, 0, 0, -1], [0, 1, 0.02, 0, 0, -1]
+    orientations = np.array([o_sag, o_other, o_other, o_sag], dtype=float)
+    positions = np.array([[0, 0, 0], [5, 0, 0], [6, 0, 0], [5, 0, 0]], dtype=float)
+    # Stack 1 (files 0, 3) runs along -x: 3 then 0, starting at x 5; stack 2: 2 then 1, at 6...
+    assert list(order_slices(orientations, positions)) == [3, 0, 2, 1]
+    positions[2, 0] = 4.0  # ... and now stack 2 starts at x 5 too: stack 1 still first
+    assert list(order_slices(orientations, positions)) == [3, 0, 1, 2]
+
+
+def test_a_file_over_the_per_file_limit_is_named(tmp_path):
+    from lstv.dicom_limits import DecodeLimits
+
+    folder = write_series(tmp_path / "s", n=2)
+    with pytest.raises(SeriesReadError, match=r"^1.dcm: declares 64 x 64 pixels"):
+        read_series(folder, DecodeLimits(max_file_bytes=100))
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [["ImagePositionPatient"], ["PixelSpacing"], ["ImagePositionPatient", "PixelSpacing"]],
+)
+def test_missing_geometry_is_named_attribute_by_attribute(tmp_path, drop):
+    folder = write_series(tmp_path / "s", n=2)
+    ds = pydicom.dcmread(folder / "2.dcm")
+    for name in drop:
+        delattr(ds, name)
+    ds.save_as(folder / "2.dcm")
+    with pytest.raises(SeriesReadError) as caught:
+        read_series(folder)
+    assert str(caught.value) == f"2.dcm: missing {', '.join(drop)}"
+
+
+def test_a_colour_image_is_refused_not_stacked(tmp_path):
+    """One RGB frame decodes to (H, W, 3): not a grey-level slice, whatever its frame count."""
+    folder = write_series(tmp_path / "s", n=2)
+    ds = pydicom.dcmread(folder / "2.dcm")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.zeros((64, 64, 3), np.uint8).tobytes()
+    ds.save_as(folder / "2.dcm")
+    with pytest.raises(SeriesReadError) as caught:
+        read_series(folder)
+    assert str(caught.value) == "2.dcm: expected 1 grey-level 2-D frame(s), got shape (64, 64, 3)"
+
+
+def test_a_slice_without_instance_number_reads_as_zero(tmp_path):
+    folder = write_series(tmp_path / "s", n=3)
+    ds = pydicom.dcmread(folder / "2.dcm")
+    del ds.InstanceNumber
+    ds.save_as(folder / "2.dcm")
+    assert sorted(read_series(folder).instance_numbers.tolist()) == [0, 1, 3]
+
+
+def test_an_empty_per_frame_sequence_falls_back_to_the_top_level_geometry(tmp_path):
+    """A single-frame file with an empty PerFrameFunctionalGroupsSequence (some exports write
+    one) takes its geometry from the top level."""
+    from pydicom.sequence import Sequence
+
+    folder = write_series(tmp_path / "s", n=2)
+    ds = pydicom.dcmread(folder / "1.dcm")
+    ds.PerFrameFunctionalGroupsSequence = Sequence([])
+    ds.save_as(folder / "1.dcm")
+    assert read_series(folder).positions[:, 0].tolist() == [-6.0, -10.0]

@@ -8,11 +8,18 @@ import numpy as np
 import pydicom
 import pytest
 
-from helpers import edit, files_of
+from helpers import edit, files_of, write_series
 from lstv.dicom import read_series
 from lstv.dicom_geometry import plane_of
 from lstv.errors import SeriesReadError
 from lstv.studies import read_series_table, sagittal_t2_tasks
+
+
+@pytest.fixture
+def mr_series(tmp_path):
+    """Five copies of pydicom's MR_small as a sagittal series: the header checks need no
+    phantom study, so these tests also run where none is built (and in the mutation run)."""
+    return write_series(tmp_path / "series")
 
 
 @pytest.mark.parametrize(
@@ -30,17 +37,17 @@ def test_plane_from_image_orientation(orientation, plane):
     assert plane_of(orientation) == plane
 
 
-def test_all_slices_at_one_position_is_unorderable(series_dir):
-    edit(files_of(series_dir), ImagePositionPatient=[0, -100, 100])
+def test_all_slices_at_one_position_is_unorderable(mr_series):
+    edit(files_of(mr_series), ImagePositionPatient=[0, -100, 100])
     with pytest.raises(SeriesReadError, match="same position along the slice normal"):
-        read_series(series_dir)
+        read_series(mr_series)
 
 
-def test_one_nan_position_names_the_file(series_dir):
-    victim = files_of(series_dir)[3]
+def test_one_nan_position_names_the_file(mr_series):
+    victim = files_of(mr_series)[3]
     edit([victim], ImagePositionPatient=["nan", 0, 0])
     with pytest.raises(SeriesReadError, match=rf"{victim.name}: ImagePositionPatient"):
-        read_series(series_dir)
+        read_series(mr_series)
 
 
 @pytest.mark.parametrize(
@@ -52,10 +59,10 @@ def test_one_nan_position_names_the_file(series_dir):
         ([-1, 1], "outside"),
     ],
 )
-def test_bad_pixel_spacing(series_dir, spacing, reason):
-    edit(files_of(series_dir), PixelSpacing=spacing)
+def test_bad_pixel_spacing(mr_series, spacing, reason):
+    edit(files_of(mr_series), PixelSpacing=spacing)
     with pytest.raises(SeriesReadError, match=f"PixelSpacing .*{reason}"):
-        read_series(series_dir)
+        read_series(mr_series)
 
 
 @pytest.mark.parametrize(
@@ -68,17 +75,17 @@ def test_bad_pixel_spacing(series_dir, spacing, reason):
         (["nan", 1, 0, 0, 0, -1], "finite"),
     ],
 )
-def test_bad_orientation(series_dir, orientation, reason):
-    edit(files_of(series_dir), ImageOrientationPatient=orientation)
+def test_bad_orientation(mr_series, orientation, reason):
+    edit(files_of(mr_series), ImageOrientationPatient=orientation)
     with pytest.raises(SeriesReadError, match=f"ImageOrientationPatient .*{reason}"):
-        read_series(series_dir)
+        read_series(mr_series)
 
 
-def test_scanner_rounding_of_cosines_is_accepted(series_dir):
-    ds = pydicom.dcmread(files_of(series_dir)[0])
+def test_scanner_rounding_of_cosines_is_accepted(mr_series):
+    ds = pydicom.dcmread(files_of(mr_series)[0])
     rounded = [round(float(v), 4) + 1e-4 for v in ds.ImageOrientationPatient]
-    edit(files_of(series_dir), ImageOrientationPatient=rounded)
-    assert np.isfinite(read_series(series_dir).positions).all()
+    edit(files_of(mr_series), ImageOrientationPatient=rounded)
+    assert np.isfinite(read_series(mr_series).positions).all()
 
 
 def test_unorderable_series_is_a_failure_row(phantom_dataset, tmp_path):

@@ -32,6 +32,13 @@ except SeriesReadError as exc:
 """
 
 
+@pytest.fixture
+def mr_series(tmp_path):
+    """Five copies of pydicom's MR_small as a sagittal series: the header checks need no
+    phantom study, so these tests also run where none is built (and in the mutation run)."""
+    return write_series(tmp_path / "series")
+
+
 @pytest.mark.parametrize("frames", [10**6, 10**7])
 def test_a_huge_frame_count_is_refused_from_the_header_at_once(tmp_path, frames):
     """17.1: 10^6 declared frames took 32 s of per-frame geometry before any size check."""
@@ -88,7 +95,8 @@ def rle_bomb(template, path, rows, columns):
     """A small RLE file whose header declares ``rows`` x ``columns`` pixels."""
     ds = pydicom.dcmread(template)
     ds.Rows, ds.Columns = 64, 64
-    ds.compress(RLELossless, np.zeros((64, 64), dtype=np.uint16))
+    dtype = np.int16 if ds.PixelRepresentation else np.uint16  # MR_small is signed
+    ds.compress(RLELossless, np.zeros((64, 64), dtype=dtype))
     ds.Rows, ds.Columns = rows, columns
     ds.save_as(path)
     return path
@@ -102,37 +110,42 @@ def test_declared_bytes():
     assert declared_pixel_bytes(ds) == 60000 * 60000 * 3 * 3
 
 
-def test_60000_squared_rle_file_is_refused_without_allocating(series_dir):
-    files = sorted(series_dir.glob("*.dcm"))
+def test_60000_squared_rle_file_is_refused_without_allocating(mr_series):
+    files = sorted(mr_series.glob("*.dcm"))
     bomb = rle_bomb(files[0], files[0], 60000, 60000)
     assert bomb.stat().st_size < 100_000
     tracemalloc.start()
     try:
         with pytest.raises(SeriesReadError, match=r"60000 x 60000 .*per-file limit"):
-            read_series(series_dir)
+            read_series(mr_series)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 200 * 2**20  # 7.2 GB if it were decoded
 
 
-def test_limit_is_configurable(series_dir):
-    files = sorted(series_dir.glob("*.dcm"))
+def test_limit_is_configurable(mr_series):
+    files = sorted(mr_series.glob("*.dcm"))
     rle_bomb(files[0], files[0], 4096, 4096)  # 32 MB declared
     with pytest.raises(SeriesReadError, match="per-file limit"):
-        read_series(series_dir, DecodeLimits(max_file_bytes=16 * 2**20))
+        read_series(mr_series, DecodeLimits(max_file_bytes=16 * 2**20))
 
 
-def test_per_series_total(series_dir, monkeypatch):
-    n = len(list(series_dir.glob("*.dcm")))
-    one = pydicom.dcmread(sorted(series_dir.glob("*.dcm"))[0])
+def test_per_series_total(mr_series, monkeypatch):
+    n = len(list(mr_series.glob("*.dcm")))
+    one = pydicom.dcmread(sorted(mr_series.glob("*.dcm"))[0])
     per_file = declared_pixel_bytes(one)
-    assert read_series(series_dir, DecodeLimits(max_series_bytes=n * per_file)).volume.shape[0] == n
+    assert read_series(mr_series, DecodeLimits(max_series_bytes=n * per_file)).volume.shape[0] == n
     with pytest.raises(SeriesReadError, match="more than .* MB"):
-        read_series(series_dir, DecodeLimits(max_series_bytes=(n - 1) * per_file))
+        read_series(mr_series, DecodeLimits(max_series_bytes=(n - 1) * per_file))
+    for f in sorted(mr_series.glob("*.dcm")):  # 512 x 512 each: 0.5 MB, 2.5 MB in all
+        ds = pydicom.dcmread(f)
+        ds.Rows, ds.Columns = 512, 512
+        ds.compress(RLELossless, np.zeros((512, 512), dtype=np.int16))
+        ds.save_as(f)
     monkeypatch.setenv("LSTV_MAX_SERIES_DECODE_MB", "1")
     with pytest.raises(SeriesReadError, match="LSTV_MAX_SERIES_DECODE_MB"):
-        read_series(series_dir)
+        read_series(mr_series)
 
 
 def test_bad_limit_in_the_environment(monkeypatch):
@@ -142,8 +155,8 @@ def test_bad_limit_in_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("rows", [-5, "abc"])
-def test_nonsense_size_is_a_clear_error(series_dir, rows):
-    f = sorted(series_dir.glob("*.dcm"))[0]
+def test_nonsense_size_is_a_clear_error(mr_series, rows):
+    f = sorted(mr_series.glob("*.dcm"))[0]
     raw = f.read_bytes()
     ds = pydicom.dcmread(f)
     ds["Rows"].VR = "US" if isinstance(rows, int) and rows >= 0 else "SS"
@@ -153,27 +166,59 @@ def test_nonsense_size_is_a_clear_error(series_dir, rows):
     ds.save_as(f)
     assert f.read_bytes() != raw
     with pytest.raises(SeriesReadError, match="Rows"):
-        read_series(series_dir)
+        read_series(mr_series)
 
 
-def test_decoder_plugin_failures_log_no_traceback(series_dir, caplog):
+def test_decoder_plugin_failures_log_no_traceback(mr_series, caplog):
     import logging
 
     from pydicom.encaps import encapsulate
 
-    f = sorted(series_dir.glob("*.dcm"))[0]
+    f = sorted(mr_series.glob("*.dcm"))[0]
     ds = pydicom.dcmread(f)
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"  # JPEG lossless
     ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream" * 8])  # every plugin fails
     ds.save_as(f)
     with caplog.at_level(logging.INFO), pytest.raises(SeriesReadError, match="cannot decode"):
-        read_series(series_dir)
+        read_series(mr_series)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    # With pydicom's debug log on, each plugin's failure is one debug line, no traceback; the
+    # error lists every plugin's reason on one line.
+    caplog.clear()
+    with (
+        caplog.at_level(logging.DEBUG, logger="pydicom"),
+        pytest.raises(SeriesReadError) as caught,
+    ):
+        read_series(mr_series)
+    assert str(caught.value).startswith(
+        f"{f.name}: cannot decode pixels (1.2.840.10008.1.2.4.70): Unable to decode as "
+        "exceptions were raised by all available plugins: "
+    )
+    assert "\n" not in str(caught.value)
+    failures = [r for r in caplog.records if r.name == "pydicom.pixels.decoders.base"]
+    assert failures
+    for r in failures:
+        assert (r.levelno, r.levelname) == (logging.DEBUG, "DEBUG")
+        assert r.getMessage().startswith("decoding plugin failed: ")
+        assert not r.exc_info and not r.exc_text
 
 
-def test_a_panicking_rust_decoder_is_a_series_error(series_dir):
+def test_a_multi_frame_file_over_the_limit_names_its_frames(tmp_path):
+    for frames in (1, 2):
+        ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+        ds.NumberOfFrames = frames
+        ds.PixelData = ds.PixelData * frames
+        ds.save_as(tmp_path / "f.dcm")
+        with pytest.raises(SeriesReadError) as caught:
+            read_series([tmp_path / "f.dcm"], DecodeLimits(max_file_bytes=1000))
+        shape = "64 x 64" + (f" x {frames} frames" if frames > 1 else "")
+        assert str(caught.value).startswith(f"f.dcm: declares {shape} pixels (")
+
+
+def test_a_panicking_rust_decoder_is_a_series_error(mr_series):
     """pylibjpeg-rle panics (pyo3 PanicException, a BaseException) when Rows is one short."""
-    files = sorted(series_dir.glob("*.dcm"))
+    files = sorted(mr_series.glob("*.dcm"))
     rle_bomb(files[0], files[0], 63, 64)
-    with pytest.raises(SeriesReadError, match=r"cannot decode pixels \(1.2.840.10008.1.2.5\)"):
-        read_series(series_dir)
+    with pytest.raises(SeriesReadError, match=r"cannot decode pixels \(1.2.840.10008.1.2.5\)") as e:
+        read_series(mr_series)
+    assert str(e.value).startswith(f"{files[0].name}: cannot decode")  # the file is named

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALL=(tables inference uncertainty audit score score_features score_reference score_reasons score_drift
-     intensity studies dicom rundir)
+     intensity studies dicom dicom_limits dicom_geometry rundir atomic csv_files)
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=("${ALL[@]}")
 # mutmut puts mutants/src first on sys.path; a PYTHONPATH to src/ would only add confusion.

@@ -30,7 +30,11 @@ MODULES = (
     "intensity",
     "studies",
     "dicom",
+    "dicom_limits",
+    "dicom_geometry",
     "rundir",
+    "atomic",
+    "csv_files",
 )
 # Only audit's merge of earlier reviews is in scope; the rest of audit.py is formatting.
 IN_SCOPE = {"audit": "lstv.audit.x_keep_reviews__mutmut_"}
