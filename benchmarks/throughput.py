@@ -371,6 +371,92 @@ def startup_parts(checkpoint: Path) -> str:
     )
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _log_seconds(line: str) -> float | None:
+    """The wall-clock time of a log line of lstv's format (``%(asctime)s ...``), or None."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
+
+
+def timeline(command: list[str]) -> list[str]:
+    """One ``lstv infer`` run (``command`` without ``--quiet``, with ``--verbose``): when each
+    step of its start-up and end happened, from its "timeline:" debug lines, seconds after the
+    launch; and the CPU seconds of the main process and of its readers in each phase, sampled
+    from /proc every 20 ms (where there is none, only the steps). A core idle in a phase is
+    the phase's wall time times the cores, less that CPU time: on an idle machine only."""
+    import threading
+
+    usage: dict[int, float] = {}  # pid -> CPU seconds, the last seen
+    marks: list[tuple[float, float, float]] = []  # (wall, main CPU, readers' CPU), each sample
+    start = time.time()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=_env())  # fmt: skip
+
+    def sample() -> None:
+        while proc.poll() is None:
+            for pid in (proc.pid, *_children(proc.pid)):
+                cpu = _cpu_seconds(pid)
+                if cpu is not None:
+                    usage[pid] = cpu
+            main_cpu = usage.get(proc.pid, 0.0)
+            marks.append((time.time(), main_cpu, sum(usage.values()) - main_cpu))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    log = proc.communicate()[1]
+    end = time.time()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"lstv infer failed ({proc.returncode}):\n{log[-3000:]}")
+    steps = [(t - start, line.split("timeline: ", 1)[1]) for line in log.splitlines()
+             if "timeline: " in line and (t := _log_seconds(line)) is not None]  # fmt: skip
+    steps.append((end - start, "process gone"))
+    lines = [f"{t:7.2f} s  {what}" for t, what in steps]
+
+    def cpu_at(t: float) -> tuple[float, float]:
+        before = [m for m in marks if m[0] - start <= t]
+        return before[-1][1:] if before else (0.0, 0.0)
+
+    loaded = next((t for t, what in steps if what.startswith("model loaded")), None)
+    written = next((t for t, what in reversed(steps) if what.startswith("batch of")), None)
+    if marks and loaded is not None and written is not None:
+        cores = os.cpu_count() or 1
+        lines.append("CPU by phase (main process, readers; core-seconds idle, on an idle machine):")
+        edges = [("launch -> model loaded", 0.0, loaded),
+                 ("model loaded -> last batch written", loaded, written),
+                 ("last batch written -> process gone", written, end - start)]  # fmt: skip
+        for name, a, b in edges:
+            (m0, r0), (m1, r1) = cpu_at(a), cpu_at(b)
+            idle = max(0.0, cores * (b - a) - (m1 - m0) - (r1 - r0))
+            lines.append(
+                f"  {name:<36} {b - a:6.2f} s wall: main {m1 - m0:5.2f}, readers "
+                f"{r1 - r0:5.2f} CPU s; {idle:5.2f} core-s idle"
+            )
+    return lines
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n_studies", type=int, default=144, help="the large set")
@@ -382,6 +468,11 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--breakdown", action="store_true", help="per-stage cost per study")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="one more lstv infer on the small set, with its start-up's steps and CPU by phase",
+    )
     parser.add_argument(
         "--work_dir", type=Path, default=None, help="where to write phantoms (default: a temp dir)"
     )
@@ -432,6 +523,14 @@ def main(argv=None) -> None:
             for name, value in parts.items():
                 print(f"  {name:<20} {value:8.2f}")
             print("start-up parts: " + startup_parts(args.checkpoint), flush=True)
+        if args.timeline:
+            out = tmp / "timeline"
+            command = infer_command(small, args.checkpoint, out, *settings)
+            command = [c for c in command if c != "--quiet"] + ["--verbose"]
+            print(f"timeline of lstv infer on {n[0]} studies (seconds after its launch; "
+                  f"load average {os.getloadavg()[0]:.1f}):")  # fmt: skip
+            for line in timeline(command):
+                print("  " + line, flush=True)
 
 
 def report(args, n, b: Repeat, repeats, read_s, decode_s, write_s, threads) -> None:

@@ -36,7 +36,7 @@ def test_throughput_benchmark_prints_ratios(tiny_checkpoint, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--n_studies", "3",
          "--checkpoint", str(tiny_checkpoint), "--num_workers", "1", "--repeats", "1",
-         "--batch_size", "2", "--work_dir", str(tmp_path), "--breakdown"],
+         "--batch_size", "2", "--work_dir", str(tmp_path), "--breakdown", "--timeline"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
@@ -45,8 +45,14 @@ def test_throughput_benchmark_prints_ratios(tiny_checkpoint, tmp_path):
     for line in ("read / decode ratio", "infer / (decode + forward) ratio", "start-up",
                  "steady state", "steady state in CPU time", "uptime load average",
                  "per-study cost of each stage", "metrics + shape", "sort + geometry",
-                 "torch._dynamo imported: False"):
+                 "torch._dynamo imported: False", "timeline of lstv infer on 1 studies",
+                 "s  lstv infer starts", "s  0 reader processes started",
+                 "s  model loaded; 0 of 1 studies read ahead",
+                 "s  forward pass of 1 studies done", "s  batch of 1 written",
+                 "s  outputs written", "s  process gone", "launch -> model loaded"):
         assert line in out
+    steps = [float(line.split()[0]) for line in out.split("timeline of")[1].splitlines()[1:8]]
+    assert steps == sorted(steps) and steps[0] > 0  # seconds after the launch, in order
     assert list(tmp_path.iterdir()) == []  # phantoms and runs cleaned up
 
 

@@ -169,3 +169,52 @@ def test_a_sample_carries_the_acquisition_of_its_16_bit_centre_slice(phantom_dat
     windowed = descriptors(sample.slice_pixels, series.pixel_spacings[i], series.positions, i)
     for other in (neighbour, windowed):
         assert other["acq_noise"] != expected["acq_noise"]
+
+
+@pytest.mark.parametrize(
+    "cores, workers, niceness", [(2, 2, 19), (2, 3, 19), (16, 2, 0), (3, 2, 0)]
+)
+def test_readers_start_below_the_model_import_only_where_they_share_its_core(
+    monkeypatch, cores, workers, niceness
+):
+    import lstv.sample as sample
+
+    monkeypatch.setattr(sample, "usable_cores", lambda: cores)
+    assert sample.start_niceness(workers) == niceness
+
+
+def test_readers_started_nicer_read_at_that_priority_from_the_first_study():
+    from lstv.sample import READER_NICENESS, iter_samples
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    stream = iter_samples(_PidReader(6), 2, READER_NICENESS)
+    try:
+        items = list(stream)
+    finally:
+        stream.close()
+    assert {nice for _, nice in items} == {min(19, own + READER_NICENESS)}
+
+
+def test_infer_starts_its_readers_below_the_model_import_on_a_machine_they_fill(
+    monkeypatch, tmp_path, phantom_dataset, tiny_checkpoint
+):
+    """Two readers on 2 cores: they start nicer, so the model's single-threaded import keeps a
+    core; with a third core to spare, at full priority."""
+    import lstv.pipeline as pipeline
+    import lstv.sample as sample
+    from helpers import phantom_infer_config
+
+    started = []
+    real = pipeline.iter_samples
+
+    def spy(reader, num_workers, niceness=0):
+        started.append(niceness)
+        return real(reader, num_workers, niceness)
+
+    monkeypatch.setattr(pipeline, "iter_samples", spy)
+    for cores in (2, 3):
+        monkeypatch.setattr(sample, "usable_cores", lambda cores=cores: cores)
+        config = phantom_infer_config(phantom_dataset, tmp_path / f"out{cores}", tiny_checkpoint,
+                                      num_workers=2, n_trial=3, mode="trial")  # fmt: skip
+        assert pipeline.run_inference(config).n_completed == 3
+    assert started == [sample.READER_NICENESS, 0]

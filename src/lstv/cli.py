@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["lstv", *argv])
     configure_logging(args.quiet, args.verbose)
+    log.debug("timeline: lstv %s starts", args.command)
     try:
         return args.func(args)
     except KeyboardInterrupt as exc:

@@ -27,7 +27,7 @@ from lstv.errors import UsageError
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row, save_heatmaps
 from lstv.rundir import Manifest, RunDir, utc_now
-from lstv.sample import Failure, Sample, SampleReader, iter_samples
+from lstv.sample import Failure, Sample, SampleReader, iter_samples, start_niceness
 from lstv.score_reference import check_checkpoint
 from lstv.scoring import load_reference, resolve_reference
 from lstv.studies import (
@@ -232,6 +232,7 @@ class _Run:
             for s in samples:
                 self.fail(Failure(s.task, "model", f"{type(exc).__name__}: {exc}"))
             return
+        log.debug("timeline: forward pass of %d studies done", len(samples))
         start = len(samples)
         for sample, p in zip(samples, probs[: len(samples)], strict=True):
             side = probs[start : start + len(sample.side_offsets)] if sample.side_offsets else None
@@ -241,6 +242,7 @@ class _Run:
             except Exception as exc:
                 self.fail(Failure(sample.task, "metrics", f"{type(exc).__name__}: {exc}"))
         self.metrics.sync()  # one fsync per batch, not per row (5 ms each here)
+        log.debug("timeline: batch of %d written", len(samples))
 
     def finish_study(self, sample: Sample, probs: np.ndarray, side_probs=None) -> None:
         task = sample.task
@@ -385,13 +387,21 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         reader = SampleReader(
             todo, config.input_dir, config.image_size, config.parasagittal
         )
-        with contextlib.closing(iter_samples(reader, config.num_workers)) as samples:
+        # The model's import goes first (none here when the caller hands one in).
+        niceness = start_niceness(config.num_workers) if predictor is None else 0
+        with contextlib.closing(iter_samples(reader, config.num_workers, niceness)) as samples:
+            # "timeline:" debug lines mark the start-up's steps (benchmarks/throughput.py
+            # --timeline reads them from --verbose's log).
+            log.debug("timeline: %d reader processes started", samples.workers)
             if predictor is None:
                 from lstv.inference import load_predictor
 
                 predictor, checkpoint_info = load_predictor(
                     config.checkpoint, config.device, sha256=digest
                 )
+            log.debug(
+                "timeline: model loaded; %d of %d studies read ahead", samples.n_read(), len(todo)
+            )
             if predictor.device.type == "cpu":
                 samples.yield_to_model()  # the forward pass's threads get the cores first
             check_image_size(checkpoint_info, config.image_size)
@@ -419,6 +429,7 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
             run = _Run(config, predictor, run_dir, manifest, score.reference)
             run.n_completed = len(tasks) - len(todo)
             _run_to_the_end(run, samples, len(todo), config, stop)
+            log.debug("timeline: outputs written")
     return RunSummary(
         run_dir.path, len(tasks), len(tasks) - len(todo), run.n_completed, run.n_failed, validated
     )
