@@ -27,7 +27,7 @@ from lstv.errors import UsageError
 from lstv.levels import DEFAULT_IMAGE_SIZE
 from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row, save_heatmaps
 from lstv.rundir import Manifest, RunDir, utc_now
-from lstv.sample import Failure, Sample, SampleReader, iter_samples, start_niceness
+from lstv.sample import Failure, Sample, SampleReader, iter_samples
 from lstv.score_reference import check_checkpoint
 from lstv.scoring import load_reference, resolve_reference
 from lstv.studies import (
@@ -387,9 +387,10 @@ def run_inference(config: InferenceConfig, predictor=None, checkpoint_info=None)
         reader = SampleReader(
             todo, config.input_dir, config.image_size, config.parasagittal
         )
-        # The model's import goes first (none here when the caller hands one in).
-        niceness = start_niceness(config.num_workers) if predictor is None else 0
-        with contextlib.closing(iter_samples(reader, config.num_workers, niceness)) as samples:
+        # At full priority while the model imports: readers started at nice 19 (so that the
+        # single-threaded import kept a core) got no CPU on a machine other work loaded, and
+        # the model then waited for them (issue 22's timeline).
+        with contextlib.closing(iter_samples(reader, config.num_workers)) as samples:
             # "timeline:" debug lines mark the start-up's steps (benchmarks/throughput.py
             # --timeline reads them from --verbose's log).
             log.debug("timeline: %d reader processes started", samples.workers)

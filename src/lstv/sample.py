@@ -258,36 +258,14 @@ def _read_whole(future) -> bool:
     )
 
 
-def iter_samples(reader: SampleReader, num_workers: int, niceness: int = 0) -> SampleStream:
-    """Samples in task order, read by ``num_workers`` processes (0 = in this process), which
-    start ``niceness`` below this process's CPU priority (see :func:`start_niceness`).
+def iter_samples(reader: SampleReader, num_workers: int) -> SampleStream:
+    """Samples in task order, read by ``num_workers`` processes (0 = in this process).
 
     The readers start at once, before the stream is iterated, so the caller can load its model
     while the first studies are decoded. Close the stream (or use ``contextlib.closing``) to
     stop the readers at once.
     """
-    return SampleStream(reader, num_workers, niceness)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, as a batch job's allocation)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity call (macOS, Windows)
-        return os.cpu_count() or 1
-
-
-def start_niceness(num_workers: int) -> int:
-    """The readers' priority while the model imports and loads, below this process's.
-
-    The model's import and load is single-threaded work the run waits for (2.4 s of CPU on
-    the phantom localizer). Where the readers would share its core (as many readers as cores,
-    or more), they start at :data:`READER_NICENESS` and read on the cores it leaves: at full
-    priority, two readers and the import shared 2 cores three ways, and the import took half
-    as long again. With cores to spare they start at full priority."""
-    return READER_NICENESS if num_workers >= usable_cores() else 0
+    return SampleStream(reader, num_workers)
 
 
 class SampleStream:
@@ -306,7 +284,7 @@ class SampleStream:
     # model was loaded, and left a core idle (issue 22's start-up timeline).
     READ_AHEAD = 32
 
-    def __init__(self, reader: SampleReader, num_workers: int, niceness: int = 0):
+    def __init__(self, reader: SampleReader, num_workers: int):
         from collections import deque
 
         self.reader = reader
@@ -314,8 +292,8 @@ class SampleStream:
         self.workers = min(num_workers, n) if num_workers > 0 and n > 1 else 0
         self.pending: deque = deque()
         self.next_i = 0
-        self.niceness = niceness
-        self.pool = _ReaderPool(reader, self.workers, niceness) if self.workers else None
+        self.niceness = 0
+        self.pool = _ReaderPool(reader, self.workers) if self.workers else None
         self._fill()
 
     def n_read(self) -> int:
