@@ -22,10 +22,14 @@ much less. ``lstv infer`` runs with ``--parasagittal 0`` where it has that flag:
 pipeline is measured. ``--breakdown`` adds the per-study cost of each stage of the pipeline,
 measured one stage at a time in this process (decode, sort and geometry, normalise, model
 input, forward, metrics and shape features, CSV and fsync, inter-process transfer) and the
-start-up's imports. Usage:
+start-up's imports. ``--timeline`` runs ``lstv infer`` once more on the small set with
+``--verbose`` and prints when each step of its start-up and end happened (its "timeline:" debug
+lines: readers started, model loaded and how many studies were read by then, each batch's
+forward pass and write, outputs written, process gone) and the CPU seconds of the main process
+and of its readers in each phase, with the core-seconds left idle. Usage:
 
     python benchmarks/throughput.py --n_studies 144 --num_workers 2 \\
-        [--checkpoint models/phantom_point_net.pth] [--repeats 3] [--breakdown]
+        [--checkpoint models/phantom_point_net.pth] [--repeats 3] [--breakdown] [--timeline]
 """
 
 from __future__ import annotations
@@ -449,10 +453,11 @@ def timeline(command: list[str]) -> list[str]:
                  ("last batch written -> process gone", written, end - start)]  # fmt: skip
         for name, a, b in edges:
             (m0, r0), (m1, r1) = cpu_at(a), cpu_at(b)
-            idle = max(0.0, cores * (b - a) - (m1 - m0) - (r1 - r0))
+            main_cpu, readers_cpu = max(0.0, m1 - m0), max(0.0, r1 - r0)
+            idle = max(0.0, cores * (b - a) - main_cpu - readers_cpu)
             lines.append(
-                f"  {name:<36} {b - a:6.2f} s wall: main {m1 - m0:5.2f}, readers "
-                f"{r1 - r0:5.2f} CPU s; {idle:5.2f} core-s idle"
+                f"  {name:<36} {b - a:6.2f} s wall: main {main_cpu:5.2f}, readers "
+                f"{readers_cpu:5.2f} CPU s; {idle:5.2f} core-s idle"
             )
     return lines
 
