@@ -207,6 +207,23 @@ def test_cpu_runs_are_deterministic_and_shards_add_up(tmp_path, phantom_dataset,
     assert sorted(shard_rows, key=lambda r: r["study_id"]) == sorted(a, key=lambda r: r["study_id"])
 
 
+def test_rows_do_not_depend_on_how_far_the_readers_read_ahead(
+    tmp_path, phantom_dataset, tiny_checkpoint, monkeypatch
+):
+    """Issue 22 let the readers read 32 studies ahead (was 8): the metrics CSV is the same
+    whether they read all 8 studies ahead at once or one at a time."""
+    from lstv.sample import SampleStream
+
+    data = phantom_dataset.root
+    rows = []
+    for ahead in (SampleStream.READ_AHEAD, 1):
+        monkeypatch.setattr(SampleStream, "READ_AHEAD", ahead)
+        out = tmp_path / f"ahead{ahead}"
+        run_inference(config(data, out, tiny_checkpoint, num_workers=2, batch_size=3))
+        rows.append(read_rows(out / "lstv_uncertainty_metrics.csv"))
+    assert rows[0] == rows[1] and len(rows[0]) == 8
+
+
 def test_trial_and_debug_modes(tmp_path, phantom_dataset, tiny_checkpoint):
     data = phantom_dataset.root
     trial = run_inference(config(data, tmp_path / "t", tiny_checkpoint, mode="trial", n_trial=3))
