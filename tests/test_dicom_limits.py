@@ -201,6 +201,12 @@ def test_decoder_plugin_failures_log_no_traceback(mr_series, caplog):
         assert (r.levelno, r.levelname) == (logging.DEBUG, "DEBUG")
         assert r.getMessage().startswith("decoding plugin failed: ")
         assert not r.exc_info and not r.exc_text
+    # The logger's other messages pass as they are.
+    logging.getLogger("pydicom.pixels.decoders.base").warning("a plain warning")
+    assert (caplog.records[-1].levelname, caplog.records[-1].getMessage()) == (
+        "WARNING",
+        "a plain warning",
+    )
 
 
 def test_a_multi_frame_file_over_the_limit_names_its_frames(tmp_path):
@@ -222,3 +228,153 @@ def test_a_panicking_rust_decoder_is_a_series_error(mr_series):
     with pytest.raises(SeriesReadError, match=r"cannot decode pixels \(1.2.840.10008.1.2.5\)") as e:
         read_series(mr_series)
     assert str(e.value).startswith(f"{files[0].name}: cannot decode")  # the file is named
+
+
+# --- issue 20: mutation survivors of lstv.dicom_limits ---------------------------------------
+
+
+def header(frames=None, rows=64, columns=64, per_frame=None, pixel_bytes=None):
+    """A bare header as check_frames and claim read it: no file, no file meta unless pixel
+    data is given (then uncompressed, explicit VR little endian)."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.Dataset()
+    ds.Rows, ds.Columns, ds.BitsAllocated = rows, columns, 16
+    if frames is not None:
+        ds.NumberOfFrames = frames
+    if per_frame is not None:
+        ds.PerFrameFunctionalGroupsSequence = Sequence(
+            [pydicom.Dataset() for _ in range(per_frame)]
+        )
+    if pixel_bytes is not None:
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.PixelData = b"\0" * pixel_bytes
+    return ds
+
+
+def refusal(call, *args) -> str:
+    with pytest.raises(SeriesReadError) as caught:
+        call(*args)
+    return str(caught.value)
+
+
+def test_frame_count_refusals_say_what_the_header_declares():
+    from lstv.dicom_limits import check_frames
+
+    limits = DecodeLimits(max_frames=5)
+    bad = pydicom.Dataset()
+    bad.add_new(0x00280008, "LO", "abc")  # NumberOfFrames as text
+    assert refusal(check_frames, bad, "f.dcm", limits) == (
+        "f.dcm: NumberOfFrames 'abc' is not a whole number"
+    )
+    assert refusal(check_frames, header(frames=-3), "f.dcm", limits).startswith(
+        "f.dcm: NumberOfFrames "
+    )
+    # The frame limit is inclusive, and a header without file meta has no pixel data to check.
+    assert check_frames(header(frames=5), "f.dcm", limits) == 5
+    assert refusal(check_frames, header(frames=6), "f.dcm", limits) == (
+        "f.dcm: declares 6 frames, more than the 5 one image file of a series may hold "
+        "(LSTV_MAX_FRAMES): a broken or hostile header"
+    )
+    assert refusal(check_frames, header(frames=2, per_frame=3), "f.dcm", limits) == (
+        "f.dcm: declares 2 frames but describes 3 in its per-frame functional groups"
+    )
+    assert check_frames(header(frames=2, per_frame=2), "f.dcm", limits) == 2
+    frame = 64 * 64 * 2
+    assert refusal(check_frames, header(frames=2, pixel_bytes=frame), "f.dcm", limits) == (
+        "f.dcm: declares 2 frames of 64 x 64 pixels but its pixel data holds 1 frame"
+    )
+    assert refusal(check_frames, header(frames=3, pixel_bytes=2 * frame), "f.dcm", limits) == (
+        "f.dcm: declares 3 frames of 64 x 64 pixels but its pixel data holds 2 frames"
+    )
+    assert check_frames(header(frames=3, pixel_bytes=3 * frame), "f.dcm", limits) == 3
+    # Frames of one byte each: three bytes hold three.
+    tiny = header(frames=3, rows=1, columns=1, pixel_bytes=3)
+    tiny.BitsAllocated = 8
+    assert check_frames(tiny, "f.dcm", limits) == 3
+    # A size the check needs but the header lacks is named with the file.
+    no_columns = header(frames=2, pixel_bytes=2 * frame)
+    del no_columns.Columns
+    assert refusal(check_frames, no_columns, "f.dcm", limits) == "f.dcm: no Columns in the header"
+
+
+def test_size_refusals_give_the_megabytes_and_the_variable_to_change():
+    from lstv.dicom_limits import DecodeBudget
+
+    big = header(rows=4096, columns=4096)  # 32 MB
+    budget = DecodeBudget(DecodeLimits(max_file_bytes=16 * 2**20))
+    assert refusal(budget.claim, big, "f.dcm") == (
+        "f.dcm: declares 4096 x 4096 pixels (32 MB decoded), over the 16 MB per-file limit "
+        "(LSTV_MAX_FILE_DECODE_MB)"
+    )
+    budget = DecodeBudget(DecodeLimits(max_series_bytes=48 * 2**20))
+    budget.claim(big, "1.dcm")
+    assert refusal(budget.claim, big, "2.dcm") == (
+        "2.dcm: the series would decode to more than 48 MB (LSTV_MAX_SERIES_DECODE_MB)"
+    )
+    no_rows = header()
+    del no_rows.Rows
+    assert refusal(budget.claim, no_rows, "3.dcm") == "3.dcm: no Rows in the header"
+
+
+def test_declared_bytes_defaults_and_what_is_not_a_size():
+    ds = pydicom.Dataset()
+    ds.Rows, ds.Columns = 30, 20
+    assert declared_pixel_bytes(ds, "f.dcm") == 30 * 20 * 2  # BitsAllocated 16 by default
+    ds.NumberOfFrames, ds.SamplesPerPixel = "", 0  # empty and 0 count as one
+    assert declared_pixel_bytes(ds, "f.dcm") == 30 * 20 * 2
+    ds.add_new(0x00280010, "SS", -5)  # Rows
+    assert refusal(declared_pixel_bytes, ds, "f.dcm") == "f.dcm: Rows -5 is not a whole number >= 0"
+    ds.add_new(0x00280010, "LO", "")
+    assert refusal(declared_pixel_bytes, ds, "f.dcm") == "f.dcm: no Rows in the header"
+
+
+def test_a_file_without_a_transfer_syntax_cannot_be_decoded(tmp_path):
+    from pydicom.dataset import FileMetaDataset
+
+    from lstv.dicom_limits import decode_pixels
+
+    ds = header(rows=1, columns=1)
+    ds.file_meta = FileMetaDataset()
+    ds.PixelData = b"\0\0"
+    assert refusal(decode_pixels, ds, "f.dcm").startswith(
+        "f.dcm: cannot decode pixels (unknown transfer syntax): "
+    )
+
+
+def test_limits_from_the_environment_word_for_word(monkeypatch):
+    from lstv.errors import UsageError
+
+    names = ("LSTV_MAX_FILE_DECODE_MB", "LSTV_MAX_SERIES_DECODE_MB", "LSTV_MAX_FRAMES")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    assert DecodeLimits.from_env() == DecodeLimits(512 * 2**20, 4096 * 2**20, 10_000)
+    for name, value in zip(names, (" 3 ", "5", "7"), strict=True):
+        monkeypatch.setenv(name, value)
+    assert DecodeLimits.from_env() == DecodeLimits(3 * 2**20, 5 * 2**20, 7)
+    for name, unit in zip(names, (" of MB", " of MB", ""), strict=True):
+        for bad in ("0", "-1", "2.5"):
+            monkeypatch.setenv(name, bad)
+            with pytest.raises(UsageError) as caught:
+                DecodeLimits.from_env()
+            assert str(caught.value) == (
+                f"{name} must be a positive whole number{unit}, got {bad!r}"
+            )
+        monkeypatch.setenv(name, "1")
+
+
+def test_one_frame_s_short_pixel_data_is_refused_with_the_bytes_missing(tmp_path):
+    """Frames are counted only in a multi-frame file; a single frame's short data is left to the
+    decoder, whose message gives the bytes (a frame count would say "holds 0 frames")."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.PixelData = ds.PixelData[:4096]
+    ds.save_as(tmp_path / "f.dcm")
+    with pytest.raises(SeriesReadError) as caught:
+        read_series([tmp_path / "f.dcm"])
+    assert str(caught.value).startswith(
+        "f.dcm: cannot decode pixels (1.2.840.10008.1.2.1): The number of bytes of pixel data "
+        "is less than expected (4096 vs 8192 bytes)"
+    )
