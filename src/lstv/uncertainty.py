@@ -229,7 +229,9 @@ def mass_outside_peak(
 
 def _mass_outside(m: np.ndarray, median: float, core_fraction: float, dilations: int) -> float:
     """:func:`mass_outside_peak` of a float64 map whose median is known."""
-    from scipy import ndimage
+    # OpenCV, not scipy.ndimage: the main process has cv2 already (the model's input), and
+    # importing scipy.ndimage cost 0.18 s of CPU in the first batch, on the start-up's path.
+    import cv2
 
     excess = np.maximum(m - median, 0.0)
     total = excess.sum()
@@ -239,18 +241,22 @@ def _mass_outside(m: np.ndarray, median: float, core_fraction: float, dilations:
     # (the pixels over the core threshold; the blob grown by ``dilations``): outside them both
     # are False, so the result is the same at a fraction of the cost on a 160 x 160 map.
     above = _crop(m > core_fraction * m.max())
-    components, _ = ndimage.label(above.array, structure=np.ones((3, 3), dtype=bool))
+    _, components = cv2.connectedComponents(above.array.astype(np.uint8), connectivity=8)
     peak = np.unravel_index(int(np.argmax(m)), m.shape)
     label = components[peak[0] - above.top, peak[1] - above.left]
     core = np.zeros(m.shape, dtype=bool)
     core[above.window] = components == label
     if dilations > 0:
-        # n 3 x 3 dilations are one (2n + 1)-square maximum filter, a third of the time.
+        # n 3 x 3 dilations are one (2n + 1)-square dilation, a third of the time; outside the
+        # map counts as background (borderValue 0), as in the definition.
         grown = _crop(core, margin=dilations)
         size = 2 * dilations + 1
-        core[grown.window] = ndimage.maximum_filter(
-            grown.array, size=size, mode="constant", cval=False
-        )
+        core[grown.window] = cv2.dilate(
+            grown.array.astype(np.uint8),
+            np.ones((size, size), np.uint8),
+            borderType=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        ).astype(bool)
     return float(excess[~core].sum() / total)
 
 
