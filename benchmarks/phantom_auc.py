@@ -20,8 +20,10 @@ robust |z| of ten map features, flag at the leave-one-out maximum) and score v2 
 phantoms of ``--reference_seed`` run through the same checkpoint, and prints them side by side:
 AUC with CI per type, per subtype and against degenerated normals, sensitivity at each rule's
 shipped flag, and the flag rate among normals and degenerated normals; then what drives v2 per
-type and the drift check. ``--shift`` draws the test and reference phantoms as another scanner
-would show them (re-calibrated), and adds the unshifted reference without re-calibration.
+type and the drift check (its verdict: acquisition drift, a feature shift without it, or none;
+``benchmarks/acquisition_drift.py`` counts the acquisition part over many sets). ``--shift``
+draws the test and reference phantoms as another scanner would show them (re-calibrated), and
+adds the unshifted reference without re-calibration.
 
 Pre-registration (written and committed before the test seed was run, once)
 -------------------------------------------------------------------------------
@@ -401,7 +403,7 @@ def scores_against_references(rows, info, out, checkpoint, reference_size, refer
     """Today's score and v2 side by side, each fitted on ``reference_size`` normal phantoms of
     ``reference_seed`` (the same scanner as the test set), and the drift check; under a
     scanner shift, also the unshifted reference without re-calibration."""
-    from lstv.score import drift_check, feature_matrix
+    from lstv.score_drift import check_run
 
     def reference(scanner: str):
         root = out / ("reference" if scanner == "default" else f"reference_{scanner}")
@@ -423,8 +425,9 @@ def scores_against_references(rows, info, out, checkpoint, reference_size, refer
         "What drives v2's score, per type (feature: studies):",
         *drivers(rows, info, refs["v2"]),
     ]
-    drift = drift_check(refs["v2"], feature_matrix(rows, refs["v2"].features))
-    lines += ["", f"Drift check, this set against its own-scanner reference: {drift['note']}"]
+    drift = check_run(refs["v2"], rows)
+    lines += ["", f"Drift check, this set against its own-scanner reference: {drift['verdict']}: "
+              f"{drift['note']}"]
     if shifted:
         plain = reference("default")
         lines += [
@@ -433,8 +436,9 @@ def scores_against_references(rows, info, out, checkpoint, reference_size, refer
             "re-calibration:",
             *side_by_side(rows, info, plain, n_bootstrap),
         ]
-        drift = drift_check(plain["v2"], feature_matrix(rows, plain["v2"].features))
-        lines.append(f"Drift check, against the unshifted reference: {drift['note']}")
+        drift = check_run(plain["v2"], rows)
+        lines.append(f"Drift check, against the unshifted reference: {drift['verdict']}: "
+                     f"{drift['note']}")
     return lines
 
 

@@ -97,12 +97,12 @@ def test_a_slice_without_signal_has_no_image_descriptors():
 def test_fit_descriptors_takes_the_median_and_the_mad_of_the_known_values():
     raw = np.full((12, len(DESCRIPTORS)), np.nan)
     raw[:, 0] = np.arange(12.0)  # median 5.5, MAD 3
-    raw[:, 4] = 0.6875  # one protocol's spacing: no spread, floored at 1% of it
+    raw[:, 4] = 0.6875  # one protocol's spacing: no spread, floored at 5% of it
     raw[:9, 5] = 4.0  # known in 9 studies only: left out
     fitted = fit_descriptors(raw)
     assert fitted["n"] == 12 and set(fitted["descriptors"]) == {DESCRIPTORS[0], DESCRIPTORS[4]}
     assert fitted["descriptors"][DESCRIPTORS[0]] == {"centre": 5.5, "spread": 1.4826 * 3, "n": 12}
-    assert fitted["descriptors"][DESCRIPTORS[4]]["spread"] == pytest.approx(0.006875)
+    assert fitted["descriptors"][DESCRIPTORS[4]]["spread"] == pytest.approx(0.034375)
     assert fit_descriptors(np.full((20, len(DESCRIPTORS)), np.nan)) == {}
 
 

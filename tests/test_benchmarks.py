@@ -173,3 +173,18 @@ def test_phantom_cues_prints_each_subtype():
     assert proc.returncode == 0, proc.stderr
     for subtype in ("normal", "sacralization_complete", "lumbarization_full"):
         assert f"| {subtype} |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_acquisition_drift_benchmark_tells_a_shifted_set_from_a_like_one(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "acquisition_drift.py"), "--n_studies", "12",
+         "--reference_size", "12", "--like_seeds", "9001", "--like_fractions", "1.0",
+         "--shifted_seeds", "9101", "--output_dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "| 9001 | default | 100% | silent |" in out  # every study transitional
+    assert "| 9101 | shifted | 30% | acquisition drift (acq_sharpness" in out
+    assert "Like sets silent: 1 of 1; shifted sets fired: 1 of 1" in out

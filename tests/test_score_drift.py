@@ -132,22 +132,37 @@ def _descriptors(n, noise, sharp):
 def test_acquisition_check_tests_each_descriptor_against_both_medians_uncertainty():
     from lstv.score_drift import acquisition_check
 
-    # 60 studies, sharpness -1.0 spread: z = -1 / (1.2533 sqrt(1/60 + 1/40)) = -3.909; its
-    # Bonferroni p over 2 descriptors is 2 * 2 * P(Z < -3.909) = 1.8546e-4 (scipy.stats.norm).
+    # 60 studies, sharpness -1.0 spread: none above the reference's median, a sign test's
+    # z = 2 (0 - 1/2) / sqrt(1/60 + 1/40) = -4.899; its Bonferroni p over 2 descriptors is
+    # 2 * 2 * P(Z < -4.899) = 1.92671e-6 (scipy.stats.norm); noise, at the median, ties: silent.
     result = acquisition_check(_acquisition(), _descriptors(60, 0.05, 2.6))
     assert result["drift"] is True and result["n"] == 60 and list(result["descriptors"]) == [SHARP]
     assert result["descriptors"][SHARP]["median_shift_sd"] == -1.0
-    assert result["descriptors"][SHARP]["p_adjusted"] == pytest.approx(1.8546e-4, rel=1e-3)
+    assert result["descriptors"][SHARP]["p_adjusted"] == pytest.approx(1.92671e-6, rel=1e-4)
     assert result["note"] == (
         "these 60 studies were acquired differently from the reference's normal studies "
         "(acq_sharpness median -1.0 SD)"
     )
     # Upwards too, and the same shift against a reference of 10 is not significant
-    # (z = 1 / (1.2533 sqrt(1/60 + 1/10)) = 2.34).
+    # (z = 1 / sqrt(1/60 + 1/10) = 2.93, p = 0.0068).
     assert list(acquisition_check(_acquisition(), _descriptors(60, 0.06, 2.7))["descriptors"]) == [
         NOISE
     ]
     assert acquisition_check(_acquisition(10), _descriptors(60, 0.05, 2.6))["drift"] is False
+
+
+def test_acquisition_check_is_a_sign_test_not_a_z_of_medians():
+    """Header spacings are discrete and a mix of protocols is multimodal: the test counts the
+    studies above the reference's median, so a median that jumps between modes on a few
+    studies does not fire; a set whose every study sits above it does."""
+    from lstv.score_drift import acquisition_check
+
+    raw = _descriptors(40, 0.05, 2.7)
+    raw[:, 1] = [2.5] * 21 + [2.9] * 19  # median 2.5 (-2 spreads), 19 of 40 above 2.7
+    split = acquisition_check(_acquisition(), raw)
+    assert split["drift"] is False  # a z of medians, -2 / (1.2533 sqrt(2/40)) = -7.1, would fire
+    raw[:, 1] = 2.9  # every study above
+    assert list(acquisition_check(_acquisition(), raw)["descriptors"]) == [SHARP]
 
 
 def test_acquisition_check_needs_half_a_spread_and_ten_studies():
