@@ -74,11 +74,13 @@ def run(out: Path, n_studies: int, reference_size: int, reference_seed: int, lik
         "| --- | --- | --- | --- |" + " --- |" * len(DESCRIPTORS),
     ]
     fired = {"default": 0, "shifted": 0}
+    untested = {"default": 0, "shifted": 0}
     for seed, scanner, fraction in sets:
         data = phantoms(out / f"{scanner}_{seed}", n_studies, fraction, seed, workers, scanner)
         raw = read_descriptors(data)
         result = acquisition_check(fitted, raw)
         fired[scanner] += bool(result["drift"])
+        untested[scanner] += result["drift"] is None
         verdict = {True: "acquisition drift", False: "silent", None: "not tested"}[result["drift"]]
         if result["drift"]:
             verdict += f" ({', '.join(result['descriptors'])})"
@@ -86,9 +88,11 @@ def run(out: Path, n_studies: int, reference_size: int, reference_seed: int, lik
                      + " | ".join(shifts(fitted, raw)) + " |")
     lines += [
         "",
-        f"Like sets silent: {len(like_seeds) - fired['default']} of {len(like_seeds)}; "
-        f"shifted sets fired: {fired['shifted']} of {len(shifted_seeds)} "
-        f"({time.perf_counter() - started:.0f} s)",
+        f"Like sets silent: {len(like_seeds) - fired['default'] - untested['default']} of "
+        f"{len(like_seeds)}; shifted sets fired: {fired['shifted']} of {len(shifted_seeds)}"
+        + (f"; not tested (too few studies): {untested['default']} like, "
+           f"{untested['shifted']} shifted" if any(untested.values()) else "")
+        + f" ({time.perf_counter() - started:.0f} s)",
     ]
     return "\n".join(lines)
 

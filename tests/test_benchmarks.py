@@ -178,8 +178,8 @@ def test_phantom_cues_prints_each_subtype():
 @pytest.mark.slow
 def test_acquisition_drift_benchmark_tells_a_shifted_set_from_a_like_one(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "acquisition_drift.py"), "--n_studies", "12",
-         "--reference_size", "12", "--like_seeds", "9001", "--like_fractions", "1.0",
+        [sys.executable, str(REPO / "benchmarks" / "acquisition_drift.py"), "--n_studies", "30",
+         "--reference_size", "30", "--like_seeds", "9001", "--like_fractions", "1.0",
          "--shifted_seeds", "9101", "--output_dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )

@@ -143,12 +143,18 @@ def test_acquisition_check_tests_each_descriptor_against_both_medians_uncertaint
         "these 60 studies were acquired differently from the reference's normal studies "
         "(acq_sharpness median -1.0 SD)"
     )
-    # Upwards too, and the same shift against a reference of 10 is not significant
-    # (z = 1 / sqrt(1/60 + 1/10) = 2.93, p = 0.0068).
+    # Upwards too; against a reference of 10 even a whole set on one side gives z = 1 /
+    # sqrt(1/60 + 1/10) = 2.93, short of the 3.48 that p < 0.001 / 2 needs: not tested, and
+    # the note says why (a silence would be no evidence).
     assert list(acquisition_check(_acquisition(), _descriptors(60, 0.06, 2.7))["descriptors"]) == [
         NOISE
     ]
-    assert acquisition_check(_acquisition(10), _descriptors(60, 0.05, 2.6))["drift"] is False
+    small_ref = acquisition_check(_acquisition(10), _descriptors(60, 0.05, 2.6))
+    assert small_ref["drift"] is None and small_ref["note"] == (
+        "too few studies to test the acquisition: a sign test against a reference of 10 normal "
+        "studies cannot reach p < 0.001 however large the set (it needs a reference of 13 or "
+        "more)"
+    )
 
 
 def test_acquisition_check_is_a_sign_test_not_a_z_of_medians():
@@ -176,8 +182,14 @@ def test_acquisition_check_needs_half_a_spread_and_ten_studies():
         "descriptors": {},
         "note": "the acquisition of 1000 studies is like the reference's",
     }
-    few = acquisition_check(_acquisition(), _descriptors(9, 0.2, 1.0))
-    assert few["drift"] is None and few["note"] == "too few studies to test the acquisition"
+    # Against 40: 1 / sqrt(1/n + 1/40) reaches 3.48 from n = 18 (17: 3.45), whatever the shift.
+    few = acquisition_check(_acquisition(), _descriptors(17, 0.2, 1.0))
+    assert few["drift"] is None and few["n"] == 17 and few["note"] == (
+        "too few studies to test the acquisition: 17 studies against a reference of 40 cannot "
+        "reach p < 0.001 (it needs 18 or more)"
+    )
+    enough = acquisition_check(_acquisition(), _descriptors(18, 0.05, 1.0))
+    assert enough["drift"] is True and enough["descriptors"][SHARP]["p_adjusted"] < 1e-3
 
 
 def test_acquisition_check_cannot_run_without_the_references_or_the_runs_descriptors():
