@@ -186,5 +186,7 @@ def test_acquisition_drift_benchmark_tells_a_shifted_set_from_a_like_one(tmp_pat
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "| 9001 | default | 100% | silent |" in out  # every study transitional
-    assert "| 9101 | shifted | 30% | acquisition drift (acq_sharpness" in out
+    shifted = next(line for line in out.splitlines() if line.startswith("| 9101 |"))
+    assert shifted.startswith("| 9101 | shifted | 30% | acquisition drift (")
+    assert "acq_sharpness" in shifted.split(")")[0]  # what the coarser resolution moves
     assert "Like sets silent: 1 of 1; shifted sets fired: 1 of 1" in out
