@@ -194,3 +194,63 @@ def test_a_level_name_keeps_its_capital_after_within_normal_limits():
     reason = typical["lstv_score_reason"]
     assert reason.startswith("Within normal limits; closest to a flag: "), reason
     assert "l5/S1" not in reason and "L5/S1" in reason
+
+
+# --- issue 20: mutation survivors of lstv.score ----------------------------------------------
+
+
+def _peak2_reference(normal_range):
+    """A hand-set max |z| reference of one feature, the L5/S1 second peak: centre 0.1, spread
+    0.1, flag above 3 (a peak2 over 0.4)."""
+    return Reference(
+        checkpoint_sha256=SHA_A,
+        features=("l5_s1_peak2",),
+        log_features=(),
+        centre={"l5_s1_peak2": 0.1},
+        scale={"l5_s1_peak2": 0.1},
+        scale_rule={"l5_s1_peak2": "mad"},
+        n=40,
+        threshold=3.0,
+        threshold_rule="fixed",
+        normal_range=normal_range,
+    )
+
+
+def test_score_rows_word_for_word_with_and_without_a_normal_range():
+    below = {"l5_s1_peak2_dx_mm": "1.5", "l5_s1_peak2_dy_mm": "23.2"}
+    rows = [
+        {"l5_s1_peak2": ""},
+        {"l5_s1_peak2": "0.3125", **below},
+        {"l5_s1_peak2": "0.9", **below},
+    ]
+    empty, typical, flagged = score_rows(rows, _peak2_reference({"l5_s1_peak2": [0.02, 0.3]}))
+    assert empty == dict.fromkeys(SCORE_COLUMNS, "")  # a row without features ends nothing
+    assert typical["lstv_score"] == pytest.approx(2.125)  # rounded to 4 decimals, not to 2
+    assert typical == {
+        "lstv_score": typical["lstv_score"],
+        "lstv_score_driver": "l5_s1_peak2",
+        "lstv_score_flag": False,
+        "lstv_score_reason": "Within normal limits; closest to a flag: the L5/S1 map has a "
+        "second candidate 23 mm below the first (0.31 of the peak; normal 0.02-0.30)",
+    }
+    assert flagged["lstv_score_flag"] and flagged["lstv_score_reason"] == (
+        "The L5/S1 map has a second candidate 23 mm below the first (0.90 of the peak; normal "
+        "0.02-0.30)"
+    )
+    # A version-1 reference (no normal range) keeps describe's words, with the row's offset.
+    (old,) = score_rows(rows[2:], _peak2_reference({}))
+    assert old["lstv_score_reason"] == (
+        "L5/S1 map has a second peak 23 mm below the first (0.90 of the peak; normal 0.10), "
+        "z = +8.0"
+    )
+
+
+def test_score_rows_name_the_missing_column_and_the_source():
+    from lstv.errors import UsageError
+
+    ref = _peak2_reference({})
+    with pytest.raises(UsageError) as caught:
+        score_rows([{"l5_s1_entropy": "9"}], ref)
+    assert str(caught.value) == "metrics has no column 'l5_s1_peak2' (needed for l5_s1_peak2)"
+    with pytest.raises(UsageError, match="^run.csv has no column"):
+        score_rows([{"l5_s1_entropy": "9"}], ref, "run.csv")
