@@ -220,12 +220,12 @@ def test_score_rows_word_for_word_with_and_without_a_normal_range():
     below = {"l5_s1_peak2_dx_mm": "1.5", "l5_s1_peak2_dy_mm": "23.2"}
     rows = [
         {"l5_s1_peak2": ""},
-        {"l5_s1_peak2": "0.3125", **below},
+        {"l5_s1_peak2": "0.312345", **below},
         {"l5_s1_peak2": "0.9", **below},
     ]
     empty, typical, flagged = score_rows(rows, _peak2_reference({"l5_s1_peak2": [0.02, 0.3]}))
     assert empty == dict.fromkeys(SCORE_COLUMNS, "")  # a row without features ends nothing
-    assert typical["lstv_score"] == pytest.approx(2.125)  # rounded to 4 decimals, not to 2
+    assert typical["lstv_score"] == round((0.312345 - 0.1) / 0.1, 4)  # z to 4 decimals
     assert typical == {
         "lstv_score": typical["lstv_score"],
         "lstv_score_driver": "l5_s1_peak2",
@@ -254,3 +254,170 @@ def test_score_rows_name_the_missing_column_and_the_source():
     assert str(caught.value) == "metrics has no column 'l5_s1_peak2' (needed for l5_s1_peak2)"
     with pytest.raises(UsageError, match="^run.csv has no column"):
         score_rows([{"l5_s1_entropy": "9"}], ref, "run.csv")
+
+
+def test_the_mahalanobis_covariance_is_the_robust_spreads_with_mincovdet_s_correlations():
+    """Location: each feature's median; variances: its robust spread squared; correlations:
+    those of a MinCovDet fit of the complete rows (two gross outliers that would flip a plain
+    correlation do not), shrunk by the 1e-3 ridge."""
+    from sklearn.covariance import MinCovDet
+
+    from lstv.score import _robust_covariance
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(0, 1, 60)
+    x = np.column_stack([a, a + rng.normal(0, 0.3, 60)])
+    x[:2] = [[8, -8], [-8, 8]]  # outliers against the correlation
+    x = np.vstack([x, [[np.nan, 1.0]]])  # an incomplete row: left out of the correlations
+    location, cov = _robust_covariance(x)
+    fits = [robust_location_scale(x[:, j]) for j in range(2)]
+    assert location.tolist() == [f[0] for f in fits]
+    assert np.diag(cov).tolist() == pytest.approx([f[1] ** 2 for f in fits])
+    mcd = MinCovDet(random_state=0).fit(x[:-1]).covariance_
+    robust = mcd[0, 1] / math.sqrt(mcd[0, 0] * mcd[1, 1])
+    got = cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1])
+    assert got == pytest.approx(robust / (1 + 1e-3))
+    assert robust > 0.9 and np.corrcoef(x[:-1].T)[0, 1] < 0.6  # the plain one is pulled down
+
+
+def test_a_mahalanobis_reference_needs_more_complete_studies_than_features_plus_one():
+    from lstv.errors import UsageError
+    from lstv.score import _robust_covariance
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, (4, 2))
+    _robust_covariance(x)  # 4 complete studies for 2 features: enough
+    x[0, 1] = np.nan
+    with pytest.raises(UsageError) as caught:
+        _robust_covariance(x)
+    assert str(caught.value) == (
+        "a Mahalanobis reference of 2 features needs more than 3 complete studies, got 3"
+    )
+
+
+def test_a_feature_constant_on_most_studies_falls_back_to_plain_correlations(caplog):
+    """MinCovDet finds no spread when most studies are alike: the correlations are then the
+    plain ones, with a warning. A feature constant on MinCovDet's support is uncorrelated (0),
+    and its 0 / 0 is not a numpy warning."""
+    import logging
+    import warnings
+
+    from lstv.score import _robust_covariance
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (40, 3))
+    x[30:, 2] += 2 * x[30:, 0]
+    x[:30] = 0.0  # three quarters of the studies alike
+    with caplog.at_level(logging.WARNING, logger="lstv.score"):
+        _, cov = _robust_covariance(x)
+    assert [r.getMessage() for r in caplog.records] == [
+        "MinCovDet found no spread in the reference; using plain correlations"
+    ]
+    sd = np.sqrt(np.diag(cov))
+    assert (cov / np.outer(sd, sd))[0, 2] == pytest.approx(np.corrcoef(x.T)[0, 2] / (1 + 1e-3))
+    x = rng.normal(0, 1, (40, 3))
+    x[:30, 1] = 0.0  # feature 1 constant on most studies, so on MinCovDet's support
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, cov = _robust_covariance(x)
+    assert not [w for w in caught if "encountered in divide" in str(w.message)]
+    assert cov[1, 0] == cov[1, 2] == 0.0 and cov[1, 1] > 0
+
+
+def test_a_cross_fitted_mahalanobis_score_is_the_score_of_a_reference_without_the_study():
+    """leave_one_out_scores(rule="mahalanobis") gives each study the score a Mahalanobis
+    reference fitted on the others gives it, not the max |z| rule's."""
+    features = ("l4_l5_entropy", "l5_s1_entropy")  # neither on a log scale nor one-sided
+    rng = np.random.default_rng(9)
+    a = rng.normal(9, 1, 12)
+    x = np.column_stack([a, a + rng.normal(0, 0.2, 12)])
+    x[0] = [10.5, 7.5]  # against the correlation: far by Mahalanobis, not by max |z|
+    loo = leave_one_out_scores(x, "mahalanobis", np.array([False, False]))
+    without = fit_reference(x[1:], SHA_A, features=features, rule="mahalanobis")
+    assert loo[0] == pytest.approx(without.combine(x[:1])[0][0])
+    assert loo[0] > 2 * leave_one_out_scores(x)[0]
+
+
+def test_fit_reference_refusals_and_boundaries_word_for_word(caplog):
+    import logging
+
+    from lstv.errors import UsageError
+
+    raw = normal_features(np.random.default_rng(10), 20)
+    with pytest.raises(ValueError) as caught:
+        fit_reference(raw[:, :3], SHA_A)
+    assert str(caught.value) == "expected (10) feature columns, got shape (20, 3)"
+    for bad in (0.0, 1.5):
+        with pytest.raises(UsageError) as caught:
+            fit_reference(raw, SHA_A, target_specificity=bad)
+        assert str(caught.value) == f"target specificity must be in (0, 1], got {bad}"
+    with pytest.raises(UsageError) as caught:
+        fit_reference(raw, SHA_A, rule="bogus")
+    assert str(caught.value) == "rule must be one of ('max_abs_z', 'mahalanobis'), got 'bogus'"
+    # Specificity 1 is the largest cross-fitted score; 3 studies are enough; 20 give no warning.
+    with caplog.at_level(logging.WARNING, logger="lstv.score"):
+        whole = fit_reference(raw, SHA_A, target_specificity=1.0)
+        assert not caplog.records
+        fit_reference(raw[:19], SHA_A)
+    assert [r.getMessage() for r in caplog.records] == [
+        "only 19 reference studies: the medians and spreads will be rough (20 or more are better)"
+    ]
+    assert whole.threshold == fit_reference(raw, SHA_A).threshold
+    assert whole.reference_studies == "" and fit_reference(raw[:3], SHA_A).n == 3
+
+
+def test_cross_fitted_scores_leave_the_study_out_and_keep_one_sided_features_one_sided():
+    rng = np.random.default_rng(11)
+    a = rng.normal(9, 1, 12)
+    x = np.column_stack([a, a + rng.normal(0, 0.2, 12)])
+    centre, scale, _ = zip(*(robust_location_scale(x[1:, j]) for j in range(2)), strict=True)
+    assert leave_one_out_scores(x)[0] == pytest.approx(
+        np.max(np.abs((x[0] - np.array(centre)) / np.array(scale)))
+    )
+    x[1] = [5.0, 5.0]  # far below on both: no finding where only a rise is unusual
+    one_sided = leave_one_out_scores(x, "mahalanobis", np.array([True, True]))
+    two_sided = leave_one_out_scores(x, "mahalanobis", np.array([False, False]))
+    assert one_sided[1] < 1 < two_sided[1]
+
+
+def test_a_mahalanobis_threshold_is_cross_fitted_with_its_one_sided_features():
+    """The flag threshold (specificity None) is the largest cross-fitted score, with the
+    one-sided features one-sided there too: a study far below on one is no outlier."""
+    features = ("l5_s1_para_shift_mm", "l5_s1_entropy")  # one-sided, two-sided; no log scale
+    rng = np.random.default_rng(12)
+    raw = np.column_stack([rng.normal(10, 1, 14), rng.normal(9, 1, 14)])
+    raw[0, 0] = 10 - 10.0  # far below where only a rise is unusual
+    raw[1, 1] = 9 - 2.5  # below where both ways are unusual
+    ref = fit_reference(raw, SHA_A, features=features, rule="mahalanobis")
+    assert ref.one_sided == ("l5_s1_para_shift_mm",)
+    loo = leave_one_out_scores(raw, "mahalanobis", np.array([True, False]))
+    assert ref.threshold == pytest.approx(loo.max())
+    assert int(np.argmax(loo)) != 0
+    assert loo.max() < leave_one_out_scores(raw, "mahalanobis", np.array([False, False])).max()
+
+
+def test_fit_reference_records_its_threshold_rule_and_provenance():
+    raw = normal_features(np.random.default_rng(13), 20)
+    ref = fit_reference(
+        raw, SHA_A, target_specificity=0.9, reference_studies="20 normal", extra={"src": "a.csv"}
+    )
+    assert ref.threshold_rule == (
+        "quantile 0.9 of the reference studies' leave-one-out scores (target specificity 0.9: "
+        "about 10% of normal studies like these go to review by design)"
+    )
+    assert (ref.target_specificity, ref.reference_studies, ref.extra) == (
+        0.9,
+        "20 normal",
+        {"src": "a.csv"},
+    )
+    assert fit_reference(raw, SHA_A).threshold_rule == (
+        "leave-one-out maximum of the reference studies' scores"
+    )
+
+
+def test_no_finite_value_is_a_clear_error():
+    from lstv.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        robust_location_scale([math.nan, math.inf])
+    assert str(caught.value) == "no finite value to fit a median and spread on"
