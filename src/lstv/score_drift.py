@@ -46,10 +46,9 @@ def drift_check(ref: Reference, raw: np.ndarray) -> dict:
     if not drifted:
         note = f"feature medians of {n_max} studies are like the reference's"
     else:
-        worst = sorted(drifted, key=lambda f: -abs(drifted[f]["median_shift_sd"]))[:3]
         note = (
             f"these {n_max} studies sit far from the reference's normal studies ("
-            + ", ".join(f"{f} median {drifted[f]['median_shift_sd']:+.1f} SD" for f in worst)
+            + _largest_shifts(drifted)
             + "): the reference may come from another scanner, protocol or population, and "
             "its flag rate will not hold; run lstv calibrate on confirmed normal studies of "
             "this set"
@@ -135,12 +134,9 @@ def acquisition_check(acquisition: dict, raw: np.ndarray) -> dict:
     if not drifted:
         note = f"the acquisition of {n_max} studies is like the reference's"
     else:
-        worst = sorted(drifted, key=lambda f: -abs(drifted[f]["median_shift_sd"]))[:3]
         note = (
             f"these {n_max} studies were acquired differently from the reference's normal "
-            "studies ("
-            + ", ".join(f"{f} median {drifted[f]['median_shift_sd']:+.1f} SD" for f in worst)
-            + ")"
+            f"studies ({_largest_shifts(drifted)})"
         )
     return {"drift": bool(drifted), "n": n_max, "descriptors": drifted, "note": note}
 
@@ -220,3 +216,9 @@ def check_run(ref: Reference, rows: list[dict], source: str = "metrics CSV") -> 
         "acquisition_drift": acquisition["drift"],
         "verdict": verdict,
     }
+
+
+def _largest_shifts(drifted: dict) -> str:
+    """The three largest median shifts of what drifted, in words, largest first."""
+    worst = sorted(drifted, key=lambda f: -abs(drifted[f]["median_shift_sd"]))[:3]
+    return ", ".join(f"{f} median {drifted[f]['median_shift_sd']:+.1f} SD" for f in worst)
