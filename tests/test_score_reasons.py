@@ -303,3 +303,38 @@ def test_explain_word_for_word_with_the_normal_range():
     ]
     for (driver, value), words in cases:
         assert explain(driver, value, ref, row) == words
+
+
+def test_percentages_and_directions_where_a_slip_of_one_would_show():
+    """Values whose percentages round differently at 101 x than at 100 x, a z between 0 and 1
+    and a second peak less than 1 mm below (the exact tests above use values where such slips
+    happen to round alike).
+
+    Mutants: ``101 * value`` (or ``lo``, ``hi``) in the spacing, across and mass-out words,
+    ``high = z > 1``, ``'below' if dy > 1``, and ``feature.replace`` mangled in the words of a
+    feature with none of its own all fail; without them: passes."""
+    ranges = {
+        "l5_s1_spacing_ratio": [0.78, 1.04],
+        "l5_s1_across": [-0.7, 0.9],
+        "l5_s1_mass_out": [0.7, 0.9],
+        "l4_l5_disc_height": [0.4, 0.6],  # a feature without words of its own
+    }
+    ref = _hand_reference(ranges)
+    assert explain("l5_s1_spacing_ratio", 0.98, ref) == (
+        "L5/S1 disc space 98% of the mean spacing above it; normal 78-104%"
+    )
+    assert explain("l5_s1_across", 0.7, ref) == (
+        "L5/S1 sits 70% of a level posterior to the L3/L4-L4/L5 line; normal -70% to +90% "
+        "(positive: posterior)"
+    )
+    assert explain("l5_s1_mass_out", 0.95, ref) == (
+        "95% of the L5/S1 map lies outside its main spot; normal 70-90%"
+    )
+    assert explain("l4_l5_disc_height", 0.5, ref) == "L4/L5 disc height 0.5; normal 0.4-0.6"
+    assert describe("l5_s1_entropy", 9.65, 0.5, ref) == (
+        "L5/S1 map more spread out than normal (entropy 9.65; normal 9.60), z = +0.5"
+    )
+    row = {"l5_s1_peak2_dx_mm": "0", "l5_s1_peak2_dy_mm": "0.6"}
+    assert describe("l5_s1_peak2", 0.5, 4.0, ref, row).startswith(
+        "L5/S1 map has a second peak 1 mm below the first ("
+    )
