@@ -1,9 +1,20 @@
 """Files written whole or not at all (lstv.atomic): strict JSON, CSVs, a failure half way or at
 the rename, an output that is an input."""
 
+import hashlib
+import math
+from pathlib import Path
+
 import pytest
 
-from lstv.atomic import refuse_overwriting, write_csv_atomic, write_json_atomic
+from lstv.atomic import (
+    file_sha256,
+    json_safe,
+    non_finite_keys,
+    refuse_overwriting,
+    write_csv_atomic,
+    write_json_atomic,
+)
 
 
 def test_json_with_nan_is_refused_not_written(tmp_path):
@@ -86,3 +97,39 @@ def test_output_may_not_be_an_input(tmp_path):
     with pytest.raises(ValueError, match="is a folder"):
         refuse_overwriting(tmp_path, [metrics], "--output")
     refuse_overwriting(tmp_path / "report.html", [metrics], "--output")
+
+
+def test_json_is_indented_by_two_and_names_what_it_cannot_encode_as_text(tmp_path):
+    """The exact text: two-space indent, a final newline, a path as its string.
+
+    Mutants: another indent or none, and no ``default=str`` (a Path is then an error) fail;
+    without them: passes."""
+    path = write_json_atomic(tmp_path / "x.json", {"a": 1, "checkpoint": Path("m/b.pth")})
+    assert path.read_text() == '{\n  "a": 1,\n  "checkpoint": "m/b.pth"\n}\n'
+
+
+def test_csv_rows_as_dicts_fill_missing_columns_and_lists_go_as_given(tmp_path):
+    """Mutants: a missing column written as "XXXX", a list row read as a dict fail; without
+    them: passes."""
+    path = write_csv_atomic(tmp_path / "x.csv", ["a", "b"], [{"b": "2"}, ["3", "4"]])
+    assert path.read_bytes() == b"a,b\r\n,2\r\n3,4\r\n"
+
+
+def test_file_sha256_is_the_digest_of_every_byte_over_several_chunks(tmp_path):
+    """A file over the 1 MiB chunk, so that reading stops at the end and not before.
+
+    Mutants: no chunks read, chunks of 0 bytes fail; without them: passes."""
+    data = bytes(range(256)) * 5000  # 1.2 MiB
+    path = tmp_path / "m.pth"
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_non_finite_values_are_named_by_dotted_key_and_made_null():
+    data = {"a": [1.0, math.nan], "b": {"c": math.inf}, "d": "x", "e": (2.5, -math.inf)}
+    assert non_finite_keys(data) == ["a.1", "b.c", "e.1"]
+    assert non_finite_keys(math.nan) == ["(value)"]
+    assert non_finite_keys(1.0) == []
+    assert json_safe(data) == {"a": [1.0, None], "b": {"c": None}, "d": "x", "e": [2.5, None]}
+    assert json_safe(math.nan) is None
+    assert json_safe(3.5) == 3.5
