@@ -5,6 +5,7 @@ is a clear error."""
 
 import csv
 import io
+import logging
 import os
 
 import pytest
@@ -85,3 +86,73 @@ def test_run_csv_with_a_huge_field_is_a_clear_error(tmp_path):
     path.write_text("study_id,error\n1,ok\n2," + "x" * (csv.field_size_limit() + 1) + "\n")
     with pytest.raises(ValueError, match=rf"{path} line 3: .*at most 128 KiB"):
         read_csv_rows(path)
+
+
+def test_a_bom_and_a_quoted_crlf_read_back_as_written(tmp_path):
+    """A CSV saved with a BOM (a spreadsheet's UTF-8) and a field holding CR LF: the header has
+    no BOM and the field keeps its CR LF; appending to it accepts its header.
+
+    Mutants: reading without ``encoding="utf-8-sig"`` (the BOM joins the first column) or
+    without ``newline=""`` (CR LF becomes LF) fail; without them: passes."""
+    path = tmp_path / "m.csv"
+    path.write_bytes('\ufeffstudy_id,note\r\n1,"a\r\nb é"\r\n'.encode())
+    assert read_csv_rows(path) == (["study_id", "note"], [{"study_id": "1", "note": "a\r\nb é"}])
+    with CsvAppender(path, ["study_id", "note"]) as out:
+        out.write({"study_id": "2", "note": "c"})
+    assert read_csv_rows(path)[1][1] == {"study_id": "2", "note": "c"}
+
+
+def test_appender_header_rules_at_the_edges(tmp_path):
+    """An empty file gets the header; a 1-byte file or one holding only a BOM is another
+    version's (its header is not ours), with the advice; a row with a column the file lacks is
+    an error, not dropped.
+
+    Mutants: ``st_size >= 0`` or ``> 1``, ``next(reader)`` without a default, the advice's words
+    changed, ``extrasaction="RAISE"`` (csv then drops extras) fail; without them: passes."""
+    empty = tmp_path / "empty.csv"
+    empty.touch()
+    with CsvAppender(empty, ["study_id"]) as out:
+        out.write({"study_id": "1"})
+    assert empty.read_bytes() == b"study_id\r\n1\r\n"
+    for name, data in (("one.csv", b"x"), ("bom.csv", b"\xef\xbb\xbf")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(
+            ValueError,
+            match=r"other columns than this version writes; use a new "
+            r"--output_dir \(or move the old file away\)",
+        ):
+            CsvAppender(path, ["study_id"])
+    with CsvAppender(tmp_path / "m.csv", ["study_id"]) as out, pytest.raises(ValueError):
+        out.write({"study_id": "2", "extra": "x"})
+
+
+def test_only_a_partial_row_is_repaired_and_said(tmp_path, caplog):
+    """A whole file (quotes balanced, ending in a newline) is left alone without a word; a cut
+    row is dropped with a warning naming the file; a file with no whole row is emptied.
+
+    Mutants: ``not data and ...``, the newline test changed, ``count / 2``, the warning without
+    the file or with other words, ``end = 1`` fail; without them: passes."""
+    path = tmp_path / "m.csv"
+    whole = 'id,d\n1,"x"\n'
+    path.write_text(whole)
+    with caplog.at_level(logging.WARNING, logger="lstv.csv_files"):
+        drop_partial_last_row(path)
+        assert caplog.messages == []
+        path.write_text(whole + "2,y")
+        drop_partial_last_row(path)
+        assert caplog.messages == [f"{path} ended in a partial row (interrupted run): dropped it"]
+    assert path.read_text() == whole
+    path.write_text("id,")
+    drop_partial_last_row(path)
+    assert path.read_bytes() == b""
+
+
+def test_write_syncs_each_row_to_the_disk_by_default(tmp_path, monkeypatch):
+    """Mutant: ``sync=False`` as the default fails; without it: passes."""
+    out = CsvAppender(tmp_path / "m.csv", ["study_id"])
+    synced = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    out.write({"study_id": "1"})
+    out.close()
+    assert len(synced) == 1
