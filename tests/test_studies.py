@@ -286,8 +286,12 @@ def test_index_paths_outside_the_input_folder_are_refused_by_one_rule(tmp_path):
     (outside / "IM1").write_bytes(b"x")
     (root / "link").symlink_to(outside)
     assert StudyTask(1, 2, path="ser").series_source(root) == [root / "ser" / "IM1"]
+    refusal = (
+        r"outside the folder .*export the run reads; "
+        r".*\(re-index the export from its top folder\)$"
+    )
     for path in ("../elsewhere", str(outside), "ser;../elsewhere/IM1", "link"):
-        with pytest.raises(ValueError, match=r"outside the folder .*export"):
+        with pytest.raises(ValueError, match=refusal):
             StudyTask(1, 2, path=path).series_source(root)
 
 
@@ -460,3 +464,228 @@ def test_an_original_image_is_preferred_to_a_secondary_one():
     secondary = index_record(1, "SAG T2", n_frames="30", image_type="ORIGINAL\\SECONDARY")
     original = index_record(2, "SAG T2", n_frames="15")
     assert choose_series([secondary, original]) == (original, "description_pattern")
+
+
+# -------------------- mutation survivors (issue 20): index detection and the hold-out filter
+
+INDEX_HEADER = "study_id,series_id,series_description,study_uid,path\n"
+
+
+def test_is_index_reads_the_header_only(tmp_path):
+    """An index has a ``study_uid`` column, wherever it is and however a spreadsheet padded or
+    marked it (a byte-order mark before a first ``study_uid``); RSNA's CSV and an empty file
+    are not indexes."""
+    from lstv.studies import is_index
+
+    assert is_index(write_csv(tmp_path / "index.csv", INDEX_HEADER + "1,2,SAG T2,1.2,a\n"))
+    assert not is_index(write_csv(tmp_path / "rsna.csv", HEADER + "1,2,Sagittal T2/STIR\n"))
+    assert not is_index(write_csv(tmp_path / "empty.csv", ""))
+    first = tmp_path / "bom.csv"
+    first.write_text(" study_uid ,study_id,series_id,series_description\n", encoding="utf-8-sig")
+    assert is_index(first)
+
+
+def test_hold_out_ids_apply_to_rsna_and_to_an_index_that_names_them(tmp_path):
+    from lstv.studies import hold_out_ids
+
+    np.save(tmp_path / "valid_id.npy", np.array([4003253, 7], dtype=np.int64))
+    ids = tmp_path / "valid_id.npy"
+    rsna = write_csv(tmp_path / "rsna.csv", HEADER + "5,2,Sagittal T2/STIR\n")
+    index = write_csv(tmp_path / "index.csv", INDEX_HEADER + "5,2,SAG T2,1.2,a\n")
+    some = [StudyTask(5, 2), StudyTask(7, 3)]
+    # RSNA's CSV: the list applies even when it names none of the studies.
+    assert hold_out_ids(ids, [StudyTask(5, 2)], rsna) == {4003253, 7}
+    # An index of the RSNA tree keeps the RSNA IDs: one study among them is enough.
+    assert hold_out_ids(ids, some, index) == {4003253, 7}
+    assert hold_out_ids(None, some, index) is None
+    assert hold_out_ids(tmp_path / "absent.npy", some, rsna) is None
+
+
+def test_hold_out_ids_do_not_apply_to_an_export_none_of_whose_studies_they_name(tmp_path, caplog):
+    """A hospital export indexed with its own IDs: the RSNA list would drop every study, so it
+    does not apply, and the warning says why (the file, its studies, the list's size)."""
+    import logging
+
+    from lstv.studies import hold_out_ids
+
+    ids = tmp_path / "valid_id.npy"
+    np.save(ids, np.array([4003253, 7, 8], dtype=np.int64))
+    index = write_csv(tmp_path / "index.csv", INDEX_HEADER + "5,2,SAG T2,1.2,a\n")
+    with caplog.at_level(logging.WARNING, logger="lstv.studies"):
+        assert hold_out_ids(ids, [StudyTask(5, 2), StudyTask(6, 2)], index) is None
+    assert caplog.messages == [
+        f"{index}: none of its 2 studies is among the 3 RSNA hold-out IDs of {ids}, so it is "
+        "not an RSNA export: the hold-out filter does not apply"
+    ]
+
+
+# -------------------- mutation survivors (issue 20): index paths and records
+
+
+def test_join_paths_writes_plain_names_joined_and_others_as_readable_json():
+    """Names without ``;`` are joined by ``;`` as older indexes were (a first name starting
+    with ``[`` only in the first place would read as JSON); an empty name or a ``;`` makes a
+    JSON array that keeps the names as written (the index is a CSV people open)."""
+    from lstv.studies import join_paths, split_paths
+
+    assert join_paths(["a/IM1", "a/IM2"]) == "a/IM1;a/IM2"
+    assert join_paths(["PAT0/SER1"]) == "PAT0/SER1"
+    assert join_paths(["a/IM1", "[b]/IM2"]) == "a/IM1;[b]/IM2"
+    assert join_paths(["[b]/IM2", "a/IM1"]) == '["[b]/IM2", "a/IM1"]'
+    assert join_paths(["é/IM;1"]) == '["é/IM;1"]'
+    assert join_paths(["", "a"]) == '["", "a"]'
+    for names in (["a/IM1", "[b]/IM2"], ["", "a"]):
+        assert split_paths(join_paths(names)) == names
+
+
+def test_an_index_path_cell_with_no_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"^the index lists no path for this series$"):
+        StudyTask(1, 2, path=";").series_source(tmp_path)
+
+
+def write_index(path, rows, encoding="utf-8"):
+    with open(path, "w", newline="", encoding=encoding) as f:
+        writer = csv.writer(f)
+        writer.writerow(INDEX_HEADER.strip().split(","))
+        writer.writerows(rows)
+    return path
+
+
+def test_index_records_keep_their_headers_as_written(tmp_path):
+    """An index's extra columns go into ``headers`` exactly: a name with a carriage return
+    (legal on Linux) is not turned into a line feed, a byte-order mark is not part of the
+    first column's name, and a short row's missing cells are empty (an empty ``path`` means
+    the RSNA layout, so anything else would read another folder)."""
+    from lstv.studies import read_series_records, study_tasks
+
+    index = write_index(
+        tmp_path / "index.csv", [[1, 2, "SAG T2", "1.2", "a\rb/IM1"]], encoding="utf-8-sig"
+    )
+    (record,) = read_series_records(index)
+    assert (record.study_id, record.series_id, record.series_description) == (1, 2, "SAG T2")
+    assert record.headers == {"study_uid": "1.2", "path": "a\rb/IM1"}
+    short = tmp_path / "short.csv"
+    short.write_text(INDEX_HEADER + "1,2,Sagittal T2/STIR\n")
+    (record,) = read_series_records(short)
+    assert record.headers == {"study_uid": "", "path": ""}
+    (task,) = study_tasks(short)
+    assert task.series_source(tmp_path) == tmp_path / "1" / "2"
+
+
+# -------------------- mutation survivors (issue 20): the header rule, rule by rule
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"modality": "CT"},
+        {"image_type": "DERIVED\\PRIMARY\\M"},
+        {"image_type": "ORIGINAL\\SECONDARY"},
+        {"scanning_sequence": "SE\\IR"},
+        {"inversion_time": "1"},
+        {"sequence_name": "*tir2d1_16"},  # Siemens TIRM
+        {"scanning_sequence": "GR\\"},  # gradient echo, with an empty value
+        {"acquisition_contrast": "PROTON_DENSITY"},
+        {"echo_time": ""},
+        {"repetition_time": ""},
+        {"echo_time": "59.9"},
+        {"repetition_time": "1499"},
+    ],
+)
+def test_the_header_rule_rules_out_each_kind_of_series(headers):
+    """Each header that says "not a sagittal T2-weighted primary MR series" rules it out on
+    its own (the base record passes)."""
+    from lstv.studies import header_rejection
+
+    assert header_rejection(index_record(1, "series 1", **headers)) is not None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"modality": "mr"},
+        {"echo_time": "60", "repetition_time": "1500"},  # the thresholds are T2-weighted
+        {"acquisition_contrast": "MIXED"},
+        {"acquisition_contrast": "unknown"},
+        {"inversion_time": "0"},
+        {"scanning_sequence": "SE\\"},
+    ],
+)
+def test_the_header_rule_keeps_a_sagittal_t2_weighted_series(headers):
+    from lstv.studies import header_rejection
+
+    assert header_rejection(index_record(1, "series 1", **headers)) is None
+
+
+# -------------------- mutation survivors (issue 20): reading the series CSV, the note
+
+
+def test_a_series_csv_missing_columns_says_what_it_expected_and_found(tmp_path):
+    bad = write_csv(tmp_path / "bad.csv", "study_id,description\n1,x\n")
+    expected = (
+        rf"^{bad}: missing column\(s\) series_id, series_description; expected "
+        r"study_id, series_id, series_description \(found study_id, description\)$"
+    )
+    with pytest.raises(ValueError, match=expected):
+        read_series_table(bad)
+    empty = write_csv(tmp_path / "empty.csv", "")
+    with pytest.raises(ValueError, match=r"\(found no header\)$"):
+        read_series_table(empty)
+
+
+def test_series_csv_cells_are_read_as_written(tmp_path):
+    """A description with a line break inside its quotes keeps its carriage return, and a
+    short row (no description cell) reads as an empty description."""
+    path = tmp_path / "series.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([HEADER.strip().split(","), [1, 10, "SAG\r\nT2"], [2, 20]])
+    assert read_series_table(path) == [(1, 10, "SAG\r\nT2"), (2, 20, "")]
+
+
+def test_valid_ids_that_are_not_whole_numbers_are_refused(tmp_path):
+    """A float64 list must hold whole, finite IDs: 1.5 would become study 1."""
+    path = tmp_path / "valid_id.npy"
+    for values in ([4736760728.0, 1.5], [4736760728.0, np.inf], [np.nan]):
+        np.save(path, np.array(values))
+        with pytest.raises(ValueError, match=rf"{path}: holds float64 values, not whole-number"):
+            load_valid_ids(path)
+
+
+def test_old_index_paths_that_read_as_json_but_not_as_a_list_of_names():
+    """An older index's cell that happens to be JSON, but not a non-empty list of names, is
+    still its ``;``-joined names."""
+    from lstv.studies import split_paths
+
+    assert split_paths("[1]") == ["[1]"]
+    assert split_paths("[]") == ["[]"]
+    assert split_paths("[1];[2]") == ["[1]", "[2]"]
+
+
+def test_one_index_file_is_read_as_a_file_not_a_folder(tmp_path):
+    (tmp_path / "ser").mkdir()
+    (tmp_path / "ser" / "IM1").write_bytes(b"x")
+    (tmp_path / "ser" / "IM2").write_bytes(b"x")
+    assert StudyTask(1, 2, path="ser/IM2").series_source(tmp_path) == [tmp_path / "ser" / "IM2"]
+    both = StudyTask(1, 2, path="ser;ser/IM1").series_source(tmp_path)
+    assert both == [tmp_path / "ser", tmp_path / "ser" / "IM1"]
+
+
+def test_the_note_of_a_study_without_a_series_lists_twelve_and_counts_the_rest():
+    """The note names at most 12 series, by series ID, then how many more there were; a
+    series without a description or without TR says so instead of failing."""
+    from lstv.studies import SeriesRecord, select_series
+
+    def note(n, **headers):
+        records = [SeriesRecord(1, i, f"AX T2 {i}", headers) for i in range(n, 0, -1)]
+        (task,) = select_series(records)
+        assert task.series_id is None
+        return task.note
+
+    twelve = note(12)
+    assert twelve.endswith("'AX T2 11'; 'AX T2 12')")
+    assert "more" not in twelve
+    assert note(13).endswith("'AX T2 12'; and 1 more)")
+    assert "'AX T2 13'" not in note(14) and note(14).endswith("; and 2 more)")
+    (task,) = select_series([SeriesRecord(1, 1, "", {"orientation": "axial", "echo_time": "90"})])
+    assert task.note == "study has no sagittal T2 series (had: '(no description)' axial)"
