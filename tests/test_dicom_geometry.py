@@ -250,3 +250,30 @@ def test_each_geometry_refusal_names_the_file_and_the_numbers():
     assert geometry_error(bad) == (
         "1.dcm: ImageOrientationPatient [0.0, 1.0, 0.0, 0.0, 0.0] is not six finite numbers"
     )
+
+
+def test_each_distinct_orientation_is_checked_and_named_once(monkeypatch):
+    """A series' slices share an orientation or a few: each is checked and given a plane once
+    (the per-slice numpy work was 0.5 ms of a 17-slice study), and a bad one after good ones
+    is still refused with its own file's name."""
+    from lstv import dicom_geometry
+    from lstv.dicom_geometry import validate_geometry
+
+    calls = {"plane_of": 0, "_check_orientation": 0}
+    for name in calls:
+        original = getattr(dicom_geometry, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(dicom_geometry, name, counted)
+    tilted = [0, 0.97, 0.26, 0, -0.26, 0.97]
+    many = [(f"{k}.dcm", float(k), SAGITTAL if k % 2 else tilted) for k in range(9)]
+    validate_geometry(slices(*many))
+    assert calls == {"plane_of": 2, "_check_orientation": 2}
+    bad = slices(*many[:4], ("9.dcm", 9.0, [0, 2, 0, 0, 0, -1]))
+    assert geometry_error(bad) == (
+        "9.dcm: ImageOrientationPatient [0.0, 2.0, 0.0, 0.0, 0.0, -1.0] has direction cosines "
+        "of length 2 and 1, not 1"
+    )

@@ -40,7 +40,14 @@ def check_one_plane(slices) -> None:
     Raises:
         SeriesReadError: says how many slices lie in each plane, and in which files.
     """
-    planes = [plane_of(s.orientation) for s in slices]
+    # A series' slices share one orientation or a few: each distinct one is named once.
+    named: dict[bytes, str] = {}
+    planes = []
+    for s in slices:
+        key = _orientation_key(s.orientation)
+        if key not in named:
+            named[key] = plane_of(s.orientation)
+        planes.append(named[key])
     counts = Counter(planes)
     if len(counts) < 2:
         return
@@ -77,6 +84,7 @@ def validate_geometry(slices) -> None:
     Raises:
         SeriesReadError: names the file and the attribute.
     """
+    passed: set[bytes] = set()  # orientations checked: a series' slices share one or a few
     for s in slices:
         name = Path(s.path).name
         position = np.asarray(s.position, dtype=np.float64)
@@ -86,7 +94,10 @@ def validate_geometry(slices) -> None:
             raise SeriesReadError(
                 f"{name}: ImagePositionPatient {position.tolist()} is not three finite numbers"
             )
-        _check_orientation(name, orientation)
+        key = _orientation_key(orientation)
+        if key not in passed:
+            _check_orientation(name, orientation)
+            passed.add(key)
         if spacing.shape != (2,) or not np.isfinite(spacing).all():
             raise SeriesReadError(
                 f"{name}: PixelSpacing {spacing.tolist()} is not two finite numbers"
@@ -98,6 +109,12 @@ def validate_geometry(slices) -> None:
             )
     check_one_plane(slices)
     _check_positions_distinct(slices)
+
+
+def _orientation_key(orientation) -> bytes:
+    """Equal for orientations of equal shape and numbers (float64), whatever their type."""
+    o = np.asarray(orientation, dtype=np.float64)
+    return repr(o.shape).encode() + o.tobytes()
 
 
 def _check_orientation(name: str, orientation: np.ndarray) -> None:
