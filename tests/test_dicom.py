@@ -347,3 +347,70 @@ def test_an_empty_per_frame_sequence_falls_back_to_the_top_level_geometry(tmp_pa
     ds.PerFrameFunctionalGroupsSequence = Sequence([])
     ds.save_as(folder / "1.dcm")
     assert read_series(folder).positions[:, 0].tolist() == [-6.0, -10.0]
+
+
+def _with_raw(ds, keyword: str, vr: str, text: bytes):
+    """``ds`` with ``keyword``'s value as raw ``text``, as pydicom holds an element it has read
+    and not yet converted."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    tag = Tag(keyword)
+    ds._dict[tag] = RawDataElement(tag, vr, len(text), text, 0, False, True)
+    return ds
+
+
+@pytest.mark.parametrize(
+    "keyword, vr, text",
+    [
+        ("ImagePositionPatient", "DS", b"-36.522\\-147.918\\135.10800000000001 "),
+        ("ImagePositionPatient", None, b" 1e2\\+0.5\\-0 "),  # implicit VR: no VR in the file
+        ("PixelSpacing", "DS", b"0.68359375\\.5"),
+        ("InstanceNumber", "IS", b"0012 "),
+    ],
+)
+def test_header_numbers_are_pydicoms_numbers_without_its_conversion(keyword, vr, text):
+    """header_numbers reads a DS/IS value's bytes as pydicom converts them (float / int of the
+    same text), and leaves the element unconverted: pydicom's conversion is what it saves."""
+    from pydicom.dataset import Dataset
+
+    from lstv.dicom import header_numbers
+
+    kind = int if keyword == "InstanceNumber" else float
+    got = header_numbers(_with_raw(Dataset(), keyword, vr, text), keyword, kind)
+    expected = _with_raw(Dataset(), keyword, vr or "DS", text).get(keyword)
+    expected = [expected] if keyword == "InstanceNumber" else list(expected)
+    assert got == [kind(v) for v in expected] and all(type(v) is kind for v in got)
+    ds = _with_raw(Dataset(), keyword, vr, text)
+    header_numbers(ds, keyword, kind)
+    assert type(ds.get_item(keyword)).__name__ == "RawDataElement"
+
+
+@pytest.mark.parametrize(
+    "keyword, vr, text",
+    [
+        ("PixelSpacing", "DS", b"0.5\\0.5\x00"),  # NUL padding: pydicom strips it
+        ("InstanceNumber", "IS", b"5.0"),  # pydicom's IS takes a whole float
+        ("ImagePositionPatient", "DS", b""),  # empty: pydicom's None
+        ("PixelSpacing", "FD", b"12345678"),  # binary (one double), though it reads as text
+    ],
+)
+def test_header_numbers_leave_other_text_to_pydicom(keyword, vr, text):
+    from pydicom.dataset import Dataset
+
+    from lstv.dicom import header_numbers
+
+    kind = int if keyword == "InstanceNumber" else float
+    expected = _with_raw(Dataset(), keyword, vr, text).get(keyword)
+    got = header_numbers(_with_raw(Dataset(), keyword, vr, text), keyword, kind)
+    assert got == expected and type(got) is type(expected)
+    assert header_numbers(Dataset(), keyword, kind) is None
+
+
+def test_a_slice_with_several_instance_numbers_is_refused_as_before(tmp_path):
+    folder = write_series(tmp_path / "s", n=3)
+    _with_raw(pydicom.dcmread(folder / "2.dcm"), "InstanceNumber", "IS", b"2\\7").save_as(
+        folder / "2.dcm"
+    )
+    with pytest.raises(TypeError):
+        read_series(folder)
