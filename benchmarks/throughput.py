@@ -1,35 +1,45 @@
 """Throughput of ``lstv infer`` against its floors, as ratios measured in one run (issues 10, 22).
 
-On the same phantom studies, each measurement repeated and the fastest repeat kept (the
-measurements of a repeat run back to back, so a busy machine slows numerator and denominator
-alike):
+On the same phantom studies, each measurement repeated:
 
   read / decode              a reader's work for one study (lstv.sample.read_sample: decode,
                              checks, order, normalise, model input) vs bare pydicom decoding of
-                             the same files, one process                      target <= 1.3
-  steady state               the marginal cost of a study: ``lstv infer`` on N and on N/3 of
-                             the studies, (infer(N) - infer(N/3)) over the same difference of
-                             the floors (parallel decode with the same number of reader
-                             processes + the bare forward pass of the same checkpoint)
-                                                                              target <= 1.10
+                             the same files, one process (each study's fastest repeat)
+                                                                              target <= 1.3
+  steady state               the marginal cost of a study: ``lstv infer`` on sets of N/3 and N
+                             studies (``--sizes 3`` adds 2N/3), the slope of its wall time over
+                             the set size against the same slope of the floors (parallel decode
+                             with the same number of reader processes + the bare forward pass of
+                             the same checkpoint)                             target <= 1.10
   start-up                   infer(N/3) minus N/3 studies at the marginal cost: what a run
                              costs before its first study                     target <= 3.0 s
 
-plus the whole-process ratio of the N-study run, and the steady state in CPU seconds (the CPU
-time of ``lstv infer`` and its readers against the floors' CPU time, per marginal study): on a
-machine other work loads, wall-clock ratios measure the load as much as the pipeline, CPU time
-much less. ``lstv infer`` runs with ``--parasagittal 0`` where it has that flag: the centre-slice
-pipeline is measured. ``--breakdown`` adds the per-study cost of each stage of the pipeline,
-measured one stage at a time in this process (decode, sort and geometry, normalise, model
-input, forward, metrics and shape features, CSV and fsync, inter-process transfer) and the
-start-up's imports. ``--timeline`` runs ``lstv infer`` once more on the small set with
-``--verbose`` and prints when each step of its start-up and end happened (its "timeline:" debug
-lines: readers started, model loaded and how many studies were read by then, each batch's
-forward pass and write, outputs written, process gone) and the CPU seconds of the main process
-and of its readers in each phase, with the core-seconds left idle. Usage:
+The headline ("steady state, median of repeats") is the median over repeats of each repeat's
+own ratio, in wall-clock and in CPU time, with the median start-up: a repeat's floors and infer
+runs follow each other, so a load that slows one slows the other, and one slow repeat in three
+moves the median by no more than the other two differ. The repeats are interleaved: even ones
+go from the smallest set up, floors before infer, odd ones from the largest down, infer before
+floors, so a load that grows or falls during a run hits both sides alike. The lines before it
+give the same ratios from each timing's fastest repeat (whose bests may come from different
+repeats: one slow repeat's infer with another's floors moves them by more than the margin), and
+each repeat's ratio.
+
+Also printed: the whole-process ratio of the N-study run, and the steady state in CPU seconds
+(the CPU time of ``lstv infer`` and its readers against the floors' CPU time, per marginal
+study): on a machine other work loads, wall-clock ratios measure the load as much as the
+pipeline, CPU time much less. ``lstv infer`` runs with ``--parasagittal 0`` where it has that
+flag: the centre-slice pipeline is measured. ``--breakdown`` adds the per-study cost of each
+stage of the pipeline, measured one stage at a time in this process (decode, sort and geometry,
+normalise, model input, forward, metrics and shape features, CSV and fsync, inter-process
+transfer) and the start-up's imports. ``--timeline`` runs ``lstv infer`` once more on the small
+set with ``--verbose`` and prints when each step of its start-up and end happened (its
+"timeline:" debug lines: readers started, model loaded and how many studies were read by then,
+each batch's forward pass and write, outputs written, process gone) and the CPU seconds of the
+main process and of its readers in each phase, with the core-seconds left idle. Usage:
 
     python benchmarks/throughput.py --n_studies 144 --num_workers 2 \\
-        [--checkpoint models/phantom_point_net.pth] [--repeats 3] [--breakdown] [--timeline]
+        [--checkpoint models/phantom_point_net.pth] [--repeats 3] [--sizes 2] [--breakdown]
+        [--timeline]
 """
 
 from __future__ import annotations
@@ -236,41 +246,87 @@ def subset(data: Phantoms, n: int, root: Path) -> Phantoms:
     return replace(data, series_csv=series_csv, valid_ids=valid_ids, sources=data.sources[:n])
 
 
+def slope(n, y) -> float:
+    """The least-squares slope of ``y`` over ``n`` (for two sizes, the difference quotient)."""
+    n, y = np.asarray(n, dtype=float), np.asarray(y, dtype=float)
+    dn = n - n.mean()
+    return float(dn @ (y - y.mean()) / (dn @ dn))
+
+
 @dataclass(frozen=True)
 class Repeat:
-    """One repeat's seconds on the small and the large set: decode floor, forward floor, infer;
+    """One repeat's seconds on each set, smallest first: decode floor, forward floor, infer;
     wall-clock, then CPU."""
 
-    decode: tuple[float, float]
-    forward: tuple[float, float]
-    infer: tuple[float, float]
-    decode_cpu: tuple[float, float] = (0.0, 0.0)
-    forward_cpu: tuple[float, float] = (0.0, 0.0)
-    infer_cpu: tuple[float, float] = (0.0, 0.0)
+    decode: tuple[float, ...]
+    forward: tuple[float, ...]
+    infer: tuple[float, ...]
+    decode_cpu: tuple[float, ...] = (0.0, 0.0)
+    forward_cpu: tuple[float, ...] = (0.0, 0.0)
+    infer_cpu: tuple[float, ...] = (0.0, 0.0)
 
-    def steady(self, n: tuple[int, int]) -> float:
+    def per_study(self, n: tuple[int, ...]) -> tuple[float, float]:
+        """Wall seconds per marginal study (the slope over the set sizes): lstv infer, and
+        the floors."""
         floor = [d + f for d, f in zip(self.decode, self.forward, strict=True)]
-        return (self.infer[1] - self.infer[0]) / (floor[1] - floor[0])
+        return slope(n, self.infer), slope(n, floor)
 
-    def steady_cpu(self, n: tuple[int, int]) -> tuple[float, float]:
+    def steady(self, n: tuple[int, ...]) -> float:
+        infer, floor = self.per_study(n)
+        return infer / floor
+
+    def steady_cpu(self, n: tuple[int, ...]) -> tuple[float, float]:
         """CPU seconds per marginal study: lstv infer (with its readers), and the floors."""
         floor = [d + f for d, f in zip(self.decode_cpu, self.forward_cpu, strict=True)]
-        step = n[1] - n[0]
-        return (self.infer_cpu[1] - self.infer_cpu[0]) / step, (floor[1] - floor[0]) / step
+        return slope(n, self.infer_cpu), slope(n, floor)
 
-    def startup(self, n: tuple[int, int]) -> float:
-        per_study = (self.infer[1] - self.infer[0]) / (n[1] - n[0])
-        return self.infer[0] - n[0] * per_study
+    def startup(self, n: tuple[int, ...]) -> float:
+        return self.infer[0] - n[0] * slope(n, self.infer)
 
 
 def best(repeats: list[Repeat]) -> Repeat:
     """Each measurement's fastest repeat."""
     return Repeat(
         *(
-            tuple(min(getattr(r, name)[k] for r in repeats) for k in (0, 1))
+            tuple(min(getattr(r, name)[k] for r in repeats) for k in range(len(r0)))
             for name in ("decode", "forward", "infer", "decode_cpu", "forward_cpu", "infer_cpu")
+            for r0 in (getattr(repeats[0], name),)
         )
     )
+
+
+def median_of_repeats(repeats: list[Repeat], n: tuple[int, ...]) -> dict[str, float]:
+    """The headline: the median over repeats of each repeat's own ratio (its floors and its
+    infer runs measured minutes apart at most, so a load that slows a repeat slows both), in
+    wall-clock and CPU time, and the median per-study costs beside them. One slow repeat in
+    three moves it by at most the spread of the others."""
+    walls = [r.per_study(n) for r in repeats]
+    cpus = [r.steady_cpu(n) for r in repeats]
+    return {
+        "ratio": float(np.median([i / f for i, f in walls])),
+        "infer": float(np.median([i for i, _ in walls])),
+        "floor": float(np.median([f for _, f in walls])),
+        "cpu_ratio": float(np.median([i / f for i, f in cpus])),
+        "infer_cpu": float(np.median([i for i, _ in cpus])),
+        "floor_cpu": float(np.median([f for _, f in cpus])),
+        "startup": float(np.median([r.startup(n) for r in repeats])),
+    }
+
+
+def schedule(repeat: int, n_sets: int) -> list[tuple[int, str]]:
+    """The order of one repeat's runs, (set index, "floor" or "infer"): even repeats go from
+    the smallest set up, each set's floors before its infer run, odd repeats from the largest
+    down, infer first, so a load that grows or falls during a repeat hits small and large,
+    floors and infer, alike over two repeats."""
+    sets = range(n_sets) if repeat % 2 == 0 else reversed(range(n_sets))
+    parts = ("floor", "infer") if repeat % 2 == 0 else ("infer", "floor")
+    return [(k, part) for k in sets for part in parts]
+
+
+def set_sizes(n_large: int, sizes: int = 2) -> tuple[int, ...]:
+    """``sizes`` set sizes evenly spaced from N/3 to N (2: N/3 and N; 3: N/3, 2N/3, N),
+    rounded down, at least 1, distinct."""
+    return tuple(sorted({max(1, int(x)) for x in np.linspace(n_large / 3, n_large, sizes)}))
 
 
 def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) -> dict:
@@ -471,6 +527,13 @@ def main(argv=None) -> None:
     parser.add_argument("--num_workers", type=int, default=2, help="reader processes")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        default=2,
+        help="set sizes from N/3 to N (2: N/3 and N; 3 adds 2N/3): the marginal cost is the "
+        "least-squares slope over them",
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--breakdown", action="store_true", help="per-stage cost per study")
     parser.add_argument(
@@ -482,6 +545,8 @@ def main(argv=None) -> None:
         "--work_dir", type=Path, default=None, help="where to write phantoms (default: a temp dir)"
     )
     args = parser.parse_args(argv)
+    if args.sizes < 2 or len(set_sizes(args.n_studies, args.sizes)) < 2:
+        parser.error("--sizes must be at least 2, and --n_studies large enough for that many")
     logging.basicConfig(level=logging.WARNING)
 
     import torch
@@ -494,8 +559,8 @@ def main(argv=None) -> None:
         large = write_phantoms(tmp / "data", args.n_studies, max(1, os.cpu_count() or 1))
         write_s = time.perf_counter() - start
         n_large = len(large.sources)
-        n = (max(1, n_large // 3), n_large)
-        small = subset(large, n[0], tmp / "small")
+        n = set_sizes(n_large, args.sizes)
+        sets = [subset(large, k, tmp / f"set{k}") for k in n[:-1]] + [large]
         decode_s, read_s = read_vs_decode(large, args.repeats)
         predictor, info = load_predictor(args.checkpoint, args.device)
         images = model_inputs(large)
@@ -504,19 +569,24 @@ def main(argv=None) -> None:
         repeats = []
         with decode_pool(args.num_workers) as pool:
             for r in range(args.repeats):
-                measured: dict[str, list[float]] = {k: [] for k in Repeat.__dataclass_fields__}
-                for k, data in enumerate((small, large)):
-                    measurements = {
-                        "decode": parallel_decode(pool, data),
-                        "forward": timed_forward(predictor, images[: n[k]], args.batch_size),
-                    }
-                    out = tmp / f"out{r}_{k}"
-                    command = infer_command(data, args.checkpoint, out, *settings)
-                    measurements["infer"] = run_infer(command, n[k], out)
-                    for name, (wall, cpu) in measurements.items():
-                        measured[name].append(wall)
-                        measured[f"{name}_cpu"].append(cpu)
-                repeats.append(Repeat(**{key: tuple(v) for key, v in measured.items()}))
+                measured: dict[str, dict[int, tuple[float, float]]] = {
+                    "decode": {}, "forward": {}, "infer": {}
+                }  # fmt: skip
+                for k, part in schedule(r, len(n)):
+                    if part == "floor":
+                        measured["decode"][k] = parallel_decode(pool, sets[k])
+                        measured["forward"][k] = timed_forward(
+                            predictor, images[: n[k]], args.batch_size
+                        )
+                    else:
+                        out = tmp / f"out{r}_{k}"
+                        command = infer_command(sets[k], args.checkpoint, out, *settings)
+                        measured["infer"][k] = run_infer(command, n[k], out)
+                fields = {}
+                for name, by_set in measured.items():
+                    fields[name] = tuple(by_set[k][0] for k in range(len(n)))
+                    fields[f"{name}_cpu"] = tuple(by_set[k][1] for k in range(len(n)))
+                repeats.append(Repeat(**fields))
         b = best(repeats)
         report(args, n, b, repeats, read_s, decode_s, write_s, torch.get_num_threads())
         if args.breakdown:
@@ -530,7 +600,7 @@ def main(argv=None) -> None:
             print("start-up parts: " + startup_parts(args.checkpoint), flush=True)
         if args.timeline:
             out = tmp / "timeline"
-            command = infer_command(small, args.checkpoint, out, *settings)
+            command = infer_command(sets[0], args.checkpoint, out, *settings)
             command = [c for c in command if c != "--quiet"] + ["--verbose"]
             print(f"timeline of lstv infer on {n[0]} studies (seconds after its launch; "
                   f"load average {os.getloadavg()[0]:.1f}):")  # fmt: skip
@@ -539,9 +609,9 @@ def main(argv=None) -> None:
 
 
 def report(args, n, b: Repeat, repeats, read_s, decode_s, write_s, threads) -> None:
-    n_large = n[1]
+    n_large = n[-1]
     read_ratio = read_s / decode_s
-    infer_ratio = b.infer[1] / (b.decode[1] + b.forward[1])
+    infer_ratio = b.infer[-1] / (b.decode[-1] + b.forward[-1])
     print(
         f"{n_large} phantom studies (written in {write_s:.1f} s), checkpoint "
         f"{args.checkpoint.name}, device {args.device}, {args.num_workers} reader processes, "
@@ -553,17 +623,16 @@ def report(args, n, b: Repeat, repeats, read_s, decode_s, write_s, threads) -> N
         f"read_sample, 1 process       {read_s / n_large * 1e3:7.1f} ms/study   "
         f"read / decode ratio {read_ratio:.2f} (target <= {READ_TARGET})"
     )
-    for k in (0, 1):
+    for k in range(len(n)):
         print(
             f"{n[k]:4d} studies: decode floor ({args.num_workers} processes) {b.decode[k]:6.2f} s, "
             f"forward floor {b.forward[k]:6.2f} s, lstv infer {b.infer[k]:6.2f} s"
         )
     print(
-        f"lstv infer, whole process    {b.infer[1]:7.2f} s   "
+        f"lstv infer, whole process    {b.infer[-1]:7.2f} s   "
         f"infer / (decode + forward) ratio {infer_ratio:.2f} (target <= {INFER_TARGET})"
     )
-    per_study = (b.infer[1] - b.infer[0]) / (n[1] - n[0])
-    floor_per_study = (b.decode[1] + b.forward[1] - b.decode[0] - b.forward[0]) / (n[1] - n[0])
+    per_study, floor_per_study = b.per_study(n)
     print(
         f"steady state                 {per_study * 1e3:7.1f} ms/study vs floors "
         f"{floor_per_study * 1e3:.1f} ms/study: ratio {b.steady(n):.2f} "
@@ -580,6 +649,17 @@ def report(args, n, b: Repeat, repeats, read_s, decode_s, write_s, threads) -> N
         f"{floor_cpu * 1e3:.1f}: ratio {infer_cpu / floor_cpu:.2f}; per repeat "
         + ", ".join(f"{i / f:.2f}" for i, f in (r.steady_cpu(n) for r in repeats))
         + f"; uptime load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
+        flush=True,
+    )
+    m = median_of_repeats(repeats, n)
+    sizes = "/".join(str(k) for k in n)
+    print(
+        f"steady state, median of repeats {m['infer'] * 1e3:5.1f} ms/study vs floors "
+        f"{m['floor'] * 1e3:.1f} ms/study: ratio {m['ratio']:.2f} (target <= "
+        f"{STEADY_TARGET}); in CPU time {m['infer_cpu'] * 1e3:.1f} vs "
+        f"{m['floor_cpu'] * 1e3:.1f} CPU ms/study: ratio {m['cpu_ratio']:.2f}; start-up "
+        f"{m['startup']:.2f} s (target <= {STARTUP_TARGET} s); {args.repeats} repeats "
+        f"interleaved, slope over {sizes} studies",
         flush=True,
     )
 
