@@ -10,7 +10,16 @@ import pytest
 
 from lstv.atomic import write_csv_atomic
 from lstv.errors import RunDirBusyError
-from lstv.rundir import FAILURE_COLUMNS, Manifest, RunDir
+from lstv.rundir import (
+    COMMIT_JOURNAL,
+    FAILURE_COLUMNS,
+    FAILURES_CSV,
+    LOCK_FILE,
+    MANIFEST_JSON,
+    METRICS_CSV,
+    Manifest,
+    RunDir,
+)
 
 
 def test_manifest_round_trips_and_keeps_unknown_keys(tmp_path):
@@ -130,3 +139,114 @@ def test_only_csvs_with_rows_hold_results(tmp_path):
     with run.failures_appender() as failures:
         failures.write({"study_id": "1", "series_id": "", "stage": "read", "error": "gone"})
     assert run.files_with_rows() == [run.failures_csv]
+
+
+def test_a_failed_manifest_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    """The write itself fails (a full disk at fsync), not json.dumps before it: the manifest
+    already there is untouched and no temporary file is left (temp + rename, not in place)."""
+    import lstv.atomic
+
+    path = Manifest(n_selected=3).to_json(tmp_path / "run_manifest.json")
+    before = path.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lstv.atomic.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="cannot write .*run_manifest.json: No space left"):
+        RunDir(tmp_path).write_manifest(Manifest(n_selected=5, status="complete"))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run_manifest.json"]
+
+
+def test_files_replaced_together_take_their_place_and_leave_nothing_else(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics_csv.write_text("old csv\n")
+    run.replace_together(
+        {
+            run.metrics_csv: lambda f: f.write("study_id\r\n1\r\n"),
+            run.manifest_json: lambda f: f.write('{"a": 1}\n'),
+        }
+    )
+    assert run.metrics_csv.read_bytes() == b"study_id\r\n1\r\n"  # newline="": CSV text as given
+    assert run.manifest_json.read_text() == '{"a": 1}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [METRICS_CSV, "run_manifest.json"]
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {"0o644"}
+
+
+def test_files_replaced_together_change_nothing_when_one_write_fails(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics_csv.write_text("old csv\n")
+
+    def fails(f):
+        f.write("half")
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        run.replace_together(
+            {run.metrics_csv: lambda f: f.write("new"), run.manifest_json: fails}
+        )
+    assert [p.name for p in tmp_path.iterdir()] == [METRICS_CSV]
+    assert run.metrics_csv.read_text() == "old csv\n"
+
+
+def _stage(run, name, text):
+    staged = run.path / f".{name}.k1ll3d.tmp"
+    staged.write_text(text)
+    return staged.name
+
+
+def test_a_replacement_stopped_after_its_journal_is_finished_by_the_next_reader(tmp_path):
+    """Killed after the commit point: the journal names the staged files, the next reader of
+    the manifest puts each in its place (the one already moved is skipped) and drops it."""
+    run = RunDir(tmp_path)
+    run.metrics_csv.write_text("scored\n")  # moved before the kill
+    plan = [
+        [".lstv_uncertainty_metrics.csv.gone.tmp", METRICS_CSV],
+        [_stage(run, MANIFEST_JSON, json.dumps(Manifest(n_completed=4).to_dict())), MANIFEST_JSON],
+    ]
+    (tmp_path / COMMIT_JOURNAL).write_text(json.dumps({"replace": plan}))
+    assert run.read_manifest().n_completed == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == [METRICS_CSV, MANIFEST_JSON]
+    assert run.metrics_csv.read_text() == "scored\n"
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        "{not json",
+        '{"other": []}',
+        '{"replace": 3}',
+        '{"replace": [["../.run_manifest.json.x.tmp", "run_manifest.json"]]}',
+        '{"replace": [[".run_manifest.json.x.tmp", "sub/run_manifest.json"]]}',
+        '{"replace": [["..", "run_manifest.json"]]}',
+        '{"replace": [["", "run_manifest.json"]]}',
+        '{"replace": [[".run_manifest.json.x.tmp"]]}',
+        '{"replace": [7]}',
+    ],
+)
+def test_a_journal_that_is_unreadable_or_leaves_the_folder_is_left_alone(
+    tmp_path, journal, caplog
+):
+    run = RunDir(tmp_path)
+    staged = _stage(run, MANIFEST_JSON, json.dumps(Manifest(n_completed=4).to_dict()))
+    (tmp_path / COMMIT_JOURNAL).write_text(journal)
+    run.settle()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [COMMIT_JOURNAL, staged]
+    assert COMMIT_JOURNAL in caplog.text and "left as it is" in caplog.text
+
+
+def test_taking_the_lock_settles_and_removes_only_this_folders_stale_temporaries(tmp_path):
+    run = RunDir(tmp_path)
+    stale = [_stage(run, name, "half") for name in (METRICS_CSV, FAILURES_CSV, MANIFEST_JSON)]
+    kept = [_stage(run, "notes.txt", "mine"), _stage(run, "report.html", "mine")]
+    plan = [[_stage(run, "lstv_uncertainty_metrics.csv", "new"), METRICS_CSV]]
+    plan[0][0] = plan[0][0].replace("k1ll3d", "c0mm1t")
+    (tmp_path / plan[0][0]).write_text("committed")
+    (tmp_path / COMMIT_JOURNAL).write_text(json.dumps({"replace": plan}))
+    with run.lock():
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert (tmp_path / LOCK_FILE).read_text().startswith(f"pid {os.getpid()} since 20")
+    assert left == sorted([METRICS_CSV, LOCK_FILE, *kept]) and not set(stale) & set(left)
+    assert run.metrics_csv.read_text() == "committed"
+    assert (tmp_path / LOCK_FILE).read_text() == ""  # released: no holder named

@@ -333,16 +333,20 @@ class RunDir:
         before all its files took their place (idempotent; safe beside another settle)."""
         journal = self.path / COMMIT_JOURNAL
         try:
-            plan = json.loads(journal.read_text(encoding="utf-8"))["replace"]
+            # pairs of names; a hand-edited journal of any other shape is unreadable
+            plan = [
+                (str(staged), str(target))
+                for staged, target in json.loads(journal.read_text(encoding="utf-8"))["replace"]
+            ]
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s is unreadable (%s); left as it is", journal, exc)
             return
-        for staged, target in plan:
-            if Path(staged).name != staged or Path(target).name != target:
-                log.warning("%s names a path outside the run folder; left as it is", journal)
-                return
+        names = [name for pair in plan for name in pair]
+        if any(Path(name).name != name or name in ("", "..") for name in names):
+            log.warning("%s names a path outside the run folder; left as it is", journal)
+            return
         for staged, target in plan:
             with contextlib.suppress(FileNotFoundError):  # done already
                 os.replace(self.path / staged, self.path / target)
