@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
+import math
 import multiprocessing
 import os
 
@@ -36,25 +39,71 @@ def test_manifest_round_trips_and_keeps_unknown_keys(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"mode": "valid"}, "mode must be one of"),
+        ({"mode": "valid"}, "mode must be one of trial, debug, prod, not 'valid'"),
         ({"status": "halfway"}, "status must be one of"),
         ({"num_parts": 2, "part_id": 2}, "impossible"),
         ({"n_completed": -1}, "no integer 'n_completed'"),
+        *[({key: -1}, f"no integer '{key}'") for key in ("num_parts", "part_id", "n_failed")],
+        *[({key: "3"}, f"no integer '{key}'") for key in ("n_selected", "n_completed")],
+        ({"num_parts": 0, "part_id": 0}, "part 0 of 0 is impossible"),
+        ({"image_size": 96, "unknown_to_this_version": 1}, None),
     ],
 )
 def test_manifest_refuses_impossible_values_naming_the_file(tmp_path, change, message):
     path = tmp_path / "run_manifest.json"
     path.write_text(json.dumps({**Manifest().to_dict(), **change}))
+    if message is None:  # a key this version does not know is no reason to refuse
+        Manifest.from_json(path)
+        return
     with pytest.raises(ValueError, match=message) as err:
         Manifest.from_json(path)
-    assert str(path) in str(err.value)
+    assert str(err.value).startswith(f"{path}")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [(None, "not found"), ("{half", "is not valid JSON: "), ("[1, 2]", "is not a JSON object")],
+)
+def test_a_missing_or_broken_manifest_is_refused_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "run_manifest.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        Manifest.from_json(path)
+    assert str(err.value).startswith(f"{path} ")
+
+
+def test_a_manifest_of_version_1_and_a_key_named_extra_read_back():
+    """Files written before schema_version existed are version 1; a key named "extra" (from
+    another version) is kept among the unknown keys, not taken for the field."""
+    old = Manifest.from_dict({"mode": "prod", "extra": 5})
+    assert old.schema_version == 1 and old.extra == {"extra": 5}
+    assert Manifest.from_dict(Manifest().to_dict()).schema_version == 2
+
+
+def test_the_manifest_text_holds_only_merged_runs_keys_for_merged_runs():
+    plain = json.loads(Manifest(extra={"newer": 1, "mode": "prod"}).to_text())
+    assert not {"shards", "n_heatmaps", "merged_at", "extra"} & set(plain)
+    assert plain["newer"] == 1 and plain["mode"] == "trial"  # an unknown key never wins
+    merged = json.loads(Manifest(shards=[{"part_id": 0}], n_heatmaps=3).to_text())
+    assert merged["shards"] == [{"part_id": 0}] and merged["n_heatmaps"] == 3
+    assert "merged_at" in merged
+
+
+def test_the_manifest_text_is_indented_json_with_paths_as_text(tmp_path):
+    text = Manifest(checkpoint={"path": tmp_path / "m.pth"}).to_text()
+    assert text.startswith('{\n  "command": ""') and text.endswith("}\n")
+    assert json.loads(text)["checkpoint"]["path"] == str(tmp_path / "m.pth")
 
 
 def test_manifest_differences_name_the_settings():
     a = Manifest(image_size=160, tta=False, checkpoint={"sha256": "a"})
     b = a.replace(image_size=128, tta=True, checkpoint={"sha256": "b"})
-    text = "; ".join(a.differences(b))
-    assert "image_size: 160 vs 128" in text and "tta" in text and "checkpoint_sha256" in text
+    assert a.differences(b) == [
+        "image_size: 160 vs 128",
+        "tta: False vs True",
+        "checkpoint_sha256: 'a' vs 'b'",
+    ]
     assert a.differences(a.replace(n_completed=7, status="complete")) == []
 
 
@@ -100,8 +149,12 @@ def test_failures_of_retried_studies_go_the_others_stay(tmp_path):
 
 def test_a_manifest_with_nan_names_the_key_and_writes_nothing(tmp_path):
     manifest = Manifest(checkpoint={"config": {"val": {"l5_s1": float("nan")}}, "x": [1.0]})
-    with pytest.raises(ValueError, match=r"at checkpoint\.config\.val\.l5_s1$"):
-        manifest.to_json(tmp_path / "run_manifest.json")
+    path = tmp_path / "run_manifest.json"
+    with pytest.raises(ValueError, match=r"at checkpoint\.config\.val\.l5_s1$") as err:
+        manifest.to_json(path)
+    assert str(err.value).startswith(f"{path}: the manifest would hold NaN")
+    with pytest.raises(ValueError, match=r"at thresholds\.seed, thresholds\.band\.1$"):
+        Manifest(thresholds={"seed": math.inf, "band": [0.0, -math.inf]}).to_json(path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -126,7 +179,9 @@ def test_a_manifest_takes_its_settings_from_the_inference_config():
         True,
     )
     assert manifest.command == "lstv infer" and manifest.valid_ids == "models/valid_id.npy"
-    assert manifest.input_dir == "in" and manifest.status == "complete"
+    assert manifest.input_dir == "in" and manifest.series_csv == "s.csv"
+    assert manifest.status == "complete"
+    assert Manifest.from_config(config).valid_ids is None  # none given: none recorded
 
 
 def test_only_csvs_with_rows_hold_results(tmp_path):
@@ -238,7 +293,8 @@ def test_a_journal_that_is_unreadable_or_leaves_the_folder_is_left_alone(
 
 def test_taking_the_lock_settles_and_removes_only_this_folders_stale_temporaries(tmp_path):
     run = RunDir(tmp_path)
-    stale = [_stage(run, name, "half") for name in (METRICS_CSV, FAILURES_CSV, MANIFEST_JSON)]
+    names = (METRICS_CSV, FAILURES_CSV, MANIFEST_JSON, COMMIT_JOURNAL)
+    stale = [_stage(run, name, "half") for name in names]
     kept = [_stage(run, "notes.txt", "mine"), _stage(run, "report.html", "mine")]
     plan = [[_stage(run, "lstv_uncertainty_metrics.csv", "new"), METRICS_CSV]]
     plan[0][0] = plan[0][0].replace("k1ll3d", "c0mm1t")
@@ -250,3 +306,124 @@ def test_taking_the_lock_settles_and_removes_only_this_folders_stale_temporaries
     assert left == sorted([METRICS_CSV, LOCK_FILE, *kept]) and not set(stale) & set(left)
     assert run.metrics_csv.read_text() == "committed"
     assert (tmp_path / LOCK_FILE).read_text() == ""  # released: no holder named
+
+
+@pytest.mark.parametrize(
+    ("manifest", "locked", "said"),
+    [
+        (None, False, None),
+        (Manifest(status="complete"), False, None),
+        (Manifest(shards=[{}]), False, None),  # a merged run is whole by construction
+        (Manifest(), False, "its process ended before it finished"),
+        (Manifest(), True, "still in progress: another lstv run holds the folder"),
+        (
+            Manifest(status="interrupted", n_completed=6, n_selected=10),
+            False,
+            "interrupted, 6 of 10 studies done",
+        ),
+        (Manifest(status="failed", n_selected=3), True, "failed, 0 of 3 studies done"),
+    ],
+)
+def test_an_unfinished_run_says_how_far_it_got(tmp_path, manifest, locked, said):
+    run = RunDir(tmp_path)
+    if manifest is not None:
+        run.write_manifest(manifest)
+    with run.lock() if locked else contextlib.nullcontext():
+        text = run.unfinished()
+    assert text == (None if said is None else f"an unfinished run ({said})")
+
+
+def test_an_unreadable_manifest_is_no_unfinished_run_and_no_thresholds(tmp_path, caplog):
+    run = RunDir(tmp_path)
+    run.manifest_json.write_text("{half")
+    assert run.unfinished() is None
+    assert run.run_thresholds() is None
+    assert "is not valid JSON" in caplog.text
+
+
+def test_the_run_thresholds_are_the_manifests_or_none(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.run_thresholds() is None
+    run.write_manifest(Manifest(thresholds={}))
+    assert run.run_thresholds() is None
+    run.write_manifest(Manifest(thresholds={"seed": 5.0}))
+    assert run.run_thresholds() == {"seed": 5.0}
+
+
+def test_is_locked_only_while_a_run_holds_the_folder(tmp_path):
+    run = RunDir(tmp_path / "out")
+    assert not run.is_locked() and not run.path.exists()  # asking creates nothing
+    with run.lock():
+        assert run.is_locked()
+    assert not run.is_locked()
+    with run.lock():  # is_locked released its shared lock: the folder can be taken again
+        pass
+
+
+def test_completed_studies_are_those_with_a_whole_row(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.completed_study_ids() == set()  # no CSV yet
+    run.metrics_csv.write_text("study_id,x\n7,1\n8\n9,1,extra\n,1\n10,\n")
+    assert run.completed_study_ids() == {"7", "10"}  # 8 short, 9 too long, one with no ID
+
+
+def test_failures_with_other_columns_are_refused_naming_the_file(tmp_path):
+    run = RunDir(tmp_path)
+    run.failures_csv.write_text("study_id,error\n1,gone\n")
+    with pytest.raises(ValueError, match=r"failures\.csv columns \['study_id', 'error'\] != "):
+        run.read_failures()
+    with pytest.raises(ValueError, match="failures.csv columns"):
+        run.keep_failures_except({"1"})
+
+
+def test_keeping_failures_writes_only_when_a_row_goes(tmp_path):
+    run = RunDir(tmp_path)
+    run.keep_failures_except({"1"})
+    assert not run.failures_csv.exists()  # nothing to keep: no file made
+    with run.failures_appender() as failures:
+        failures.write({"study_id": "2", "series_id": "", "stage": "read", "error": "gone"})
+    inode = run.failures_csv.stat().st_ino
+    run.keep_failures_except({"1"})
+    assert run.failures_csv.stat().st_ino == inode  # not rewritten
+    run.keep_failures_except({"2"})
+    assert run.failures_csv.is_file() and run.read_failures() == []
+
+
+def test_the_run_folder_is_made_with_its_parents_or_refused_clearly(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "a" / "b" / "out")
+    run.create()
+    assert run.path.is_dir() and repr(run) == f"RunDir('{run.path}')"
+    assert run.heatmap(7) == run.path / "heatmaps" / "7.npz"
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match=r"^cannot create --output_dir .*f/out: Not a directory"):
+        RunDir(tmp_path / "f" / "out").create()
+    # root may write anywhere, so the check of the folder's permissions is faked: it must ask
+    # for writing (and entering), not only for existence
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
+    with pytest.raises(ValueError, match=f"^--output_dir {run.path} is not writable$"):
+        run.create()
+
+
+def test_csvs_with_rows_are_found_whatever_else_is_there(tmp_path):
+    """An empty file, a failures CSV without a metrics CSV, bytes that are not UTF-8 (a row
+    still), a field the csv module refuses (unreadable is not empty)."""
+    run = RunDir(tmp_path)
+    run.metrics_csv.write_bytes(b"")
+    run.failures_csv.write_bytes(b"study_id\n")
+    assert run.files_with_rows() == []
+    run.metrics_csv.unlink()
+    run.failures_csv.write_bytes(b"study_id,error\n1,caf\xe9\n")
+    assert run.files_with_rows() == [run.failures_csv]
+    run.metrics_csv.write_bytes(b"study_id\n" + b"1" * (csv.field_size_limit() + 1) + b"\n")
+    assert run.files_with_rows() == [run.metrics_csv, run.failures_csv]
+
+
+def test_timestamps_are_utc():
+    import datetime as dt
+
+    from lstv.rundir import utc_now
+
+    stamp = dt.datetime.fromisoformat(utc_now())
+    assert stamp.utcoffset() == dt.timedelta(0)
+    now = dt.datetime.now(dt.timezone.utc)
+    assert abs((now - stamp).total_seconds()) < 60
