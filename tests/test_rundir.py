@@ -245,6 +245,69 @@ def test_files_replaced_together_change_nothing_when_one_write_fails(tmp_path):
     assert run.metrics_csv.read_text() == "old csv\n"
 
 
+def _replace_and_die(path):
+    """A replacement killed (no cleanup runs) while it writes its second file."""
+    run = RunDir(path)
+
+    def die(f):
+        f.write('{"half": ')
+        f.flush()
+        os._exit(9)
+
+    run.replace_together({run.metrics_csv: lambda f: f.write("new\n"), run.manifest_json: die})
+
+
+def test_a_replacement_killed_before_its_journal_changes_nothing_and_the_lock_clears_it(
+    tmp_path,
+):
+    """Its staged files are named as the run folder's temporaries, so the next run's lock
+    removes them; the files it was replacing are as they were."""
+    run = RunDir(tmp_path)
+    run.metrics_csv.write_text("old\n")
+    child = multiprocessing.get_context("fork").Process(target=_replace_and_die, args=(tmp_path,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    staged = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+    assert len(staged) == 2 and staged[0].startswith(f".{METRICS_CSV}.")
+    assert staged[1].startswith(f".{MANIFEST_JSON}.")
+    with run.lock():
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([METRICS_CSV, LOCK_FILE])
+    assert run.metrics_csv.read_text() == "old\n"
+
+
+def test_a_failed_replacement_raises_its_own_error_when_a_staged_file_is_gone(tmp_path):
+    run = RunDir(tmp_path)
+
+    def gone_then_fails(f):
+        for staged in tmp_path.glob("*.tmp"):
+            staged.unlink()  # as another process's cleanup might
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError, match="disk gone"):
+        run.replace_together({run.metrics_csv: gone_then_fails})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_settle_beside_another_that_finished_first(tmp_path, monkeypatch):
+    """Two readers settle at once: the other one moved the files and dropped the journal
+    between this one's reading it and dropping it. Nothing is raised."""
+    run = RunDir(tmp_path)
+    staged = _stage(run, METRICS_CSV, "committed")
+    journal = tmp_path / COMMIT_JOURNAL
+    journal.write_text(json.dumps({"replace": [[staged, METRICS_CSV]]}))
+    replace = os.replace
+
+    def the_other_finishes_first(src, dst):
+        replace(src, dst)
+        journal.unlink()
+
+    monkeypatch.setattr(os, "replace", the_other_finishes_first)
+    run.settle()
+    assert [p.name for p in tmp_path.iterdir()] == [METRICS_CSV]
+
+
 def _stage(run, name, text):
     staged = run.path / f".{name}.k1ll3d.tmp"
     staged.write_text(text)
@@ -291,20 +354,27 @@ def test_a_journal_that_is_unreadable_or_leaves_the_folder_is_left_alone(
     assert COMMIT_JOURNAL in caplog.text and "left as it is" in caplog.text
 
 
-def test_taking_the_lock_settles_and_removes_only_this_folders_stale_temporaries(tmp_path):
+def test_taking_the_lock_settles_and_removes_only_this_folders_stale_temporaries(
+    tmp_path, caplog
+):
+    """The files a stopped writer left are removed (and said, by name); what a committed
+    replacement staged takes its place; other hidden files stay, and an entry that cannot be
+    removed (a folder) is left without stopping the run."""
+    caplog.set_level("INFO")
     run = RunDir(tmp_path)
     names = (METRICS_CSV, FAILURES_CSV, MANIFEST_JSON, COMMIT_JOURNAL)
     stale = [_stage(run, name, "half") for name in names]
     kept = [_stage(run, "notes.txt", "mine"), _stage(run, "report.html", "mine")]
-    plan = [[_stage(run, "lstv_uncertainty_metrics.csv", "new"), METRICS_CSV]]
-    plan[0][0] = plan[0][0].replace("k1ll3d", "c0mm1t")
-    (tmp_path / plan[0][0]).write_text("committed")
-    (tmp_path / COMMIT_JOURNAL).write_text(json.dumps({"replace": plan}))
+    (tmp_path / f".{FAILURES_CSV}.adir.tmp").mkdir()
+    committed = f".{METRICS_CSV}.c0mm1t.tmp"
+    (tmp_path / committed).write_text("committed")
+    (tmp_path / COMMIT_JOURNAL).write_text(json.dumps({"replace": [[committed, METRICS_CSV]]}))
     with run.lock():
         left = sorted(p.name for p in tmp_path.iterdir())
         assert (tmp_path / LOCK_FILE).read_text().startswith(f"pid {os.getpid()} since 20")
-    assert left == sorted([METRICS_CSV, LOCK_FILE, *kept]) and not set(stale) & set(left)
+    assert left == sorted([METRICS_CSV, LOCK_FILE, f".{FAILURES_CSV}.adir.tmp", *kept])
     assert run.metrics_csv.read_text() == "committed"
+    assert all(any(name in m for m in caplog.messages) for name in stale)
     assert (tmp_path / LOCK_FILE).read_text() == ""  # released: no holder named
 
 
