@@ -272,9 +272,11 @@ def test_a_replacement_killed_before_its_journal_changes_nothing_and_the_lock_cl
     assert len(staged) == 2 and staged[0].startswith(f".{METRICS_CSV}.")
     assert staged[1].startswith(f".{MANIFEST_JSON}.")
     with run.lock():
-        pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([METRICS_CSV, LOCK_FILE])
-    assert run.metrics_csv.read_text() == "old\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([METRICS_CSV, LOCK_FILE])
+        assert run.metrics_csv.read_text() == "old\n"
+        # the next run's replacement (in this process, where mutmut sees which tests call it)
+        run.replace_together({run.metrics_csv: lambda f: f.write("new\n")})
+    assert run.metrics_csv.read_text() == "new\n"
 
 
 def test_a_failed_replacement_raises_its_own_error_when_a_staged_file_is_gone(tmp_path):
