@@ -257,7 +257,7 @@ def _replace_and_die(path):
     run.replace_together({run.metrics_csv: lambda f: f.write("new\n"), run.manifest_json: die})
 
 
-def test_a_replacement_killed_before_its_journal_changes_nothing_and_the_lock_clears_it(
+def test_a_replacement_killed_before_its_journal_changes_nothing_and_is_cleared(
     tmp_path,
 ):
     """Its staged files are named as the run folder's temporaries, so the next run's lock
