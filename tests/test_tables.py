@@ -163,6 +163,10 @@ def test_na_is_not_a_label_word(tmp_path):
         ),
         ("study_id,lstv,lstv_type\n1,1,normal\n", r"study 1 has lstv=1 but lstv_type='normal'"),
         ("study_id,lstv\n2,1\n2,0\n1,1\n1,0\n", r"labelled twice with different values: 1, 2$"),
+        (
+            "study_id,lstv\n1,1\n2,0,extra,cells\n",
+            r"labels CSV .*labels\.csv is malformed: .*Expected 2 fields in line 3, saw 4",
+        ),
     ],
 )
 def test_bad_labels_name_the_file_and_the_problem(tmp_path, text, message):

@@ -687,3 +687,46 @@ def test_shape_features_are_the_five_shape_columns_only():
 
     out = shape_features(_float32_map(), (1.0, 1.0))
     assert list(out) == ["peak2", "peak2_dx_mm", "peak2_dy_mm", "mass_out", "top100_entropy"]
+
+
+# -------------------- mutation survivors (issue 20): parasagittal_features
+
+
+def _side_maps(l5_s1_at, peak=0.8):
+    p = np.full((6, 64, 64), 1e-4)
+    p[4, 10, 10] = 0.9
+    p[5][l5_s1_at] = peak
+    return p
+
+
+def test_parasagittal_shift_is_in_mm_along_columns_and_rows():
+    """The shift is (column step x its pixel size, row step x its pixel size): with unequal
+    pixel sizes a swap of the two, or of the centre's coordinates, gives another distance."""
+    from lstv.uncertainty import parasagittal_features, study_metrics
+
+    pixel_mm = (2.0, 0.5)  # rows 2 mm apart, columns 0.5 mm
+    centre = study_metrics(_side_maps((30, 20), 0.9), pixel_mm)
+    f = parasagittal_features(np.stack([_side_maps((34, 26))]), centre, pixel_mm)
+    assert f["l5_s1_para_shift_mm"] == pytest.approx(math.hypot(6 * 0.5, 4 * 2.0))
+
+
+def test_parasagittal_features_without_pixel_size_or_centre_are_nan_not_errors():
+    """Without a pixel size the second peak and shift are NaN but the lowest peak is measured;
+    a result without a centre (results.py's default) and a run without side slices give NaN
+    columns without a numpy warning of an empty mean."""
+    import warnings
+
+    from lstv.uncertainty import parasagittal_features, study_metrics
+
+    side = np.stack([_side_maps((34, 26), 0.7)])
+    centre = study_metrics(_side_maps((30, 20), 0.9), (1.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = parasagittal_features(side, centre, None)
+        assert f["l5_s1_para_min_confidence"] == pytest.approx(0.7)
+        assert math.isnan(f["l5_s1_para_mean_peak2"]) and math.isnan(f["l5_s1_para_shift_mm"])
+        for no_centre in (parasagittal_features(None, {}), parasagittal_features(side, {})):
+            assert math.isnan(no_centre["l5_s1_para_shift_mm"])
+        assert parasagittal_features(side, {})["l5_s1_para_min_confidence"] == pytest.approx(0.7)
+        empty = parasagittal_features(None, {}, (1.0, 1.0))
+        assert all(math.isnan(v) for k, v in empty.items() if k != "parasagittal_slices")
