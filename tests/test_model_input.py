@@ -168,3 +168,19 @@ def test_read_sample_equals_the_whole_volumes_centre_on_phantoms(phantom_dataset
         assert (sample.slice_index, sample.n_slices) == (centre, len(series.volume))
         assert np.array_equal(sample.position, series.positions[centre])
         assert np.array_equal(sample.pixel_spacing, series.pixel_spacings[centre])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{h}x{w}" for h, w in SIZES])
+def test_the_centre_alone_gives_the_originals_input(volumes, size):
+    """centre_input resizes the centre slice in place of its neighbours, in as many channels
+    as the original's call: the original's input for every depth, whatever the neighbours
+    hold (resizing the centre in one channel is not, above)."""
+    from lstv.inference import centre_input
+
+    for depth in DEPTHS:
+        volume = volumes[size][:depth]
+        got = centre_input(volume[depth // 2], depth, 160)
+        assert got.shape == (160, 160) and got.dtype == np.uint8
+        assert np.array_equal(got, original_model_input(volume)), f"D={depth}"
+    with pytest.raises(ValueError, match=r"\(H, W\) centre slice"):
+        centre_input(volumes[size][:2], 2)

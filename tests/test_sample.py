@@ -169,3 +169,39 @@ def test_a_sample_carries_the_acquisition_of_its_16_bit_centre_slice(phantom_dat
     windowed = descriptors(sample.slice_pixels, series.pixel_spacings[i], series.positions, i)
     for other in (neighbour, windowed):
         assert other["acq_noise"] != expected["acq_noise"]
+
+
+@pytest.mark.parametrize("parasagittal, windowed", [(0, 1), (1, 5), (2, 5), (3, 7)])
+def test_a_reader_windows_only_the_slices_the_model_reads(
+    monkeypatch, phantom_dataset, parasagittal, windowed
+):
+    """The centre alone becomes 8-bit when the model reads it alone (its neighbours would only
+    choose the resize's path, lstv.inference.centre_input); with parasagittal slices, the
+    window around it. The inputs are the whole volume's either way."""
+    from lstv.dicom import OrderedSlices, read_series
+    from lstv.inference import model_inputs, parasagittal_offsets
+    from lstv.sample import read_sample
+    from lstv.studies import read_series_table, sagittal_t2_tasks
+
+    kept = []
+    volume = OrderedSlices.volume
+
+    def recorded(self, keep=slice(None)):
+        kept.append(keep)
+        return volume(self, keep)
+
+    monkeypatch.setattr(OrderedSlices, "volume", recorded)
+    task = sagittal_t2_tasks(read_series_table(phantom_dataset.series_csv))[0]
+    sample = read_sample(task, phantom_dataset.images_dir, 160, parasagittal)
+    [keep] = kept
+    assert keep.stop - keep.start == windowed
+    assert keep.start <= sample.slice_index < keep.stop
+    whole = read_series(task.series_source(phantom_dataset.images_dir)).volume
+    offsets = parasagittal_offsets(len(whole), parasagittal)
+    expected = model_inputs(whole, 160, (0, *offsets))
+    assert np.array_equal(sample.image, expected[0])
+    assert np.array_equal(sample.slice_pixels, whole[sample.slice_index])
+    if offsets:
+        assert np.array_equal(sample.side_images, expected[1:])
+    else:
+        assert sample.side_images is None

@@ -91,7 +91,7 @@ def read_sample(
     input."""
     from lstv.acquisition import descriptors
     from lstv.dicom import read_slices
-    from lstv.inference import input_slices, model_inputs, parasagittal_offsets
+    from lstv.inference import centre_input, input_slices, model_inputs, parasagittal_offsets
 
     series = read_slices(task.series_source(images_dir))
     n_slices = len(series.planes)
@@ -99,15 +99,20 @@ def read_sample(
     # Only the slices the model reads become 8-bit (windowed by the whole series'
     # percentiles): the same numbers as read_series(...).volume[part], a third of the work.
     offsets = parasagittal_offsets(n_slices, parasagittal)
-    part = input_slices(n_slices, parasagittal)
-    volume = series.volume(part)
-    images = model_inputs(volume, image_size, (0, *offsets))
+    if offsets:
+        part = input_slices(n_slices, parasagittal)
+        volume = series.volume(part)
+        images = model_inputs(volume, image_size, (0, *offsets))
+        centre = volume[index - part.start]
+    else:  # the centre alone: its neighbours would only choose the resize's path
+        centre = series.volume(slice(index, index + 1))[0]
+        images = centre_input(centre, n_slices, image_size)[None]
     return Sample(
         task=task,
         image=images[0],
         side_offsets=offsets,
         side_images=images[1:] if offsets else None,
-        slice_pixels=volume[index - part.start],
+        slice_pixels=centre,
         slice_index=index,
         n_slices=n_slices,
         position=series.positions[index],
