@@ -25,6 +25,28 @@ def test_robust_scale_falls_back_from_mad_to_iqr_std_and_one():
         robust_location_scale([np.nan])
 
 
+def test_robust_scale_rules_hold_below_one_and_at_interpolated_quartiles():
+    """A spread under 1 (entropies, probabilities) is still a spread; the IQR is of the 25th
+    and 75th percentiles as numpy interpolates them, low and high side alike."""
+    assert robust_location_scale([0.1, 0.2, 0.3, 0.4, 0.5]) == (
+        0.3,
+        pytest.approx(0.1 * 1.4826),
+        "mad",
+    )
+    assert robust_location_scale([0, 4, 5, 5, 5, 5, 5]) == (5.0, pytest.approx(0.5 / 1.349), "iqr")
+    assert robust_location_scale([5, 5, 5, 5, 5, 6, 10]) == (5.0, pytest.approx(0.5 / 1.349), "iqr")
+
+
+def test_robust_scale_of_one_value_is_one_without_a_numpy_warning():
+    """One study has no spread: the rule is "one", and no standard deviation of one value
+    (numpy's "degrees of freedom <= 0" warning on the user's console) is tried."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert robust_location_scale([2.5, np.nan]) == (2.5, 1.0, "one")
+
+
 def test_a_study_at_the_reference_median_scores_zero():
     raw = normal_features(np.random.default_rng(0), 41)
     ref = fit_reference(raw, SHA_A)
