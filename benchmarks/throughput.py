@@ -336,7 +336,7 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
 
     from lstv.csv_files import CsvAppender
     from lstv.dicom import read_slices
-    from lstv.inference import input_slices, model_input
+    from lstv.inference import centre_input
     from lstv.results import METRIC_COLUMNS, StudyResult, metrics_row
     from lstv.sample import read_sample
     from lstv.studies import study_tasks
@@ -358,10 +358,12 @@ def breakdown(data: Phantoms, predictor, batch_size: int, reference, out: Path) 
         ordered = read_slices(source)
         t["read_slices"] += time.perf_counter() - start
         start = time.perf_counter()
-        volume = ordered.volume(input_slices(len(ordered.planes)))
+        # As read_sample with --parasagittal 0: the centre alone becomes 8-bit.
+        centre = len(ordered.planes) // 2
+        volume = ordered.volume(slice(centre, centre + 1))
         t["normalise"] += time.perf_counter() - start
         start = time.perf_counter()
-        model_input(volume, 160)
+        centre_input(volume[0], len(ordered.planes), 160)
         t["model input"] += time.perf_counter() - start
         sample = read_sample(tasks[i], data.images_dir, 160)
         start = time.perf_counter()
