@@ -184,3 +184,22 @@ def test_the_centre_alone_gives_the_originals_input(volumes, size):
         assert np.array_equal(got, original_model_input(volume)), f"D={depth}"
     with pytest.raises(ValueError, match=r"\(H, W\) centre slice"):
         centre_input(volumes[size][:2], 2)
+
+
+def test_the_centre_alone_at_any_size_depth_and_height_and_its_refusals():
+    """centre_input at another input size, for a series deeper than OpenCV's 512 channels (the
+    window's 5 channels, not the series' depth), for a one-row slice; an empty slice or a
+    series of no slices is refused with its message (mutation survivors, issue 20)."""
+    from lstv.inference import centre_input
+
+    deep = mr_like_volume(1000, 9, 7)
+    assert np.array_equal(centre_input(deep[500], 1000, 12), model_input(deep, 12))
+    volume = mr_like_volume(5, 40, 30)
+    assert np.array_equal(centre_input(volume[2], 5, 64), original_model_input(volume, 64))
+    one_row = mr_like_volume(3, 1, 7)
+    assert np.array_equal(centre_input(one_row[1], 3, 8), original_model_input(one_row, 8))
+    message = r"^centre_input needs the \(H, W\) centre slice of a series of >= 1 slices, got "
+    with pytest.raises(ValueError, match=message + r"shape \(0, 4\) of 3$"):
+        centre_input(np.zeros((0, 4), np.uint8), 3)
+    with pytest.raises(ValueError, match=message + r"shape \(3, 4\) of 0$"):
+        centre_input(np.zeros((3, 4), np.uint8), 0)
