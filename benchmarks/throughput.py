@@ -15,7 +15,8 @@ On the same phantom studies, each measurement repeated:
                              costs before its first study                     target <= 3.0 s
 
 The headline ("steady state, median of repeats") is the median over repeats of each repeat's
-own ratio, in wall-clock and in CPU time, with the median start-up: a repeat's floors and infer
+own ratio, in wall-clock and in CPU time (beside the median repeat's ms/study), with the median
+start-up: a repeat's floors and infer
 runs follow each other, so a load that slows one slows the other, and one slow repeat in three
 moves the median by no more than the other two differ. The repeats are interleaved: even ones
 go from the smallest set up, floors before infer, odd ones from the largest down, infer before
@@ -298,17 +299,28 @@ def best(repeats: list[Repeat]) -> Repeat:
 def median_of_repeats(repeats: list[Repeat], n: tuple[int, ...]) -> dict[str, float]:
     """The headline: the median over repeats of each repeat's own ratio (its floors and its
     infer runs measured minutes apart at most, so a load that slows a repeat slows both), in
-    wall-clock and CPU time, and the median per-study costs beside them. One slow repeat in
-    three moves it by at most the spread of the others."""
-    walls = [r.per_study(n) for r in repeats]
-    cpus = [r.steady_cpu(n) for r in repeats]
+    wall-clock and CPU time, with the per-study costs of the median repeat (the mean of the two
+    middle ones for an even count) and the median start-up. One slow repeat in three moves it
+    by at most the spread of the others."""
+
+    def middle(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
+        ratios = np.array([i / f for i, f in pairs])
+        mid = np.argsort(ratios, kind="stable")[(len(pairs) - 1) // 2 : len(pairs) // 2 + 1]
+        return (
+            float(np.median(ratios)),
+            float(np.mean([pairs[k][0] for k in mid])),
+            float(np.mean([pairs[k][1] for k in mid])),
+        )
+
+    ratio, infer, floor = middle([r.per_study(n) for r in repeats])
+    cpu_ratio, infer_cpu, floor_cpu = middle([r.steady_cpu(n) for r in repeats])
     return {
-        "ratio": float(np.median([i / f for i, f in walls])),
-        "infer": float(np.median([i for i, _ in walls])),
-        "floor": float(np.median([f for _, f in walls])),
-        "cpu_ratio": float(np.median([i / f for i, f in cpus])),
-        "infer_cpu": float(np.median([i for i, _ in cpus])),
-        "floor_cpu": float(np.median([f for _, f in cpus])),
+        "ratio": ratio,
+        "infer": infer,
+        "floor": floor,
+        "cpu_ratio": cpu_ratio,
+        "infer_cpu": infer_cpu,
+        "floor_cpu": floor_cpu,
         "startup": float(np.median([r.startup(n) for r in repeats])),
     }
 

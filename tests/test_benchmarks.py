@@ -119,6 +119,9 @@ def test_throughput_headline_is_the_median_of_repeats_over_interleaved_runs():
     m = median_of_repeats(repeats, n)
     assert m["ratio"] == pytest.approx(1.06) and m["cpu_ratio"] == pytest.approx(1.05)
     assert m["startup"] == pytest.approx(2.0)
+    assert (m["infer"], m["floor"]) == (pytest.approx(0.053), pytest.approx(0.050))  # repeat 2
+    two = median_of_repeats(repeats[:2], n)
+    assert two["ratio"] == pytest.approx(1.055) and two["infer"] == pytest.approx(0.05275)
     assert best(repeats).steady(n) > 1.2  # the fast floors of one repeat, the infer of another
     assert repeats[2].steady(n) > 1.4
     assert schedule(0, 2) == [(0, "floor"), (0, "infer"), (1, "floor"), (1, "infer")]
