@@ -192,6 +192,9 @@ def test_mahalanobis_over_the_known_features_with_one_sided_ones_clipped_at_the_
     assert math.isnan(scores[3])
     assert drivers.tolist() == [1, 0, 1, -1]
     assert x[1, 1] == -5.0  # the caller's array is left as it was
+    # a study with no known feature first: the studies after it are still scored
+    again, _ = mahalanobis(x[::-1].copy(), location, covariance, np.array([False, True]))
+    np.testing.assert_allclose(again[::-1], scores, rtol=0)
 
 
 def test_transform_z_scores_score_and_normal_value_of_a_hand_set_reference():
@@ -201,6 +204,8 @@ def test_transform_z_scores_score_and_normal_value_of_a_hand_set_reference():
     raw = np.array([[11.0, 0.04], [9.5, -1.0], [np.nan, np.nan], [9.5, 0.04 * math.exp(3) - 1e-4]])
     x = ref.transform(raw)
     assert raw[1, 1] == -1.0  # transformed on a copy
+    # integer counts are transformed as numbers, not truncated back to integers
+    assert ref.transform(np.array([[10, 1]])).tolist() == [[10.0, math.log(1 + 1e-4)]]
     np.testing.assert_allclose(
         x[[0, 1, 3], 1], [math.log(0.04 + 1e-4), math.log(1e-4), 3 + math.log(0.04)]
     )
