@@ -242,6 +242,9 @@ def test_check_run_says_which_it_is(feature_shift, sharp, verdict):
             "the acquisition of 100 studies is like the reference's: the set may hold many "
             "transitional studies; that is not a reason to re-calibrate"
         )
+    if verdict == "acquisition drift":  # the features that moved too, only when some did
+        moved = " (the score features moved too: l5_s1_entropy median +2.9 SD)"
+        assert result["note"].endswith(moved if feature_shift else "of this set")
 
 
 def test_check_run_with_an_old_reference_tests_the_features_and_says_once_why_not_the_rest():
@@ -256,3 +259,81 @@ def test_check_run_with_an_old_reference_tests_the_features_and_says_once_why_no
     assert result["feature_note"] == drift_check(ref, raw)["note"]
     assert result["note"] == f"{result['feature_note']} ({NO_ACQUISITION})"
     assert result["note"].count("cannot run") == 1
+
+
+def test_check_run_names_the_file_of_a_value_that_is_not_a_number():
+    """lstv infer checks its rows without naming a file: they are its metrics CSV's."""
+    from dataclasses import replace
+
+    from lstv.errors import UsageError
+    from lstv.score_drift import check_run
+
+    rng = np.random.default_rng(8)
+    ref = replace(fit_reference(normal_features(rng, 40), SHA_A), acquisition=_acquisition())
+    rows = _rows_with(normal_features(rng, 12), 0.05, 2.7)
+    rows[3]["l5_s1_entropy"] = "high"
+    with pytest.raises(UsageError, match=r"^metrics CSV: l5_s1_entropy = 'high' is not a"):
+        check_run(ref, rows)
+    with pytest.raises(UsageError, match=r"^run/m\.csv: l5_s1_entropy = 'high' is not a"):
+        check_run(ref, rows, "run/m.csv")
+    rows[3]["l5_s1_entropy"], rows[5][NOISE] = "0.5", "loud"
+    with pytest.raises(UsageError, match=rf"^run/m\.csv: {NOISE} = 'loud' is not a number"):
+        check_run(ref, rows, "run/m.csv")
+
+
+def test_acquisition_check_counts_ties_at_the_reference_median_as_half():
+    """200 studies: 30 at the reference's sharpness median (ties, half above), 170 above it;
+    q = (170 + 15) / 200 = 0.925, z = 2 (0.925 - 1/2) / sqrt(1/200 + 1/40) = 4.9075, p over two
+    descriptors 2 erfc(z / sqrt 2) = 1.84511e-6. The shift, 1.123 spreads, is given to 2 places."""
+    from lstv.score_drift import acquisition_check
+
+    raw = _descriptors(200, 0.05, 2.8123)
+    raw[:30, 1] = 2.7
+    result = acquisition_check(_acquisition(), raw)
+    assert result["descriptors"] == {
+        SHARP: {"median_shift_sd": 1.12, "p_adjusted": pytest.approx(1.84511e-6, rel=1e-5)}
+    }
+
+
+def test_acquisition_check_of_half_a_spread_exactly_drifts():
+    from lstv.score_drift import acquisition_check
+
+    acquisition = {"n": 40, "descriptors": {SHARP: {"centre": 2.0, "spread": 0.5, "n": 40}}}
+    result = acquisition_check(acquisition, _descriptors(100, np.nan, 2.25))
+    assert result["descriptors"][SHARP]["median_shift_sd"] == 0.5 and result["drift"] is True
+
+
+def test_acquisition_check_tests_a_later_descriptor_after_one_it_skips():
+    """noise (the first descriptor) is not in the reference, or has no known value in the
+    run: sharpness, after it, is still tested."""
+    from lstv.score_drift import acquisition_check
+
+    sharp_only = {"n": 40, "descriptors": {SHARP: _acquisition()["descriptors"][SHARP]}}
+    result = acquisition_check(sharp_only, _descriptors(60, 0.05, 2.6))
+    assert list(result["descriptors"]) == [SHARP]
+    result = acquisition_check(_acquisition(), _descriptors(60, np.nan, 2.6))
+    assert list(result["descriptors"]) == [SHARP]
+
+
+def test_acquisition_check_not_run_says_so_in_the_same_keys():
+    from lstv.score_drift import acquisition_check
+
+    assert acquisition_check(_acquisition(), None) == {
+        "drift": None,
+        "n": 0,
+        "descriptors": {},
+        "note": "the acquisition check cannot run: this run's CSV has no acquisition columns "
+        "(written by an lstv before them; run lstv infer again to have them)",
+    }
+    assert acquisition_check(_acquisition(), _descriptors(20, np.nan, np.nan)) == {
+        "drift": None,
+        "n": 0,
+        "descriptors": {},
+        "note": "too few studies to test the acquisition: 0 studies against a reference of 40 "
+        "cannot reach p < 0.001 (it needs 18 or more)",
+    }
+    # an acquisition field without its count of studies counts none
+    uncounted = {"descriptors": _acquisition(10)["descriptors"]}
+    assert acquisition_check(uncounted, _descriptors(20, 0.05, 2.7))["note"].startswith(
+        "too few studies to test the acquisition: a sign test against a reference of 0 normal"
+    )

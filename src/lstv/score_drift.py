@@ -185,9 +185,7 @@ def check_run(ref: Reference, rows: list[dict], source: str = "metrics CSV") -> 
 
     features = drift_check(ref, feature_matrix(rows, ref.features, source))
     acquisition = acquisition_check(ref.acquisition, descriptor_matrix(rows, source))
-    shifts = features["features"]
-    worst = sorted(shifts, key=lambda f: -abs(shifts[f]["median_shift_sd"]))[:3]
-    moved = ", ".join(f"{f} median {shifts[f]['median_shift_sd']:+.1f} SD" for f in worst)
+    moved = _largest_shifts(features["features"])
     if acquisition["drift"]:
         verdict = ACQUISITION_DRIFT
         note = (
