@@ -289,9 +289,8 @@ def best(repeats: list[Repeat]) -> Repeat:
     """Each measurement's fastest repeat."""
     return Repeat(
         *(
-            tuple(min(getattr(r, name)[k] for r in repeats) for k in range(len(r0)))
+            tuple(min(column) for column in zip(*(getattr(r, name) for r in repeats), strict=True))
             for name in ("decode", "forward", "infer", "decode_cpu", "forward_cpu", "infer_cpu")
-            for r0 in (getattr(repeats[0], name),)
         )
     )
 
